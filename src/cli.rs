@@ -1,0 +1,191 @@
+//! The command line as the user typed it (clap). Nothing here touches the filesystem:
+//! `context.rs` resolves these raw values into what commands work with.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+Flow: `offsync init` on the controller, `offsync link` on each target, `offsync target add` on \
+the controller, then `offsync target check`.
+
+Exit status: 0 success, 1 error, 64 bad command line or input (nothing was changed), 130 \
+interrupted.";
+
+/// Push one directory to a handful of hosts over SSH, through a key that can only run
+/// `rrsync -wo DIR` on each of them.
+#[derive(Debug, Parser)]
+#[command(name = "offsync", version, about, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// State directory (key, config, known_hosts, logs) [default: ~/.offsync]
+    #[arg(long, global = true, env = "OFFSYNC_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Controller: create the dedicated ed25519 key and config.yaml (idempotent)
+    Init(InitArgs),
+    /// Target: allow the controller's key to run only `rrsync -wo DIR` here
+    Link(LinkArgs),
+    /// Target: remove the line `link` wrote for a key
+    Unlink(UnlinkArgs),
+    /// Controller: add, list, remove and check targets
+    #[command(subcommand)]
+    Target(TargetCommand),
+    /// Install ssh, rsync and rrsync with the system package manager
+    InstallDeps(InstallDepsArgs),
+    /// Print shell completions to stdout
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to push to the targets (stored as an absolute path)
+    #[arg(long, value_name = "DIR")]
+    pub source: Option<PathBuf>,
+    /// Install missing tools without asking
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyInput {
+    /// The controller's public key: one OpenSSH line (`ssh-ed25519 AAAA… comment`)
+    #[arg(long, value_name = "TEXT", conflicts_with = "key_file")]
+    pub key: Option<String>,
+    /// Read the controller's public key from FILE (`-` for stdin)
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// authorized_keys file to edit [default: ~/.ssh/authorized_keys]
+    #[arg(long, value_name = "FILE")]
+    pub authorized_keys: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// Directory the key may write into (created 0700 if missing)
+    #[arg(long, value_name = "DIR", default_value = "~/.offsync/sync")]
+    pub path: String,
+    /// rrsync to force [default: found on PATH or in the usual places]
+    #[arg(long, value_name = "PATH")]
+    pub rrsync: Option<PathBuf>,
+    /// Also refuse deletions on this target (`rrsync -no-del`)
+    #[arg(long)]
+    pub no_delete: bool,
+    #[command(flatten)]
+    pub key: KeyInput,
+    /// sshd_config to read host keys and port from, for the printed `target add` command
+    #[arg(long, value_name = "FILE", default_value = "/etc/ssh/sshd_config")]
+    pub sshd_config: PathBuf,
+    /// Don't ask for confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlinkArgs {
+    #[command(flatten)]
+    pub key: KeyInput,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TargetCommand {
+    /// Pin a target's host key, prove the key is confined there, and save it
+    Add(TargetAddArgs),
+    /// List configured targets
+    List(TargetListArgs),
+    /// Remove a target from the config (and its pinned host key when unused)
+    Remove(TargetRemoveArgs),
+    /// Re-run the probe on targets in parallel and report per target
+    Check(TargetCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TargetAddArgs {
+    /// `user@host`, `user@192.0.2.1` or `user@[2001:db8::1]`
+    pub login: String,
+    /// Directory on the target that `link --path` allowed (for the record and for plans)
+    #[arg(long, value_name = "DIR")]
+    pub path: String,
+    /// Name for the target [default: the host]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// SSH port [default: 22, or what ~/.ssh/config says]
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// rrsync path on the target (as `link` printed it; for the record)
+    #[arg(long, value_name = "PATH")]
+    pub rrsync: Option<String>,
+    /// Expected host key fingerprint (`SHA256:…`, as `link` printed it)
+    #[arg(long, value_name = "SHA256:…")]
+    pub fingerprint: Option<String>,
+    /// Accept an unpinned host key without asking (trust on first use)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TargetListArgs {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TargetRemoveArgs {
+    /// Target name (see `offsync target list`)
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TargetCheckArgs {
+    /// Targets to check [default: all]
+    pub names: Vec<String>,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// ssh client and rsync
+    Controller,
+    /// sshd, rsync, rrsync (and python3 for it)
+    Target,
+    /// both of the above
+    Both,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallDepsArgs {
+    /// What this machine is
+    #[arg(long, value_enum, default_value_t = Role::Controller)]
+    pub role: Role,
+    /// Don't ask before installing
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Only print the command that would run
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// Shell to generate completions for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,297 @@
+//! `offsync link` / `offsync unlink`, run on a target.
+//!
+//! Invariants: every input (key, path, rrsync) is validated before any file is created or
+//! changed; authorized_keys is rewritten atomically with every unrelated line byte-identical;
+//! the same key linked twice leaves one line. The forced command is the only thing the key can
+//! run: `rrsync -wo [-no-del] DIR`, under `restrict` and the explicit `no-*` options.
+
+use anyhow::{Context as _, Result};
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::authorized_keys::{self, Change};
+use crate::cli::{KeyInput, LinkArgs, UnlinkArgs};
+use crate::context::{self, Context};
+use crate::error::InputError;
+use crate::{deps, fsutil, input_err, keys, prompt, sanitize};
+
+/// Longest public key input we read (RSA 16384 lines are about 2.8 KiB).
+const MAX_KEY_INPUT: u64 = 16 * 1024;
+
+pub fn run(ctx: &Context, args: LinkArgs) -> Result<ExitCode> {
+    let key = read_key(ctx, &args.key)?;
+    let dir = validate_dir(&args.path)?;
+    let rrsync = deps::find_rrsync(args.rrsync.as_deref())?;
+    let rrsync_str = rrsync
+        .to_str()
+        .map(str::to_string)
+        .ok_or_else(|| input_err!("--rrsync {} is not valid UTF-8", rrsync.display()))?;
+    check_safe_text("--rrsync", &rrsync_str)?;
+    let ak_path = authorized_keys_path(&args.key)?;
+    let existing = fsutil::read_optional(&ak_path)?.unwrap_or_default();
+
+    if ctx.interactive && !args.yes {
+        eprintln!(
+            "This lets key {} write into {} (and nothing else) through {}.",
+            keys::fingerprint(&key),
+            dir.display(),
+            rrsync_str
+        );
+        if !prompt::confirm(&format!("Update {}?", ak_path.display()))? {
+            anyhow::bail!("cancelled; nothing was changed");
+        }
+    }
+
+    // Inputs are valid: now create the directory and resolve it for good.
+    let created = fsutil::ensure_private_dir_keep(&dir)?;
+    let canonical =
+        std::fs::canonicalize(&dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let canonical_str = canonical.to_str().map(str::to_string).ok_or_else(|| {
+        input_err!(
+            "--path resolves to {}, which is not UTF-8",
+            canonical.display()
+        )
+    })?;
+    check_safe_text("--path", &canonical_str)?;
+    if canonical == Path::new("/") {
+        return Err(input_err!(
+            "--path resolves to `/`: the key could write anywhere; pass a dedicated directory"
+        ));
+    }
+
+    let comment = format!(
+        "{} linked {}",
+        sanitize::for_terminal(key.comment()),
+        chrono::Utc::now().format("%Y-%m-%d")
+    );
+    let line = authorized_keys::build_line(
+        &key,
+        &rrsync_str,
+        &canonical_str,
+        args.no_delete,
+        comment.trim(),
+    );
+    let (content, change) = authorized_keys::upsert(&existing, &key, &line);
+    if change != Change::Unchanged {
+        if let Some(parent) = ak_path.parent() {
+            fsutil::ensure_private_dir(parent)?;
+        }
+        fsutil::atomic_write(&ak_path, &content, fsutil::FILE_MODE)?;
+    }
+
+    let what = match change {
+        Change::Added => "added a line to",
+        Change::Replaced => "replaced this key's line in",
+        _ => "already up to date:",
+    };
+    eprintln!("{what} {}", ak_path.display());
+    if created {
+        eprintln!("created {} (mode 0700)", canonical.display());
+    }
+    eprintln!(
+        "the key {} may only run: {}",
+        keys::fingerprint(&key),
+        authorized_keys::forced_command(&rrsync_str, &canonical_str, args.no_delete)
+    );
+    print_controller_command(&args.sshd_config, &canonical_str, &rrsync_str);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn unlink(ctx: &Context, args: UnlinkArgs) -> Result<ExitCode> {
+    let key = read_key(ctx, &args.key)?;
+    let ak_path = authorized_keys_path(&args.key)?;
+    let Some(existing) = fsutil::read_optional(&ak_path)? else {
+        eprintln!("{} does not exist; nothing to remove", ak_path.display());
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (content, change) = authorized_keys::remove(&existing, &key);
+    match change {
+        Change::Removed(n) => {
+            fsutil::atomic_write(&ak_path, &content, fsutil::FILE_MODE)?;
+            eprintln!(
+                "removed {n} line(s) for {} from {}",
+                keys::fingerprint(&key),
+                ak_path.display()
+            );
+        }
+        _ => eprintln!(
+            "no line for {} in {}; nothing to remove",
+            keys::fingerprint(&key),
+            ak_path.display()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The controller's public key from `--key`, `--key-file` (or `-`), or a prompt.
+fn read_key(ctx: &Context, input: &KeyInput) -> Result<ssh_key::PublicKey> {
+    let text = if let Some(k) = &input.key {
+        k.clone()
+    } else if let Some(f) = &input.key_file {
+        let mut buf = Vec::new();
+        if f == Path::new("-") {
+            std::io::stdin()
+                .take(MAX_KEY_INPUT + 1)
+                .read_to_end(&mut buf)
+                .context("cannot read the key from stdin")?;
+        } else {
+            std::fs::File::open(f)
+                .map_err(|e| input_err!("--key-file {}: {e}", f.display()))?
+                .take(MAX_KEY_INPUT + 1)
+                .read_to_end(&mut buf)
+                .with_context(|| format!("cannot read {}", f.display()))?;
+        }
+        if buf.len() as u64 > MAX_KEY_INPUT {
+            return Err(input_err!(
+                "--key-file {} is larger than a public key; pass the id_ed25519.pub file",
+                f.display()
+            ));
+        }
+        String::from_utf8(buf)
+            .map_err(|_| input_err!("--key-file {} is not text; pass the .pub file", f.display()))?
+    } else if ctx.interactive {
+        prompt::line("Paste the controller's public key (from `offsync init`)")?
+    } else {
+        return Err(input_err!(
+            "no public key given; pass --key 'ssh-ed25519 AAAA…' or --key-file FILE (the .pub that `offsync init` printed)"
+        ));
+    };
+    Ok(keys::parse_authorized_input(&text)?)
+}
+
+fn authorized_keys_path(input: &KeyInput) -> Result<PathBuf> {
+    match &input.authorized_keys {
+        Some(p) => context::absolute(&context::expand_tilde(p)?),
+        None => Ok(context::home_dir()?.join(".ssh").join("authorized_keys")),
+    }
+}
+
+/// Validate `--path` as typed: absolute after `~` expansion, no `..`, no control characters.
+pub fn validate_dir(raw: &str) -> Result<PathBuf, InputError> {
+    check_safe_text("--path", raw)?;
+    let expanded = context::expand_tilde(Path::new(raw)).map_err(|e| InputError(e.to_string()))?;
+    if expanded
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+    {
+        return Err(InputError(format!(
+            "--path {raw:?} contains `..`; pass the directory without it"
+        )));
+    }
+    let abs = context::absolute(&expanded).map_err(|e| InputError(e.to_string()))?;
+    if abs == Path::new("/") {
+        return Err(InputError(
+            "--path `/` would let the key write anywhere; pass a dedicated directory".into(),
+        ));
+    }
+    Ok(abs)
+}
+
+/// Refuse text that cannot be expressed safely in an authorized_keys option.
+fn check_safe_text(flag: &str, s: &str) -> Result<(), InputError> {
+    if s.is_empty() {
+        return Err(InputError(format!("{flag} is empty")));
+    }
+    if s.chars().any(|c| c.is_control()) {
+        return Err(InputError(format!(
+            "{flag} {:?} contains control characters (newline, tab, …); choose a plain path",
+            sanitize::for_terminal(s)
+        )));
+    }
+    Ok(())
+}
+
+/// Print the `offsync target add` command for the controller, with this host's key
+/// fingerprints so the controller can pin them without trusting the network.
+fn print_controller_command(sshd_config: &Path, dir: &str, rrsync: &str) {
+    let (port, host_keys) = read_sshd_config(sshd_config);
+    let user = context::current_user();
+    let host = keys::hostname();
+    let fingerprints: Vec<(String, String)> = host_keys
+        .iter()
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(p).ok()?;
+            let key = ssh_key::PublicKey::from_openssh(text.trim()).ok()?;
+            Some((
+                key.algorithm().as_str().to_string(),
+                keys::fingerprint(&key),
+            ))
+        })
+        .collect();
+    let mut cmd = format!(
+        "offsync target add {user}@{host} --path {}",
+        crate::process::shell_quote(dir)
+    );
+    if port != 22 {
+        cmd.push_str(&format!(" --port {port}"));
+    }
+    if rrsync != "/usr/bin/rrsync" {
+        cmd.push_str(&format!(
+            " --rrsync {}",
+            crate::process::shell_quote(rrsync)
+        ));
+    }
+    // Prefer ed25519: it is what OpenSSH clients negotiate first.
+    let preferred = fingerprints
+        .iter()
+        .find(|(alg, _)| alg == "ssh-ed25519")
+        .or_else(|| fingerprints.first());
+    if let Some((_, fp)) = preferred {
+        cmd.push_str(&format!(" --fingerprint {fp}"));
+    }
+    eprintln!("on the controller, run:");
+    println!("{cmd}");
+    if fingerprints.is_empty() {
+        eprintln!(
+            "(no sshd host key readable from {}; add --fingerprint from `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`)",
+            sshd_config.display()
+        );
+    } else {
+        for (alg, fp) in &fingerprints {
+            eprintln!("host key {alg}: {fp}");
+        }
+    }
+}
+
+/// Port and public host key files from an sshd_config (defaults when absent).
+fn read_sshd_config(path: &Path) -> (u16, Vec<PathBuf>) {
+    let mut port = 22;
+    let mut keys = Vec::new();
+    if let Ok(text) = std::fs::read_to_string(path) {
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            let (Some(k), Some(v)) = (words.next(), words.next()) else {
+                continue;
+            };
+            match k.to_ascii_lowercase().as_str() {
+                // sshd uses the first value it reads, like ssh.
+                "port" if port == 22 => port = v.parse().unwrap_or(22),
+                "hostkey" => keys.push(PathBuf::from(format!("{v}.pub"))),
+                "match" => break,
+                _ => {}
+            }
+        }
+    }
+    if keys.is_empty() {
+        for alg in ["ed25519", "ecdsa", "rsa"] {
+            keys.push(PathBuf::from(format!("/etc/ssh/ssh_host_{alg}_key.pub")));
+        }
+    }
+    (port, keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_validation() {
+        assert!(validate_dir("/srv/app").is_ok());
+        assert!(validate_dir("/srv/my app/$x").is_ok());
+        assert!(validate_dir("/srv/../etc").is_err());
+        assert!(validate_dir("/srv/a\nb").is_err());
+        assert!(validate_dir("/").is_err());
+        assert!(validate_dir("").is_err());
+    }
+}

@@ -1,0 +1,27 @@
+//! One module per subcommand. Each takes the resolved [`Context`] and its own argument struct
+//! and returns the exit code; errors bubble up to `lib.rs`, which prints them once.
+
+use crate::cli::{Command, TargetCommand};
+use crate::context::Context;
+use anyhow::Result;
+use std::process::ExitCode;
+
+pub mod completions;
+pub mod init;
+pub mod install_deps;
+pub mod link;
+pub mod target;
+
+pub fn dispatch(ctx: &Context, command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Init(a) => init::run(ctx, a),
+        Command::Link(a) => link::run(ctx, a),
+        Command::Unlink(a) => link::unlink(ctx, a),
+        Command::Target(TargetCommand::Add(a)) => target::add(ctx, a),
+        Command::Target(TargetCommand::List(a)) => target::list(ctx, a),
+        Command::Target(TargetCommand::Remove(a)) => target::remove(ctx, a),
+        Command::Target(TargetCommand::Check(a)) => target::check(ctx, a),
+        Command::InstallDeps(a) => install_deps::run(ctx, a),
+        Command::Completions(a) => completions::run(a),
+    }
+}

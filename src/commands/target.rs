@@ -1,0 +1,438 @@
+//! `offsync target add|list|remove|check` on the controller.
+//!
+//! Trust: a host key reaches offsync's known_hosts only when it matches `--fingerprint` or the
+//! operator typed `yes` on a terminal. A target reaches config.yaml only after the probe (see
+//! `probe.rs`) proved, through that pinned key, that offsync's key works there and is confined.
+//! Nothing is saved when any step fails.
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use std::process::ExitCode;
+
+use crate::cli::{TargetAddArgs, TargetCheckArgs, TargetListArgs, TargetRemoveArgs};
+use crate::config::{Config, RrsyncSetting, TargetConfig};
+use crate::context::Context;
+use crate::fsutil::{self, ScratchDir};
+use crate::known_hosts;
+use crate::probe::{self, ProbeReport};
+use crate::process::Cmd;
+use crate::ssh::{Login, SshFailure, SshSettings};
+use crate::{input_err, keys, prompt, sanitize};
+
+/// Host key algorithms to ask for, in turn, when the first key ssh negotiates does not match
+/// the expected fingerprint (the target may have printed its ECDSA or RSA key).
+const ALGORITHM_GROUPS: &[&str] = &[
+    "ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521",
+    "rsa-sha2-512,rsa-sha2-256",
+    "ssh-ed25519",
+];
+
+pub fn add(ctx: &Context, args: TargetAddArgs) -> Result<ExitCode> {
+    let login = Login::parse(&args.login)?;
+    let remote_path = validate_remote_path(&args.path)?;
+    let name = match &args.name {
+        Some(n) => validate_name(n)?,
+        None => login.host.clone(),
+    };
+    let expected = args
+        .fingerprint
+        .as_deref()
+        .map(keys::parse_fingerprint)
+        .transpose()?;
+    if args.port == Some(0) {
+        return Err(input_err!("--port 0 is not a port; pass 1-65535"));
+    }
+    if let Some(r) = &args.rrsync
+        && (!r.starts_with('/') || r.chars().any(char::is_control))
+    {
+        return Err(input_err!(
+            "--rrsync {r:?} must be an absolute path on the target"
+        ));
+    }
+    let config_path = ctx.config_path();
+    let mut config = Config::load(&config_path)?;
+    if config.find_target(&name).is_some() {
+        return Err(input_err!(
+            "a target named {name:?} exists already; pass --name NEW, or `offsync target remove {name}` first"
+        ));
+    }
+    require_key(ctx)?;
+
+    // 1. Fetch the host key into a scratch file and decide whether to trust it.
+    let scratch = ScratchDir::new(&ctx.home.join("tmp"), "add")?;
+    let (pattern, host_key) =
+        fetch_trusted_host_key(ctx, &args, &login, expected.as_deref(), scratch.path())?;
+    let fingerprint = keys::fingerprint_of(&host_key);
+
+    // 2. Probe through the pinned key only.
+    let scratch_kh = scratch.path().join("known_hosts");
+    let line = known_hosts::format_line(&pattern, &host_key);
+    fsutil::atomic_write(
+        &scratch_kh,
+        format!("{line}\n").as_bytes(),
+        fsutil::FILE_MODE,
+    )?;
+    let settings = SshSettings::new(&ctx.key_path(), &scratch_kh);
+    let report = probe::probe(&settings, &login, args.port, &ctx.home.join("tmp"))?;
+    if !report.ok {
+        anyhow::bail!("{login}: {}; nothing was saved", report.problem);
+    }
+
+    if ctx.interactive && !args.yes && !prompt::confirm(&format!("Save target {name} ({login})?"))?
+    {
+        anyhow::bail!("cancelled; nothing was saved");
+    }
+
+    // 3. Save: host key first, then the config that refers to it.
+    let kh_path = ctx.known_hosts_path();
+    let kh = fsutil::read_optional(&kh_path)?.unwrap_or_default();
+    let new_kh = known_hosts::replace_host(&kh, &pattern, std::slice::from_ref(&host_key));
+    fsutil::atomic_write(&kh_path, &new_kh, fsutil::FILE_MODE)?;
+    config.targets.push(TargetConfig {
+        name: Some(name.clone()),
+        login: Some(login.to_string()),
+        user: Some(login.user.clone()),
+        host: Some(login.host.clone()),
+        port: args.port,
+        remote_path,
+        rrsync: args.rrsync.clone().map(RrsyncSetting::Path),
+        fingerprint: Some(fingerprint.clone()),
+        no_delete: report.delete_allowed == Some(false),
+    });
+    config.save(&config_path)?;
+    eprintln!(
+        "added target {name}: {login} (host key {fingerprint}{})",
+        if report.delete_allowed == Some(false) {
+            "; deletions refused by the target"
+        } else {
+            ""
+        }
+    );
+    eprintln!("the key is write-only there and cannot run commands");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn require_key(ctx: &Context) -> Result<()> {
+    if !ctx.key_path().exists() {
+        anyhow::bail!(
+            "no key at {}; run `offsync init` first",
+            ctx.key_path().display()
+        );
+    }
+    Ok(())
+}
+
+/// Fetch the host key with ssh itself and check it against `expected`, or ask.
+fn fetch_trusted_host_key(
+    ctx: &Context,
+    args: &TargetAddArgs,
+    login: &Login,
+    expected: Option<&str>,
+    scratch: &std::path::Path,
+) -> Result<(String, ssh_key::public::KeyData)> {
+    let mut seen = Vec::new();
+    let groups = std::iter::once(None).chain(ALGORITHM_GROUPS.iter().map(|g| Some(*g)));
+    for (i, algs) in groups.enumerate() {
+        let kh = scratch.join(format!("fetch-{i}"));
+        let out = Cmd::new("ssh")
+            .args(crate::ssh::fetch_host_key_argv(login, args.port, &kh, algs))
+            .output()?;
+        let lines = known_hosts::parse_all(&fsutil::read_optional(&kh)?.unwrap_or_default());
+        let Some(found) = lines.into_iter().next() else {
+            if i == 0 {
+                let stderr = out.stderr_text();
+                let why = SshFailure::from_stderr(&stderr)
+                    .map(|f| f.explain().to_string())
+                    .unwrap_or_else(|| sanitize::stderr_tail(&out.stderr, 2));
+                anyhow::bail!("{login}: cannot fetch the host key: {why}; nothing was saved");
+            }
+            continue; // the server has no key of this type
+        };
+        let fp = keys::fingerprint_of(&found.key);
+        match expected {
+            Some(want) if fp == want => return Ok((found.patterns, found.key)),
+            Some(_) => {
+                let offer = format!("{fp} ({})", found.key.algorithm().as_str());
+                if !seen.contains(&offer) {
+                    seen.push(offer);
+                }
+            }
+            None => {
+                eprintln!(
+                    "host key of {login}: {fp} ({})",
+                    found.key.algorithm().as_str()
+                );
+                if !ctx.interactive {
+                    anyhow::bail!(
+                        "{login}: the host key is not pinned; compare {fp} with what `offsync link` printed on the target and pass --fingerprint {fp}; nothing was saved"
+                    );
+                }
+                if prompt::typed_yes(
+                    "Does this match the fingerprint `offsync link` printed on the target? Type yes to trust it",
+                )? {
+                    return Ok((found.patterns, found.key));
+                }
+                anyhow::bail!("host key not trusted; nothing was saved");
+            }
+        }
+    }
+    anyhow::bail!(
+        "{login}: host key mismatch: expected {}, the host offers {}; someone may be in the middle, or the fingerprint is from another host; nothing was saved",
+        expected.unwrap_or_default(),
+        seen.join(", ")
+    )
+}
+
+fn validate_name(n: &str) -> Result<String> {
+    let ok = !n.is_empty()
+        && n.len() <= 64
+        && !n.starts_with('-')
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !ok {
+        return Err(input_err!(
+            "--name {:?}: use 1-64 letters, digits, `.`, `_` or `-`, not starting with `-`",
+            sanitize::for_terminal(n)
+        ));
+    }
+    Ok(n.to_string())
+}
+
+fn validate_remote_path(p: &str) -> Result<String> {
+    if !p.starts_with('/') && !p.starts_with("~/") {
+        return Err(input_err!(
+            "--path {:?} must be the absolute directory that `offsync link` printed",
+            sanitize::for_terminal(p)
+        ));
+    }
+    if p.chars().any(char::is_control) {
+        return Err(input_err!("--path contains control characters"));
+    }
+    Ok(p.to_string())
+}
+
+#[derive(Serialize)]
+struct TargetRow {
+    name: String,
+    login: String,
+    port: Option<u16>,
+    remote_path: String,
+    fingerprint: Option<String>,
+    delete_allowed: bool,
+}
+
+fn row(t: &TargetConfig) -> TargetRow {
+    TargetRow {
+        name: t.name(),
+        login: login_of(t),
+        port: t.port,
+        remote_path: t.remote_path.clone(),
+        fingerprint: t.fingerprint.clone(),
+        delete_allowed: !t.no_delete,
+    }
+}
+
+fn login_of(t: &TargetConfig) -> String {
+    match (t.resolved_user(), t.resolved_host()) {
+        (Some(u), Some(h)) if h.contains(':') => format!("{u}@[{h}]"),
+        (Some(u), Some(h)) => format!("{u}@{h}"),
+        (None, Some(h)) => h,
+        _ => String::new(),
+    }
+}
+
+pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
+    let config = Config::load(&ctx.config_path())?;
+    let rows: Vec<TargetRow> = config.targets.iter().map(row).collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        eprintln!("no targets; add one with `offsync target add USER@HOST --path DIR`");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let w = |f: &dyn Fn(&TargetRow) -> usize, h: &str| {
+        rows.iter().map(f).max().unwrap_or(0).max(h.len())
+    };
+    let (wn, wl, wp) = (
+        w(&|r| r.name.len(), "NAME"),
+        w(&|r| r.login.len(), "LOGIN"),
+        w(&|r| r.remote_path.len(), "PATH"),
+    );
+    println!(
+        "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  FINGERPRINT",
+        "NAME", "LOGIN", "PORT", "PATH", "DELETE"
+    );
+    for r in &rows {
+        println!(
+            "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  {}",
+            sanitize::for_terminal(&r.name),
+            sanitize::for_terminal(&r.login),
+            r.port.map_or("-".to_string(), |p| p.to_string()),
+            sanitize::for_terminal(&r.remote_path),
+            if r.delete_allowed { "yes" } else { "no" },
+            r.fingerprint.as_deref().unwrap_or("-"),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn remove(ctx: &Context, args: TargetRemoveArgs) -> Result<ExitCode> {
+    let config_path = ctx.config_path();
+    let mut config = Config::load(&config_path)?;
+    let Some(idx) = config.targets.iter().position(|t| t.name() == args.name) else {
+        return Err(unknown_target(&config, &args.name));
+    };
+    let removed = config.targets.remove(idx);
+    config.save(&config_path)?;
+    // Drop the pinned host key unless another target still connects to the same host:port.
+    let pattern_of = |t: &TargetConfig| {
+        known_hosts::pattern(&t.resolved_host().unwrap_or_default(), t.port.unwrap_or(22))
+    };
+    let pattern = pattern_of(&removed);
+    if !config.targets.iter().any(|t| pattern_of(t) == pattern) {
+        let kh_path = ctx.known_hosts_path();
+        if let Some(kh) = fsutil::read_optional(&kh_path)? {
+            let new_kh = known_hosts::remove_host(&kh, &pattern);
+            if new_kh != kh {
+                fsutil::atomic_write(&kh_path, &new_kh, fsutil::FILE_MODE)?;
+            }
+        }
+    }
+    eprintln!("removed target {}", args.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unknown_target(config: &Config, name: &str) -> anyhow::Error {
+    let names: Vec<String> = config.targets.iter().map(|t| t.name()).collect();
+    input_err!(
+        "no target named {:?}; known targets: {}",
+        sanitize::for_terminal(name),
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    )
+}
+
+#[derive(Serialize)]
+struct CheckRow {
+    name: String,
+    login: String,
+    #[serde(flatten)]
+    report: ProbeReport,
+}
+
+pub fn check(ctx: &Context, args: TargetCheckArgs) -> Result<ExitCode> {
+    let config = Config::load(&ctx.config_path())?;
+    let selected: Vec<&TargetConfig> = if args.names.is_empty() {
+        config.targets.iter().collect()
+    } else {
+        args.names
+            .iter()
+            .map(|n| {
+                config
+                    .find_target(n)
+                    .ok_or_else(|| unknown_target(&config, n))
+            })
+            .collect::<Result<_>>()?
+    };
+    if selected.is_empty() {
+        anyhow::bail!("no targets to check; add one with `offsync target add`");
+    }
+    require_key(ctx)?;
+    let settings = SshSettings::new(&ctx.key_path(), &ctx.known_hosts_path());
+    let scratch = ctx.home.join("tmp");
+    let workers = config.concurrency.unwrap_or(8).min(selected.len());
+    let rows = parallel_map(&selected, workers, |t| {
+        let login_text = login_of(t);
+        let report = match Login::parse(&login_text) {
+            Ok(login) => probe::probe(&settings, &login, t.port, &scratch)
+                .unwrap_or_else(|e| failed_report(format!("{e:#}"))),
+            Err(e) => failed_report(format!("invalid login in config: {e}")),
+        };
+        CheckRow {
+            name: t.name(),
+            login: login_text,
+            report,
+        }
+    });
+    let all_ok = rows.iter().all(|r| r.report.ok);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).context("cannot encode JSON")?
+        );
+    } else {
+        for r in &rows {
+            if r.report.ok {
+                println!(
+                    "ok    {}  {}  write-only, no shell{}",
+                    r.name,
+                    r.login,
+                    if r.report.delete_allowed == Some(false) {
+                        ", deletions refused"
+                    } else {
+                        ""
+                    }
+                );
+            } else {
+                println!(
+                    "FAIL  {}  {}  {}",
+                    r.name,
+                    r.login,
+                    sanitize::for_terminal(&r.report.problem)
+                );
+            }
+        }
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::error::exit::FAILURE)
+    })
+}
+
+fn failed_report(problem: String) -> ProbeReport {
+    ProbeReport {
+        ok: false,
+        write: String::new(),
+        delete_allowed: None,
+        read_refused: None,
+        shell_refused: None,
+        problem,
+    }
+}
+
+/// Run `f` over `items` on at most `workers` threads; results keep the input order.
+pub fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<R>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .expect("every item was processed")
+        })
+        .collect()
+}

@@ -1,0 +1,296 @@
+//! `config.yaml`: what the controller pushes and where.
+//!
+//! Compatibility: the Python offsync's file (`version, source, delete, overwrite, verify,
+//! targets[login, user, host, remote_path, rrsync]`) is read unchanged; offsync adds optional
+//! fields (`name`, `port`, `fingerprint`, `no_delete`, `exclude`, `concurrency`). Unknown keys
+//! are an error with line and column, because a typo in a deploy tool's config must not be
+//! silently ignored. Writes are atomic, targets are kept sorted by name, and mode is 0600.
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+use crate::fsutil;
+
+/// Current config format version.
+pub const VERSION: u32 = 1;
+
+fn default_version() -> u32 {
+    VERSION
+}
+fn yes() -> bool {
+    true
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Format version (1).
+    #[serde(default = "default_version")]
+    pub version: u32,
+    /// Absolute path of the directory to push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Allow deleting target-only files without `--delete` on every apply.
+    #[serde(default)]
+    pub delete: bool,
+    /// Overwrite files that differ on a target (the Python offsync's switch; default true).
+    #[serde(default = "yes")]
+    pub overwrite: bool,
+    /// Verify every target after apply (default true).
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// gitignore-style patterns excluded from planning, transfer and verification (in addition
+    /// to `.git/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// How many targets to work on at once (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    /// The targets, sorted by name.
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: VERSION,
+            source: None,
+            delete: false,
+            overwrite: true,
+            verify: true,
+            exclude: Vec::new(),
+            concurrency: None,
+            targets: Vec::new(),
+        }
+    }
+}
+
+/// The Python offsync stored `rrsync` either as a flag or as the path on the target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RrsyncSetting {
+    Enabled(bool),
+    Path(String),
+}
+
+/// One SSH target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Unique name used with `--target` (default: the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `user@host` as given to `target add`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
+    /// Remote user (redundant with `login`; kept for the Python offsync).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Remote host (redundant with `login`; kept for the Python offsync).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// SSH port, when not the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The directory `link --path` allowed on the target.
+    pub remote_path: String,
+    /// rrsync on the target, as `link` printed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rrsync: Option<RrsyncSetting>,
+    /// Pinned host key fingerprint (`SHA256:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The target refuses deletions (`link --no-delete`); found by the probe.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_delete: bool,
+}
+
+impl TargetConfig {
+    /// The name used on the command line and in output.
+    pub fn name(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        self.resolved_host().unwrap_or_default()
+    }
+
+    /// The remote user, from `user` or `login`.
+    pub fn resolved_user(&self) -> Option<String> {
+        if let Some(u) = &self.user {
+            return Some(u.clone());
+        }
+        self.login
+            .as_deref()
+            .and_then(|l| l.rsplit_once('@'))
+            .map(|(u, _)| u.to_string())
+    }
+
+    /// The host (without brackets), from `host` or `login`.
+    pub fn resolved_host(&self) -> Option<String> {
+        let raw = match &self.host {
+            Some(h) => h.clone(),
+            None => match self.login.as_deref() {
+                Some(l) => l.rsplit_once('@').map_or(l, |(_, h)| h).to_string(),
+                None => return None,
+            },
+        };
+        Some(
+            raw.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        )
+    }
+}
+
+impl Config {
+    /// Load `path`; a missing file is an error that says to run `offsync init`.
+    pub fn load(path: &Path) -> Result<Config> {
+        let bytes = match fsutil::read_optional(path)? {
+            Some(b) => b,
+            None => anyhow::bail!(
+                "no config at {}; run `offsync init --source DIR` first (or pass --home)",
+                path.display()
+            ),
+        };
+        Self::parse(&bytes, path)
+    }
+
+    /// Load `path` if it exists.
+    pub fn load_optional(path: &Path) -> Result<Option<Config>> {
+        match fsutil::read_optional(path)? {
+            Some(b) => Ok(Some(Self::parse(&b, path)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Parse config text; errors carry the file name, line and column.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Config> {
+        let text = std::str::from_utf8(bytes)
+            .with_context(|| format!("{} is not UTF-8 text", path.display()))?;
+        let cfg: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| {
+                let at = e
+                    .location()
+                    .map(|l| format!(":{}:{}", l.line(), l.column()))
+                    .unwrap_or_default();
+                let msg = e.to_string();
+                let first = msg.lines().next().unwrap_or("invalid YAML").to_string();
+                anyhow::anyhow!("{}{at}: {first}; fix or remove it", path.display())
+            })?
+        };
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        if self.version != VERSION {
+            anyhow::bail!(
+                "{}: unsupported version {} (this offsync reads version {VERSION})",
+                path.display(),
+                self.version
+            );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for t in &self.targets {
+            let name = t.name();
+            if name.is_empty() {
+                anyhow::bail!(
+                    "{}: a target has neither name, login nor host; add `login: user@host`",
+                    path.display()
+                );
+            }
+            if !names.insert(name.clone()) {
+                anyhow::bail!(
+                    "{}: two targets are named {name:?}; give one a different `name:`",
+                    path.display()
+                );
+            }
+        }
+        if self.concurrency == Some(0) {
+            anyhow::bail!("{}: concurrency must be at least 1", path.display());
+        }
+        Ok(())
+    }
+
+    /// Serialise (targets sorted by name) and write atomically with mode 0600.
+    pub fn save(&mut self, path: &Path) -> Result<()> {
+        self.targets.sort_by_key(|t| t.name());
+        let text = serde_saphyr::to_string(&*self).context("cannot serialise config")?;
+        fsutil::atomic_write(path, text.as_bytes(), fsutil::FILE_MODE)
+    }
+
+    pub fn find_target(&self, name: &str) -> Option<&TargetConfig> {
+        self.targets.iter().find(|t| t.name() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PYTHON_CONFIG: &str = "\
+version: 1
+source: /srv/build/site
+delete: false
+overwrite: true
+verify: true
+targets:
+  - login: deploy@node01.example.com
+    user: deploy
+    host: node01.example.com
+    remote_path: /srv/app
+    rrsync: /usr/bin/rrsync
+  - login: deploy@node02.example.com
+    user: deploy
+    host: node02.example.com
+    remote_path: /srv/app
+    rrsync: true
+";
+
+    #[test]
+    fn reads_python_offsync_config_unchanged() {
+        let cfg = Config::parse(PYTHON_CONFIG.as_bytes(), Path::new("c.yaml")).unwrap();
+        assert_eq!(cfg.source.as_deref(), Some("/srv/build/site"));
+        assert_eq!(cfg.targets.len(), 2);
+        assert_eq!(cfg.targets[0].name(), "node01.example.com");
+        assert_eq!(cfg.targets[0].resolved_user().as_deref(), Some("deploy"));
+        assert_eq!(cfg.targets[1].rrsync, Some(RrsyncSetting::Enabled(true)));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let text = "version: 1\nsource: /x\ntargets:\n  - login: a@b\n    remote_path: /p\n    colour: red\n";
+        let err = Config::parse(text.as_bytes(), Path::new("c.yaml")).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("c.yaml:6:"), "{msg}");
+        assert!(msg.contains("colour"), "{msg}");
+    }
+
+    #[test]
+    fn round_trips_and_sorts() {
+        let mut cfg = Config::parse(PYTHON_CONFIG.as_bytes(), Path::new("c.yaml")).unwrap();
+        cfg.targets.reverse();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.yaml");
+        cfg.save(&p).unwrap();
+        let back = Config::load(&p).unwrap();
+        assert_eq!(back.targets[0].name(), "node01.example.com");
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let text =
+            "targets:\n  - {login: a@h, remote_path: /p}\n  - {login: b@h, remote_path: /q}\n";
+        let err = Config::parse(text.as_bytes(), Path::new("c.yaml")).unwrap_err();
+        assert!(err.to_string().contains("two targets are named"), "{err}");
+    }
+}

@@ -1,0 +1,73 @@
+//! offsync: push one directory from a controller to a handful of hosts over SSH, through a
+//! dedicated ed25519 key that each target only lets run `rrsync -wo DIR`.
+//!
+//! Layers, top to bottom: `cli` (what the user typed) → `context` (resolved settings) →
+//! `commands::*` (one file per subcommand) → domain modules (`config`, `keys`,
+//! `authorized_keys`, `known_hosts`, `deps`) → `ssh`/`rsync` (argv builders and output
+//! parsers) → `process` (the only module that starts programs) and `fsutil` (the only module
+//! that writes state files).
+
+pub mod authorized_keys;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod context;
+pub mod deps;
+pub mod error;
+pub mod fsutil;
+pub mod keys;
+pub mod known_hosts;
+pub mod man;
+pub mod probe;
+pub mod process;
+pub mod prompt;
+pub mod rsync;
+pub mod sanitize;
+pub mod ssh;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Parse the process arguments, run, print at most one error, and return the exit code.
+pub fn main_entry() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with 0; usage errors exit 64, never 2, because 2
+            // means "changes pending" for scripts that use --detailed-exitcode.
+            let code = if e.use_stderr() {
+                error::exit::USAGE
+            } else {
+                error::exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!(
+                "offsync: error: {}",
+                sanitize::for_terminal(&format!("{err:#}"))
+            );
+            error::exit_code_for(&err)
+        }
+    }
+}
+
+/// Run a parsed command line.
+pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    let ctx = context::Context::new(cli.home)?;
+    commands::dispatch(&ctx, cli.command)
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

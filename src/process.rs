@@ -1,0 +1,310 @@
+//! The one place offsync starts external programs.
+//!
+//! Invariants: programs get an argv, never a shell string; stdin is closed unless we feed it;
+//! stderr is captured (drained on a thread, so a chatty child cannot deadlock on a full pipe)
+//! and framed into the error; a missing program is reported as such with the `install-deps`
+//! hint; a child killed by a signal is reported with the signal. Secrets never travel in argv:
+//! callers pass them through files or stdin.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+
+use crate::sanitize;
+
+/// A failed external command, with what a user needs to understand it.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("`{program}` was not found on PATH; install it (`offsync install-deps`) or fix PATH")]
+    NotFound { program: String },
+    #[error("cannot run `{program}`: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("`{command}` exited with status {code}{}", tail_suffix(.stderr_tail))]
+    Failed {
+        command: String,
+        code: i32,
+        stderr_tail: String,
+    },
+    #[error("`{command}` was killed by signal {signal}")]
+    Signal { command: String, signal: i32 },
+    #[error("`{command}` was interrupted")]
+    Interrupted { command: String },
+}
+
+fn tail_suffix(tail: &str) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!(": {tail}")
+    }
+}
+
+/// The captured result of a finished command.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The command line as shown to users (shell-quoted, sanitised).
+    pub command: String,
+}
+
+impl Output {
+    /// The exit code, or `None` when killed by a signal.
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// Turn a non-zero exit into a [`ProcessError`].
+    pub fn check(self) -> Result<Output, ProcessError> {
+        if self.status.success() {
+            return Ok(self);
+        }
+        Err(match self.status.code() {
+            Some(code) => ProcessError::Failed {
+                command: self.command,
+                code,
+                stderr_tail: sanitize::stderr_tail(&self.stderr, 3),
+            },
+            None => ProcessError::Signal {
+                command: self.command,
+                signal: self.status.signal().unwrap_or(0),
+            },
+        })
+    }
+}
+
+/// An external command: program, argv, environment and stdin.
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    program: OsString,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+    stdin: Option<Vec<u8>>,
+    cwd: Option<PathBuf>,
+}
+
+impl Cmd {
+    pub fn new(program: impl AsRef<OsStr>) -> Self {
+        Cmd {
+            program: program.as_ref().to_os_string(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            stdin: None,
+            cwd: None,
+        }
+    }
+
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
+        self.args.push(a.as_ref().to_os_string());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    /// Set an environment variable for the child (the way to pass a secret).
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
+        self.envs
+            .push((k.as_ref().to_os_string(), v.as_ref().to_os_string()));
+        self
+    }
+
+    /// Feed these bytes to the child's stdin (otherwise stdin is /dev/null).
+    pub fn stdin_bytes(mut self, bytes: Vec<u8>) -> Self {
+        self.stdin = Some(bytes);
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    pub fn program(&self) -> &OsStr {
+        &self.program
+    }
+
+    pub fn argv(&self) -> &[OsString] {
+        &self.args
+    }
+
+    /// The command line as a user could paste it into a POSIX shell (sanitised for terminals).
+    pub fn display(&self) -> String {
+        std::iter::once(&self.program)
+            .chain(self.args.iter())
+            .map(|a| sanitize::for_terminal(&shell_quote(&a.to_string_lossy())))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args);
+        for (k, v) in &self.envs {
+            c.env(k, v);
+        }
+        if let Some(d) = &self.cwd {
+            c.current_dir(d);
+        }
+        c
+    }
+
+    fn spawn_error(&self, e: std::io::Error) -> ProcessError {
+        let program = self.program.to_string_lossy().into_owned();
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ProcessError::NotFound { program }
+        } else {
+            ProcessError::Spawn { program, source: e }
+        }
+    }
+
+    /// Run to completion capturing stdout and stderr; a non-zero exit is *not* an error here
+    /// (callers that classify exit codes, like the rsync probe, need the raw result).
+    pub fn output(&self) -> Result<Output, ProcessError> {
+        let mut c = self.command();
+        c.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c.spawn().map_err(|e| self.spawn_error(e))?;
+        let stdin = child.stdin.take();
+        let feed = self.stdin.clone();
+        let writer = std::thread::spawn(move || {
+            if let (Some(mut pipe), Some(bytes)) = (stdin, feed) {
+                // A child that exits early closes the pipe; that is its business, not an error.
+                let _ = pipe.write_all(&bytes);
+            }
+        });
+        let mut err_pipe = child.stderr.take().expect("stderr is piped");
+        let err_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = err_pipe.read_to_end(&mut buf);
+            buf
+        });
+        let mut stdout = Vec::new();
+        if let Some(mut out) = child.stdout.take() {
+            let _ = out.read_to_end(&mut stdout);
+        }
+        let status = child.wait().map_err(|e| self.spawn_error(e))?;
+        let _ = writer.join();
+        let stderr = err_reader.join().unwrap_or_default();
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+            command: self.display(),
+        })
+    }
+
+    /// Run to completion and fail on a non-zero exit.
+    pub fn run(&self) -> Result<Output, ProcessError> {
+        self.output()?.check()
+    }
+
+    /// Run with the terminal attached (package managers that ask questions, show progress).
+    pub fn run_interactive(&self) -> Result<(), ProcessError> {
+        let status = self
+            .command()
+            .stdin(Stdio::inherit())
+            .status()
+            .map_err(|e| self.spawn_error(e))?;
+        if status.success() {
+            return Ok(());
+        }
+        Err(match status.code() {
+            Some(code) => ProcessError::Failed {
+                command: self.display(),
+                code,
+                stderr_tail: String::new(),
+            },
+            None => ProcessError::Signal {
+                command: self.display(),
+                signal: status.signal().unwrap_or(0),
+            },
+        })
+    }
+}
+
+/// Quote one word for a POSIX shell, only when needed.
+pub fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b));
+    if safe {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_program_is_not_found() {
+        let err = Cmd::new("offsync-no-such-program-xyz")
+            .output()
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::NotFound { .. }));
+        assert!(err.to_string().contains("install-deps"));
+    }
+
+    #[test]
+    fn failure_carries_stderr_tail() {
+        let err = Cmd::new("sh")
+            .args(["-c", "echo first >&2; echo 'bad thing' >&2; exit 3"])
+            .run()
+            .unwrap_err();
+        match err {
+            ProcessError::Failed {
+                code, stderr_tail, ..
+            } => {
+                assert_eq!(code, 3);
+                assert!(stderr_tail.ends_with("bad thing"), "{stderr_tail}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stdin_is_fed_and_stdout_captured() {
+        let out = Cmd::new("cat")
+            .stdin_bytes(b"hello".to_vec())
+            .run()
+            .unwrap();
+        assert_eq!(out.stdout, b"hello");
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("abc/d-e"), "abc/d-e");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

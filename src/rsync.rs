@@ -1,0 +1,224 @@
+//! rsync command lines and the meaning of rsync's (and rrsync's) failures. Nothing here runs
+//! a program.
+//!
+//! Invariants: the destination is always relative (`user@host:`), because the meaning of a
+//! leading `/` under rrsync changed across rsync 3.4.2, 3.4.3 and 3.5.0; every refusal by
+//! rrsync is rsync exit 12 with an `… rrsync error: …` line on stderr, and that line (not the
+//! exit code alone, which ssh failures share) decides the diagnosis.
+
+use crate::sanitize;
+use crate::ssh::SshFailure;
+use std::ffi::OsString;
+use std::path::Path;
+
+/// Oldest local rsync we accept (`--info`, `--delete-missing-args`, protocol 31).
+pub const MIN_VERSION: (u32, u32, u32) = (3, 1, 0);
+
+/// argv (after `rsync`) for the write probe: push an empty directory, without recursion and
+/// with everything excluded, as a dry run. It lists nothing and changes nothing, but it goes
+/// through ssh, the forced command and rrsync's option checks, so success proves the key,
+/// the host key and the restricted directory. With `delete`, rrsync's `-no-del` shows up as a
+/// refusal.
+pub fn probe_push_argv(rsh: &str, empty_dir: &Path, dest: &str, delete: bool) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["-n".into(), "-i".into(), "-d".into()];
+    if delete {
+        a.push("--delete".into());
+    }
+    a.push("--exclude=*".into());
+    a.push("-e".into());
+    a.push(rsh.into());
+    let mut src = empty_dir.as_os_str().to_os_string();
+    src.push("/");
+    a.push(src);
+    a.push(dest.into());
+    a
+}
+
+/// argv (after `rsync`) for the confinement probe: try to read from the target (a pull).
+/// A write-only rrsync must refuse it.
+pub fn probe_pull_argv(rsh: &str, remote: &str, scratch_dir: &Path) -> Vec<OsString> {
+    let mut dst = scratch_dir.as_os_str().to_os_string();
+    dst.push("/");
+    vec![
+        "-n".into(),
+        "-d".into(),
+        "-e".into(),
+        rsh.into(),
+        format!("{remote}.").into(),
+        dst,
+    ]
+}
+
+/// What an rsync run over ssh told us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Diagnosis {
+    Ok,
+    /// ssh could not connect or authenticate.
+    Ssh(SshFailure),
+    /// rrsync refused `--delete`: the target was linked with `--no-delete`.
+    DeleteDisabled,
+    /// rrsync refused to send data: the key is write-only (what we want for pulls).
+    ReadRefused,
+    /// The restricted directory does not exist on the target.
+    PathMissing,
+    /// The forced command could not run rrsync (missing, or its interpreter is missing).
+    RrsyncBroken(String),
+    /// Some other rrsync refusal, with its message.
+    RrsyncRefused(String),
+    /// Anything else: exit code and the tail of stderr.
+    Other(i32, String),
+}
+
+impl Diagnosis {
+    /// Read rsync's exit code and stderr.
+    pub fn from_output(code: Option<i32>, stderr: &[u8]) -> Diagnosis {
+        let text = String::from_utf8_lossy(stderr);
+        if code == Some(0) {
+            return Diagnosis::Ok;
+        }
+        if let Some(msg) = rrsync_message(&text) {
+            if msg.contains("--delete") && msg.contains("disabled") {
+                return Diagnosis::DeleteDisabled;
+            }
+            if msg.contains("reading from write-only server") {
+                return Diagnosis::ReadRefused;
+            }
+            return Diagnosis::RrsyncRefused(msg);
+        }
+        if text.contains("Traceback") && text.contains("rrsync") {
+            if text.contains("FileNotFoundError") || text.contains("No such file or directory") {
+                return Diagnosis::PathMissing;
+            }
+            return Diagnosis::RrsyncBroken(sanitize::stderr_tail(stderr, 1));
+        }
+        if let Some(f) = SshFailure::from_stderr(&text) {
+            return Diagnosis::Ssh(f);
+        }
+        if text.contains("bad interpreter")
+            || text.contains("python3: No such file")
+            || text.contains("/usr/bin/env: ")
+            || (text.contains("rrsync")
+                && (text.contains("not found") || text.contains("No such file")))
+        {
+            return Diagnosis::RrsyncBroken(sanitize::stderr_tail(stderr, 1));
+        }
+        Diagnosis::Other(code.unwrap_or(-1), sanitize::stderr_tail(stderr, 2))
+    }
+
+    /// One sentence: what is wrong and how to fix it.
+    pub fn explain(&self) -> String {
+        match self {
+            Diagnosis::Ok => "ok".to_string(),
+            Diagnosis::Ssh(f) => f.explain().to_string(),
+            Diagnosis::DeleteDisabled => {
+                "the target refuses deletions (linked with --no-delete)".to_string()
+            }
+            Diagnosis::ReadRefused => "the target refuses reads (write-only)".to_string(),
+            Diagnosis::PathMissing => {
+                "the directory that `link --path` allowed no longer exists on the target; run `offsync link` there again".to_string()
+            }
+            Diagnosis::RrsyncBroken(tail) => format!(
+                "the forced command cannot run rrsync on the target ({tail}); run `offsync install-deps --role target` there"
+            ),
+            Diagnosis::RrsyncRefused(msg) => format!("rrsync refused: {msg}"),
+            Diagnosis::Other(code, tail) => format!("rsync exited with status {code}: {tail}"),
+        }
+    }
+}
+
+/// The text after `rrsync error:` on stderr, sanitised.
+fn rrsync_message(stderr: &str) -> Option<String> {
+    stderr.lines().find_map(|l| {
+        l.find("rrsync error:")
+            .map(|i| sanitize::for_terminal(l[i + "rrsync error:".len()..].trim()))
+    })
+}
+
+/// Parse `rsync --version` output: `rsync  version 3.2.7  protocol version 31`.
+pub fn parse_version(stdout: &str) -> Option<(u32, u32, u32)> {
+    let first = stdout.lines().next()?;
+    let mut words = first.split_whitespace();
+    words.find(|w| *w == "version")?;
+    let v = words.next()?;
+    let v: String = v
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+    Some((
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+        parts.next().flatten().unwrap_or(0),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnoses_real_messages() {
+        let d = |code, s: &str| Diagnosis::from_output(Some(code), s.as_bytes());
+        assert_eq!(d(0, ""), Diagnosis::Ok);
+        assert_eq!(
+            d(
+                12,
+                "/usr/bin/rrsync error: option --delete has been disabled on this server.\nrsync: connection unexpectedly closed"
+            ),
+            Diagnosis::DeleteDisabled
+        );
+        assert_eq!(
+            d(
+                12,
+                "/usr/bin/rrsync error: reading from write-only server is not allowed\n"
+            ),
+            Diagnosis::ReadRefused
+        );
+        assert_eq!(
+            d(
+                12,
+                "/usr/bin/rrsync error: SSH_ORIGINAL_COMMAND does not run rsync\n"
+            ),
+            Diagnosis::RrsyncRefused("SSH_ORIGINAL_COMMAND does not run rsync".into())
+        );
+        assert_eq!(
+            d(
+                12,
+                "Traceback (most recent call last):\n  File \"/usr/bin/rrsync\", line 1005\nFileNotFoundError: [Errno 2] No such file or directory: '/x'\n"
+            ),
+            Diagnosis::PathMissing
+        );
+        assert_eq!(
+            d(
+                12,
+                "Host key for [h]:1 has changed and you have requested strict checking.\nHost key verification failed.\n"
+            ),
+            Diagnosis::Ssh(SshFailure::HostKeyChanged)
+        );
+        assert_eq!(
+            d(255, "root@h: Permission denied (publickey).\n"),
+            Diagnosis::Ssh(SshFailure::AuthDenied)
+        );
+        assert!(matches!(
+            d(12, "sh: 1: /usr/bin/rrsync: not found\n"),
+            Diagnosis::RrsyncBroken(_)
+        ));
+        assert!(matches!(d(23, "something else\n"), Diagnosis::Other(23, _)));
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            parse_version("rsync  version 3.5.0  protocol version 32\n"),
+            Some((3, 5, 0))
+        );
+        assert_eq!(
+            parse_version("rsync  version v3.2.7  protocol version 31"),
+            None
+        );
+        assert_eq!(
+            parse_version("rsync  version 3.2.7pre1  protocol"),
+            Some((3, 2, 7))
+        );
+    }
+}
