@@ -69,7 +69,9 @@ impl PackageManager {
 
 /// The first manager (in [`PackageManager::ALL`] order) whose program `exists` says is there.
 pub fn detect_with(exists: impl Fn(&str) -> bool) -> Option<PackageManager> {
-    PackageManager::ALL.into_iter().find(|m| exists(m.program()))
+    PackageManager::ALL
+        .into_iter()
+        .find(|m| exists(m.program()))
 }
 
 /// The package manager on this machine's PATH.
@@ -140,11 +142,7 @@ impl Privilege {
 /// are empty or stale, and `install` would fail with "Unable to locate package". Every other
 /// command is non-interactive (`-y`, `--noconfirm`, …) so `--yes` never hangs on a question.
 /// Fails when root is needed and cannot be had, and for brew as root (Homebrew refuses it).
-pub fn install_commands(
-    pm: PackageManager,
-    role: Role,
-    privilege: Privilege,
-) -> Result<Vec<Cmd>> {
+pub fn install_commands(pm: PackageManager, role: Role, privilege: Privilege) -> Result<Vec<Cmd>> {
     let pkgs = packages(pm, role);
     let with_pkgs = |head: &[&'static str]| -> Vec<&'static str> { [head, &pkgs].concat() };
     let mut lines: Vec<Vec<&'static str>> = match pm {
@@ -313,7 +311,9 @@ pub fn find_rrsync(explicit: Option<&Path>) -> Result<PathBuf> {
     let mut candidates: Vec<PathBuf> = which::which("rrsync").ok().into_iter().collect();
     candidates.extend(RRSYNC_CANDIDATES.iter().map(PathBuf::from));
     let docs: Vec<PathBuf> = RRSYNC_DOC_COPIES.iter().map(PathBuf::from).collect();
-    find_rrsync_in(explicit, &candidates, &docs, &|name| which::which(name).ok())
+    find_rrsync_in(explicit, &candidates, &docs, &|name| {
+        which::which(name).ok()
+    })
 }
 
 /// [`find_rrsync`] with the search list, the documentation copies and the PATH lookup (used
@@ -352,8 +352,12 @@ pub fn find_rrsync_in(
 
 /// `--rrsync PATH` must name an executable file; each failure says which.
 fn check_explicit(p: &Path) -> Result<PathBuf> {
-    let meta = std::fs::metadata(p)
-        .map_err(|e| input_err!("--rrsync {}: {e}; pass the path of rrsync on this host", p.display()))?;
+    let meta = std::fs::metadata(p).map_err(|e| {
+        input_err!(
+            "--rrsync {}: {e}; pass the path of rrsync on this host",
+            p.display()
+        )
+    })?;
     if !meta.is_file() {
         return Err(input_err!(
             "--rrsync {} is not a file; pass the path of the rrsync script itself",
@@ -472,8 +476,8 @@ mod tests {
                 "sudo apt-get install -y openssh-server rsync python3"
             ]
         );
-        let cmds = install_commands(PackageManager::AptGet, Role::Controller, Privilege::Root)
-            .unwrap();
+        let cmds =
+            install_commands(PackageManager::AptGet, Role::Controller, Privilege::Root).unwrap();
         assert_eq!(
             shown(&cmds),
             ["apt-get update", "apt-get install -y openssh-client rsync"]
@@ -532,21 +536,30 @@ mod tests {
     #[test]
     fn unknown_manager_lists_what_to_install_per_role() {
         let c = manual_instructions(Role::Controller);
-        assert!(c.contains("apt-get, dnf") && c.contains("ssh-keyscan"), "{c}");
+        assert!(
+            c.contains("apt-get, dnf") && c.contains("ssh-keyscan"),
+            "{c}"
+        );
         assert!(!c.contains("sshd"), "{c}");
         let t = manual_instructions(Role::Target);
         for word in ["sshd", "rsync", "rrsync", "python3"] {
             assert!(t.contains(word), "{word} in {t}");
         }
         let b = manual_instructions(Role::Both);
-        assert!(b.contains("for a controller") && b.contains("for a target"), "{b}");
+        assert!(
+            b.contains("for a controller") && b.contains("for a target"),
+            "{b}"
+        );
     }
 
     #[test]
     fn effective_uid_is_the_second_uid_field() {
         let status = "Name:\tcat\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
         assert_eq!(effective_uid_from_status(status), Some(0));
-        assert_eq!(effective_uid_from_status("Uid:\t0\t1000\t1000\t1000\n"), Some(1000));
+        assert_eq!(
+            effective_uid_from_status("Uid:\t0\t1000\t1000\t1000\n"),
+            Some(1000)
+        );
         assert_eq!(effective_uid_from_status("Name:\tx\n"), None);
     }
 
@@ -595,8 +608,13 @@ mod tests {
         let noexec = script(d.path(), "a", "#!/bin/sh\n", 0o644);
         let good = script(d.path(), "b", "#!/bin/sh\n", 0o755);
         let later = script(d.path(), "c", "#!/bin/sh\n", 0o755);
-        let found = find_rrsync_in(None, &[missing, noexec, good.clone(), later], &[], &no_lookup)
-            .unwrap();
+        let found = find_rrsync_in(
+            None,
+            &[missing, noexec, good.clone(), later],
+            &[],
+            &no_lookup,
+        )
+        .unwrap();
         assert_eq!(found, good);
     }
 
@@ -606,7 +624,10 @@ mod tests {
         let real = script(d.path(), "rrsync-3.4", "#!/bin/sh\n", 0o755);
         let link = d.path().join("rrsync");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        assert_eq!(find_rrsync_in(None, &[link.clone()], &[], &no_lookup).unwrap(), link);
+        assert_eq!(
+            find_rrsync_in(None, &[link.clone()], &[], &no_lookup).unwrap(),
+            link
+        );
     }
 
     #[test]
@@ -635,7 +656,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            msg.contains(&format!("rrsync at {} needs /nonexistent/python3, which is missing", py.display())),
+            msg.contains(&format!(
+                "rrsync at {} needs /nonexistent/python3, which is missing",
+                py.display()
+            )),
             "{msg}"
         );
         assert!(msg.contains("install-deps --role target"), "{msg}");
@@ -645,7 +669,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("needs python3, which is missing"), "{msg}");
-        let python_here = |name: &str| (name == "python3").then(|| PathBuf::from("/usr/bin/python3"));
+        let python_here =
+            |name: &str| (name == "python3").then(|| PathBuf::from("/usr/bin/python3"));
         assert_eq!(
             find_rrsync_in(None, &[envpy.clone()], &[], &python_here).unwrap(),
             envpy
@@ -654,7 +679,10 @@ mod tests {
         // An interpreter given by path that exists and runs is fine.
         let interp = script(d.path(), "python3", "", 0o755);
         let direct = script(d.path(), "f", &format!("#!{}\n", interp.display()), 0o755);
-        assert_eq!(find_rrsync_in(None, &[direct.clone()], &[], &no_lookup).unwrap(), direct);
+        assert_eq!(
+            find_rrsync_in(None, &[direct.clone()], &[], &no_lookup).unwrap(),
+            direct
+        );
     }
 
     #[test]
@@ -662,11 +690,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let good = script(d.path(), "good", "#!/bin/sh\n", 0o755);
         let noexec = script(d.path(), "noexec", "#!/bin/sh\n", 0o644);
-        let is_input_err = |e: &anyhow::Error| e.downcast_ref::<crate::error::InputError>().is_some();
+        let is_input_err =
+            |e: &anyhow::Error| e.downcast_ref::<crate::error::InputError>().is_some();
 
         // The explicit path wins over candidates.
         let other = script(d.path(), "other", "#!/bin/sh\n", 0o755);
-        assert_eq!(find_rrsync_in(Some(&good), &[other], &[], &no_lookup).unwrap(), good);
+        assert_eq!(
+            find_rrsync_in(Some(&good), &[other], &[], &no_lookup).unwrap(),
+            good
+        );
 
         for (path, what) in [
             (noexec, "not executable"),

@@ -1,50 +1,75 @@
 //! `offsync install-deps`: install ssh, rsync and rrsync with the system package manager.
 //!
-//! The exact command is printed before anything runs; it runs only with `--yes` or after a
-//! "yes" on a terminal; `--dry-run` prints it (on stdout, for scripts) and stops.
+//! Invariants: nothing is installed when every tool for the role is already there; the exact
+//! command lines are printed before anything runs; they run only with `--yes` or after a "yes"
+//! typed on a terminal, never because a script forgot a flag. `--dry-run` prints the command
+//! lines on stdout (one per line, shell-quoted, so a script can capture them) even when
+//! nothing is missing, so it always answers "what would you use here?", and runs nothing.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use std::process::ExitCode;
 
 use crate::cli::{InstallDepsArgs, Role};
 use crate::context::Context;
-use crate::{deps, input_err, prompt};
+use crate::deps::{self, Privilege};
+use crate::{input_err, prompt};
 
 pub fn run(ctx: &Context, args: InstallDepsArgs) -> Result<ExitCode> {
-    let mut missing: Vec<&str> = Vec::new();
-    if matches!(args.role, Role::Controller | Role::Both) {
-        missing.extend(deps::missing_controller_tools());
-    }
-    if matches!(args.role, Role::Target | Role::Both) {
-        missing.extend(deps::missing_target_tools());
-    }
-    missing.dedup();
+    let role = args.role;
+    let missing = deps::missing_tools(role);
     if missing.is_empty() && !args.dry_run {
-        eprintln!("everything offsync needs here is installed");
+        eprintln!(
+            "everything a {} needs is already installed",
+            role_name(role)
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let Some(pm) = deps::detect() else {
-        anyhow::bail!("{}", deps::manual_instructions(args.role));
+        if missing.is_empty() {
+            // Dry run on a machine that needs nothing and has no manager we know.
+            eprintln!(
+                "everything a {} needs is already installed",
+                role_name(role)
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        anyhow::bail!(
+            "missing: {}; {}",
+            missing.join(", "),
+            deps::manual_instructions(role)
+        );
     };
-    let commands =
-        deps::install_commands(pm, args.role, deps::is_root(), which::which("sudo").is_ok())?;
-    if !missing.is_empty() {
-        eprintln!("missing: {}", missing.join(", "));
+    let commands = deps::install_commands(pm, role, Privilege::current())?;
+
+    if missing.is_empty() {
+        eprintln!(
+            "everything a {} needs is already installed; {} would install with:",
+            role_name(role),
+            pm.program()
+        );
+    } else {
+        eprintln!("missing here: {}", missing.join(", "));
+        eprintln!("offsync will run:");
     }
     for c in &commands {
         if args.dry_run {
             println!("{}", c.display());
         } else {
-            eprintln!("will run: {}", c.display());
+            eprintln!("  {}", c.display());
         }
     }
+    let notes = deps::notes(pm, role);
     if args.dry_run {
+        notes.iter().for_each(|n| eprintln!("note: {n}"));
         return Ok(ExitCode::SUCCESS);
     }
+
     if !args.yes {
         if !ctx.interactive {
             return Err(input_err!(
-                "not installing without confirmation; pass --yes, or run the command above yourself"
+                "not installing without confirmation: pass --yes, or run the command{} above \
+                 yourself",
+                if commands.len() == 1 { "" } else { "s" }
             ));
         }
         if !prompt::confirm("Run it?")? {
@@ -52,24 +77,52 @@ pub fn run(ctx: &Context, args: InstallDepsArgs) -> Result<ExitCode> {
         }
     }
     for c in &commands {
-        c.run_interactive()?;
+        c.run_interactive().with_context(|| {
+            format!(
+                "installing with {} failed; fix the cause and re-run `offsync install-deps \
+                 --role {}`",
+                pm.program(),
+                role_arg(role)
+            )
+        })?;
     }
-    let still: Vec<&str> = match args.role {
-        Role::Controller => deps::missing_controller_tools(),
-        Role::Target => deps::missing_target_tools(),
-        Role::Both => {
-            let mut v = deps::missing_controller_tools();
-            v.extend(deps::missing_target_tools());
-            v
-        }
-    };
+
+    // Check again: a package can install fine and still not give us a usable tool (an rsync
+    // older than 3.2.4 without rrsync, a PATH that lacks the install prefix).
+    let still = deps::missing_tools(role);
     if !still.is_empty() {
+        let why = if still.contains(&"rrsync") {
+            deps::find_rrsync(None)
+                .err()
+                .map(|e| format!(" ({e:#})"))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
         anyhow::bail!(
-            "installed, but still missing: {}; {}",
+            "installed the packages, but still missing: {}{why}; {}",
             still.join(", "),
-            deps::manual_instructions(args.role)
+            deps::manual_instructions(role)
         );
     }
-    eprintln!("done");
+    eprintln!("done: everything a {} needs is installed", role_name(role));
+    notes.iter().for_each(|n| eprintln!("note: {n}"));
     Ok(ExitCode::SUCCESS)
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Controller => "controller",
+        Role::Target => "target",
+        Role::Both => "controller and target",
+    }
+}
+
+/// The `--role` value that selects `role`, for messages the user can paste.
+fn role_arg(role: Role) -> &'static str {
+    match role {
+        Role::Controller => "controller",
+        Role::Target => "target",
+        Role::Both => "both",
+    }
 }
