@@ -1,6 +1,6 @@
 //! What offsync needs from the system, how to tell whether it is there, and how to install it.
 //!
-//! A controller needs an ssh client (`ssh`, `ssh-keyscan`) and `rsync`; a target needs `sshd`,
+//! A controller needs an ssh client (`ssh`; host keys are fetched by ssh itself) and `rsync`; a target needs `sshd`,
 //! `rsync` and `rrsync`, plus whatever interpreter rrsync's shebang names (python3 since rsync
 //! 3.2.4, perl before).
 //!
@@ -139,7 +139,7 @@ impl Privilege {
 /// The command lines that install `role`'s packages with `pm`, in order.
 ///
 /// apt-get gets `apt-get update` first: on a fresh container or cloud image the package lists
-/// are empty or stale, and `install` would fail with "Unable to locate package". Every other
+/// are empty or stale, and `install` would fail with "Unable to locate package". Every install
 /// command is non-interactive (`-y`, `--noconfirm`, …) so `--yes` never hangs on a question.
 /// Fails when root is needed and cannot be had, and for brew as root (Homebrew refuses it).
 pub fn install_commands(pm: PackageManager, role: Role, privilege: Privilege) -> Result<Vec<Cmd>> {
@@ -201,20 +201,25 @@ pub fn notes(pm: PackageManager, role: Role) -> Vec<&'static str> {
     }
 }
 
-/// The error for a machine without a known package manager: what to install by hand.
-pub fn manual_instructions(role: Role) -> String {
-    const CONTROLLER: &str = "an OpenSSH client (ssh, ssh-keyscan) and rsync";
+/// What `role` needs, for someone installing by hand ("for a target, an OpenSSH server …").
+pub fn what_to_install(role: Role) -> String {
+    const CONTROLLER: &str = "an OpenSSH client (ssh) and rsync";
     const TARGET: &str = "an OpenSSH server (sshd), rsync >= 3.2.4 with its rrsync script, and \
                           python3 (rrsync is a Python script)";
-    let what = match role {
+    match role {
         Role::Controller => format!("for a controller, {CONTROLLER}"),
         Role::Target => format!("for a target, {TARGET}"),
         Role::Both => format!("for a controller, {CONTROLLER}; for a target, {TARGET}"),
-    };
+    }
+}
+
+/// The error for a machine without a known package manager: what to install by hand.
+pub fn manual_instructions(role: Role) -> String {
     let known: Vec<&str> = PackageManager::ALL.iter().map(|m| m.program()).collect();
     format!(
-        "no known package manager found (looked for {}); install by hand {what}",
-        known.join(", ")
+        "no known package manager found (looked for {}); install by hand {}",
+        known.join(", "),
+        what_to_install(role)
     )
 }
 
@@ -224,10 +229,10 @@ pub fn manual_instructions(role: Role) -> String {
 /// (macOS has no /proc) we ask `id -u`. If both fail we say "not root", which at worst adds a
 /// `sudo` that still works for root.
 pub fn is_root() -> bool {
-    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-        if let Some(euid) = effective_uid_from_status(&status) {
-            return euid == 0;
-        }
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+        && let Some(euid) = effective_uid_from_status(&status)
+    {
+        return euid == 0;
     }
     Cmd::new("id")
         .arg("-u")
@@ -250,7 +255,7 @@ pub fn missing_controller_tools() -> Vec<&'static str> {
 
 /// [`missing_controller_tools`] with the PATH lookup given.
 pub fn missing_controller_tools_with(exists: impl Fn(&str) -> bool) -> Vec<&'static str> {
-    ["ssh", "rsync", "ssh-keyscan"]
+    ["ssh", "rsync"]
         .into_iter()
         .filter(|p| !exists(p))
         .collect()
@@ -320,21 +325,21 @@ pub fn find_rrsync(explicit: Option<&Path>) -> Result<PathBuf> {
 /// for `#!/usr/bin/env python3`) given, so tests can point them into a temporary directory.
 pub fn find_rrsync_in(
     explicit: Option<&Path>,
-    candidates: &[PathBuf],
-    doc_copies: &[PathBuf],
+    candidates: &[impl AsRef<Path>],
+    doc_copies: &[impl AsRef<Path>],
     lookup: &dyn Fn(&str) -> Option<PathBuf>,
 ) -> Result<PathBuf> {
     let found = match explicit {
         Some(p) => check_explicit(p)?,
-        None => match candidates.iter().find(|p| is_executable_file(p)) {
-            Some(p) => p.clone(),
+        None => match candidates.iter().find(|p| is_executable_file(p.as_ref())) {
+            Some(p) => p.as_ref().to_path_buf(),
             None => {
-                if let Some(doc) = doc_copies.iter().find(|p| p.exists()) {
+                if let Some(doc) = doc_copies.iter().find(|p| p.as_ref().exists()) {
                     anyhow::bail!(
                         "rrsync not found: only a gzipped documentation copy exists ({}), from \
                          an rsync older than 3.2.4; run `offsync install-deps --role target` \
                          (or install a newer rsync), or pass --rrsync PATH",
-                        doc.display()
+                        doc.as_ref().display()
                     );
                 }
                 anyhow::bail!(
@@ -537,7 +542,7 @@ mod tests {
     fn unknown_manager_lists_what_to_install_per_role() {
         let c = manual_instructions(Role::Controller);
         assert!(
-            c.contains("apt-get, dnf") && c.contains("ssh-keyscan"),
+            c.contains("apt-get, dnf") && c.contains("ssh"),
             "{c}"
         );
         assert!(!c.contains("sshd"), "{c}");
@@ -564,11 +569,8 @@ mod tests {
     }
 
     #[test]
-    fn missing_controller_tools_checks_keyscan_too() {
-        assert_eq!(
-            missing_controller_tools_with(|p| p == "ssh"),
-            ["rsync", "ssh-keyscan"]
-        );
+    fn missing_controller_tools_are_ssh_and_rsync() {
+        assert_eq!(missing_controller_tools_with(|p| p == "ssh"), ["rsync"]);
         assert!(missing_controller_tools_with(|_| true).is_empty());
     }
 
@@ -597,6 +599,9 @@ mod tests {
         p
     }
 
+    /// No gzipped documentation copies (a typed empty list).
+    const NO_DOCS: [&str; 0] = [];
+
     fn no_lookup(_: &str) -> Option<PathBuf> {
         None
     }
@@ -611,7 +616,7 @@ mod tests {
         let found = find_rrsync_in(
             None,
             &[missing, noexec, good.clone(), later],
-            &[],
+            &NO_DOCS,
             &no_lookup,
         )
         .unwrap();
@@ -625,7 +630,7 @@ mod tests {
         let link = d.path().join("rrsync");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         assert_eq!(
-            find_rrsync_in(None, &[link.clone()], &[], &no_lookup).unwrap(),
+            find_rrsync_in(None, &[&link], &NO_DOCS, &no_lookup).unwrap(),
             link
         );
     }
@@ -634,7 +639,7 @@ mod tests {
     fn rrsync_missing_mentions_install_deps_or_the_gzipped_copy() {
         let d = tempfile::tempdir().unwrap();
         let noexec = script(d.path(), "a", "#!/bin/sh\n", 0o644);
-        let err = find_rrsync_in(None, &[noexec.clone()], &[], &no_lookup).unwrap_err();
+        let err = find_rrsync_in(None, &[&noexec], &NO_DOCS, &no_lookup).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("install-deps --role target"), "{msg}");
         assert!(msg.contains("--rrsync PATH"), "{msg}");
@@ -652,7 +657,7 @@ mod tests {
     fn rrsync_interpreter_must_exist() {
         let d = tempfile::tempdir().unwrap();
         let py = script(d.path(), "c", "#!/nonexistent/python3\nprint()\n", 0o755);
-        let msg = find_rrsync_in(None, &[py.clone()], &[], &no_lookup)
+        let msg = find_rrsync_in(None, &[&py], &NO_DOCS, &no_lookup)
             .unwrap_err()
             .to_string();
         assert!(
@@ -665,14 +670,14 @@ mod tests {
         assert!(msg.contains("install-deps --role target"), "{msg}");
 
         let envpy = script(d.path(), "e", "#!/usr/bin/env python3\n", 0o755);
-        let msg = find_rrsync_in(None, &[envpy.clone()], &[], &no_lookup)
+        let msg = find_rrsync_in(None, &[&envpy], &NO_DOCS, &no_lookup)
             .unwrap_err()
             .to_string();
         assert!(msg.contains("needs python3, which is missing"), "{msg}");
         let python_here =
             |name: &str| (name == "python3").then(|| PathBuf::from("/usr/bin/python3"));
         assert_eq!(
-            find_rrsync_in(None, &[envpy.clone()], &[], &python_here).unwrap(),
+            find_rrsync_in(None, &[&envpy], &NO_DOCS, &python_here).unwrap(),
             envpy
         );
 
@@ -680,7 +685,7 @@ mod tests {
         let interp = script(d.path(), "python3", "", 0o755);
         let direct = script(d.path(), "f", &format!("#!{}\n", interp.display()), 0o755);
         assert_eq!(
-            find_rrsync_in(None, &[direct.clone()], &[], &no_lookup).unwrap(),
+            find_rrsync_in(None, &[&direct], &NO_DOCS, &no_lookup).unwrap(),
             direct
         );
     }
@@ -696,7 +701,7 @@ mod tests {
         // The explicit path wins over candidates.
         let other = script(d.path(), "other", "#!/bin/sh\n", 0o755);
         assert_eq!(
-            find_rrsync_in(Some(&good), &[other], &[], &no_lookup).unwrap(),
+            find_rrsync_in(Some(&good), &[other], &NO_DOCS, &no_lookup).unwrap(),
             good
         );
 
@@ -705,7 +710,7 @@ mod tests {
             (d.path().to_path_buf(), "not a file"),
             (d.path().join("missing"), "--rrsync"),
         ] {
-            let err = find_rrsync_in(Some(&path), &[good.clone()], &[], &no_lookup).unwrap_err();
+            let err = find_rrsync_in(Some(&path), &[&good], &NO_DOCS, &no_lookup).unwrap_err();
             let msg = err.to_string();
             assert!(msg.contains("--rrsync") && msg.contains(what), "{msg}");
             assert!(is_input_err(&err), "{msg}");

@@ -15,6 +15,7 @@ pub mod context;
 pub mod deps;
 pub mod error;
 pub mod fsutil;
+pub mod itemize;
 pub mod keys;
 pub mod known_hosts;
 pub mod man;

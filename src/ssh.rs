@@ -35,7 +35,7 @@ impl Login {
             return Err(bad("contains whitespace or control characters"));
         }
         let (user, host) = s.rsplit_once('@').ok_or_else(|| bad("has no `@`"))?;
-        validate_user(user).map_err(|w| bad(w))?;
+        validate_user(user).map_err(&bad)?;
         let host = if let Some(inner) = host.strip_prefix('[') {
             let inner = inner
                 .strip_suffix(']')
@@ -50,7 +50,7 @@ impl Login {
                     "has a `:` in the host; put IPv6 addresses in brackets and the port in --port",
                 ));
             }
-            validate_host(host).map_err(|w| bad(w))?;
+            validate_host(host).map_err(&bad)?;
             host.to_string()
         };
         Ok(Login {

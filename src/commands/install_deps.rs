@@ -100,9 +100,11 @@ pub fn run(ctx: &Context, args: InstallDepsArgs) -> Result<ExitCode> {
             String::new()
         };
         anyhow::bail!(
-            "installed the packages, but still missing: {}{why}; {}",
+            "installed the packages, but still missing: {}{why}; check that PATH includes \
+             where {} installs, or install by hand {}",
             still.join(", "),
-            deps::manual_instructions(role)
+            pm.program(),
+            deps::what_to_install(role)
         );
     }
     eprintln!("done: everything a {} needs is installed", role_name(role));

@@ -1,0 +1,221 @@
+//! rsync's itemized output (`--out-format='%i %n'`), parsed exactly.
+//!
+//! Invariants: a line is classified only by its fixed 11-character itemize field and the
+//! single space after it — never by what the file name starts with, because names may begin
+//! with anything, including `*deleting` or `created directory`. Lines that do not carry a valid
+//! itemize field (rsync's own messages, "created directory …" with 3.5.0's pinned
+//! `/proc/self/fd/N/…` paths) are not file entries and are returned separately. Names are
+//! unescaped from rsync's `\#ooo` octal form into raw bytes (3.5.0 also escapes a literal `\#`
+//! as `\#134`, which decodes the same way), so names with newlines, tabs, backslashes, quotes
+//! or non-UTF-8 bytes round-trip.
+
+/// What kind of filesystem object an item is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ItemKind {
+    File,
+    Dir,
+    Symlink,
+    Device,
+    Special,
+}
+
+/// What rsync would do (or did) to an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ItemChange {
+    /// Exists only on the receiver; `--delete` removes it.
+    Deleting,
+    /// New on the receiver.
+    Created,
+    /// Content differs (checksum or size; for symlinks, the link target).
+    Content,
+    /// Only attributes differ (permissions, times, owner…).
+    Metadata,
+    /// Listed but unchanged (only with `-ii`).
+    Unchanged,
+}
+
+/// One itemized line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub change: ItemChange,
+    pub kind: ItemKind,
+    /// Path relative to the transfer root, raw bytes, without a trailing `/`.
+    pub path: Vec<u8>,
+}
+
+/// Parse one line of `%i %n` output. `None` when the line is not an itemized entry.
+pub fn parse_line(line: &[u8]) -> Option<Item> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    if line.len() < 13 || line[11] != b' ' {
+        return None;
+    }
+    let (field, name) = (&line[..11], &line[12..]);
+    let (change, kind) = if field == b"*deleting  " {
+        let kind = if name.ends_with(b"/") {
+            ItemKind::Dir
+        } else {
+            ItemKind::File
+        };
+        (ItemChange::Deleting, kind)
+    } else {
+        let kind = match field[1] {
+            b'f' => ItemKind::File,
+            b'd' => ItemKind::Dir,
+            b'L' => ItemKind::Symlink,
+            b'D' => ItemKind::Device,
+            b'S' => ItemKind::Special,
+            _ => return None,
+        };
+        if !b"<>ch.".contains(&field[0]) {
+            return None;
+        }
+        let flags = &field[2..];
+        if !flags
+            .iter()
+            .all(|b| b" .+?cstpoguaxnTbL".contains(b))
+        {
+            return None;
+        }
+        let change = if flags.iter().all(|&b| b == b'+') {
+            ItemChange::Created
+        } else if flags[0] == b'c' || flags[1] == b's' {
+            ItemChange::Content
+        } else if flags.iter().any(|&b| b != b'.' && b != b' ') {
+            ItemChange::Metadata
+        } else {
+            ItemChange::Unchanged
+        };
+        (change, kind)
+    };
+    let mut path = unescape(name);
+    if kind == ItemKind::Dir && path.ends_with(b"/") {
+        path.pop();
+    }
+    // `./` is the transfer root itself, not an entry.
+    if path.is_empty() || path == b"." {
+        return None;
+    }
+    Some(Item { change, kind, path })
+}
+
+/// Parse a whole output; returns the items and the lines that were not items.
+pub fn parse_output(out: &[u8]) -> (Vec<Item>, Vec<Vec<u8>>) {
+    let mut items = Vec::new();
+    let mut other = Vec::new();
+    for line in out.split(|&b| b == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        match parse_line(line) {
+            Some(i) => items.push(i),
+            None => other.push(line.to_vec()),
+        }
+    }
+    (items, other)
+}
+
+/// Undo rsync's `\#ooo` escapes.
+pub fn unescape(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\'
+            && i + 4 < s.len()
+            && s[i + 1] == b'#'
+            && s[i + 2..i + 5].iter().all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = (s[i + 2] - b'0') as u32 * 64 + (s[i + 3] - b'0') as u32 * 8 + (s[i + 4] - b'0') as u32;
+            if v <= 255 {
+                out.push(v as u8);
+                i += 5;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Escape bytes the way rsync 3.5.0 prints names (the inverse of [`unescape`]); used by tests
+/// and to show names safely.
+pub fn escape(name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len());
+    for (i, &b) in name.iter().enumerate() {
+        let backslash_hash = b == b'\\' && name.get(i + 1) == Some(&b'#');
+        if !(0x20..0x7f).contains(&b) || backslash_hash {
+            out.extend_from_slice(format!("\\#{b:03o}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn p(line: &str) -> Option<Item> {
+        parse_line(line.as_bytes())
+    }
+
+    #[test]
+    fn classifies_by_field_only() {
+        let i = p("<f+++++++++ *deleting  x").unwrap();
+        assert_eq!((i.change, i.kind, i.path.as_slice()), (ItemChange::Created, ItemKind::File, &b"*deleting  x"[..]));
+        let i = p("*deleting   created directory y").unwrap();
+        assert_eq!(i.change, ItemChange::Deleting);
+        assert_eq!(i.path, b"created directory y");
+        assert_eq!(p("created directory /proc/self/fd/4/dest"), None);
+        assert_eq!(p("sending incremental file list"), None);
+        let i = p("*deleting   old/").unwrap();
+        assert_eq!((i.kind, i.path.as_slice()), (ItemKind::Dir, &b"old"[..]));
+    }
+
+    #[test]
+    fn changes() {
+        assert_eq!(p("<fcs.p..... a").unwrap().change, ItemChange::Content);
+        assert_eq!(p(">fc........ a").unwrap().change, ItemChange::Content);
+        assert_eq!(p(".f..t...... a").unwrap().change, ItemChange::Metadata);
+        assert_eq!(p(".f...p..... a").unwrap().change, ItemChange::Metadata);
+        assert_eq!(p("cd+++++++++ d/").unwrap().kind, ItemKind::Dir);
+        assert_eq!(p("cL+++++++++ l").unwrap().kind, ItemKind::Symlink);
+        assert_eq!(p("cLc.t...... l").unwrap().change, ItemChange::Content);
+        assert_eq!(p(".f          a").unwrap().change, ItemChange::Unchanged);
+        assert_eq!(p(".d..t...... ./"), None, "the root itself is not an entry");
+    }
+
+    #[test]
+    fn unescapes_octal() {
+        assert_eq!(unescape(br"a\#012b"), b"a\nb");
+        assert_eq!(unescape(br"a\#134#012"), br"a\#012");
+        assert_eq!(unescape(br"back\slash"), br"back\slash");
+        assert_eq!(unescape(br"\#37"), br"\#37");
+        assert_eq!(unescape(br"\#377"), [255]);
+    }
+
+    proptest! {
+        #[test]
+        fn names_round_trip(name in proptest::collection::vec(any::<u8>(), 1..40)) {
+            prop_assume!(!name.contains(&b'/') && !name.contains(&0));
+            prop_assert_eq!(unescape(&escape(&name)), name.clone());
+            let mut line = b"<f+++++++++ ".to_vec();
+            line.extend(escape(&name));
+            let item = parse_line(&line).unwrap();
+            prop_assert_eq!(item.path, name);
+        }
+
+        #[test]
+        fn paths_with_dirs_round_trip(parts in proptest::collection::vec(proptest::collection::vec(1u8..=255, 1..8), 1..4)) {
+            prop_assume!(parts.iter().all(|p| !p.contains(&b'/')));
+            let path = parts.join(&b'/');
+            let mut line = b"*deleting   ".to_vec();
+            line.extend(escape(&path));
+            let (items, other) = parse_output(&line);
+            prop_assert!(other.is_empty());
+            prop_assert_eq!(&items[0].path, &path);
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Exclude rules: one set of gitignore-style patterns, applied identically by our walker and
+//! by rsync (planning, transfer, verification, and target-only detection).
+//!
+//! Semantics (a subset of gitignore that rsync's filter rules can express exactly):
+//! - `name` (no `/` except a trailing one) matches that name at any depth;
+//! - a pattern with a `/` inside, or a leading `/`, is anchored at the source root;
+//! - a trailing `/` matches directories only; `*`, `?`, `[…]` do not cross `/`; `**` does;
+//! - `!pattern` re-includes; the last matching rule wins, as in gitignore;
+//! - an excluded directory is not descended into (a `!` rule cannot re-include inside it).
+//!
+//! `.git/` is always excluded first (as the Python offsync did). An excluded path on a target
+//! is never reported and never deleted: rsync's `--delete` leaves excluded files alone.
+
+use anyhow::{Context as _, Result};
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use std::path::Path;
+
+/// The rule every plan starts with.
+pub const DEFAULT_EXCLUDES: &[&str] = &[".git/"];
+
+/// Compiled exclude rules.
+#[derive(Debug, Clone)]
+pub struct Excludes {
+    patterns: Vec<String>,
+    matcher: Gitignore,
+}
+
+impl Excludes {
+    /// Build from the config's `exclude:` list (the defaults are prepended).
+    pub fn new(user: &[String]) -> Result<Excludes> {
+        let mut patterns: Vec<String> = DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect();
+        for p in user {
+            validate(p)?;
+            patterns.push(p.clone());
+        }
+        // Matching happens against relative paths; the root given here is only a label.
+        let mut b = GitignoreBuilder::new("/");
+        for p in &patterns {
+            b.add_line(None, p)
+                .with_context(|| format!("exclude pattern {p:?} is not valid"))?;
+        }
+        let matcher = b.build().context("cannot compile exclude patterns")?;
+        Ok(Excludes { patterns, matcher })
+    }
+
+    /// The patterns in force, defaults first.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    /// Whether `rel` (relative to the source root) is excluded. Parents are not consulted:
+    /// the walker never descends into an excluded directory.
+    pub fn is_excluded(&self, rel: &Path, is_dir: bool) -> bool {
+        self.matcher
+            .matched(Path::new("/").join(rel), is_dir)
+            .is_ignore()
+    }
+
+    /// The same rules as rsync `--filter` rules, in rsync's order (first match wins, so the
+    /// gitignore list is reversed).
+    pub fn rsync_rules(&self) -> Vec<String> {
+        self.patterns
+            .iter()
+            .rev()
+            .map(|p| {
+                let (sign, pat) = match p.strip_prefix('!') {
+                    Some(rest) => ('+', rest),
+                    None => ('-', p.as_str()),
+                };
+                let pat = pat.strip_prefix('\\').unwrap_or(pat);
+                let inner = pat.trim_end_matches('/');
+                // gitignore anchors any pattern with an inner slash; rsync would match it at
+                // any depth, so anchor it explicitly.
+                let anchored = if inner.contains('/') && !pat.starts_with('/') {
+                    format!("/{pat}")
+                } else {
+                    pat.to_string()
+                };
+                format!("{sign} {anchored}")
+            })
+            .collect()
+    }
+
+    /// The `--filter` arguments for rsync.
+    pub fn rsync_args(&self) -> Vec<String> {
+        self.rsync_rules()
+            .into_iter()
+            .map(|r| format!("--filter={r}"))
+            .collect()
+    }
+}
+
+/// Refuse patterns whose meaning rsync and gitignore would not share.
+fn validate(p: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(crate::input_err!(
+            "exclude pattern {p:?} in config.yaml {why}; use a plain gitignore-style pattern"
+        ))
+    };
+    if p.trim().is_empty() || p.starts_with('#') {
+        return bad("is empty or a comment");
+    }
+    if p != p.trim_end() {
+        return bad("has trailing whitespace");
+    }
+    if p.contains('\n') || p.contains('\r') {
+        return bad("contains a line break");
+    }
+    // rsync reads a leading "+ " / "- " as a rule prefix; gitignore reads it as a name.
+    if p.starts_with("+ ") || p.starts_with("- ") || p.starts_with(',') {
+        return bad("starts with an rsync rule prefix");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(p: &[&str]) -> Excludes {
+        Excludes::new(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn gitignore_semantics() {
+        let e = ex(&["*.log", "build/", "docs/private", "!keep.log"]);
+        assert!(e.is_excluded(Path::new(".git"), true));
+        assert!(!e.is_excluded(Path::new(".git"), false));
+        assert!(e.is_excluded(Path::new("a/b/x.log"), false));
+        assert!(!e.is_excluded(Path::new("a/keep.log"), false));
+        assert!(e.is_excluded(Path::new("sub/build"), true));
+        assert!(!e.is_excluded(Path::new("sub/build"), false));
+        assert!(e.is_excluded(Path::new("docs/private"), false));
+        assert!(!e.is_excluded(Path::new("x/docs/private"), false));
+    }
+
+    #[test]
+    fn rsync_rules_are_reversed_and_anchored() {
+        let e = ex(&["*.log", "docs/private", "!keep.log"]);
+        assert_eq!(
+            e.rsync_rules(),
+            ["+ keep.log", "- /docs/private", "- *.log", "- .git/"]
+        );
+    }
+
+    #[test]
+    fn refuses_ambiguous_patterns() {
+        assert!(Excludes::new(&["- foo".to_string()]).is_err());
+        assert!(Excludes::new(&["".to_string()]).is_err());
+        assert!(Excludes::new(&["a ".to_string()]).is_err());
+    }
+}
