@@ -19,6 +19,7 @@ pub mod itemize;
 pub mod keys;
 pub mod known_hosts;
 pub mod man;
+pub mod plan;
 pub mod probe;
 pub mod process;
 pub mod prompt;

@@ -141,7 +141,7 @@ pub fn build(root: &Path, excludes: &Excludes, cache_path: Option<&Path>) -> Res
             stats.hashed_files += 1;
             stats.hashed_bytes += f.stamp.size;
         }
-        if now - f.stamp.ctime_s.max(f.stamp.mtime_s) > 2 {
+        if now - f.stamp.ctime_s.max(f.stamp.mtime_s) >= 2 {
             new_cache.entries.insert(f.rel.clone(), (f.stamp.clone(), hash));
         }
         entries.insert(
@@ -531,6 +531,8 @@ mod tests {
             set_old_mtime(&p);
         }
         let cache = d.path().join("cache/c.bin");
+        // set_modified changed the ctime to now: wait out the racy window once.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
         let (m1, s1) = build(&src, &no_ex(), Some(&cache)).unwrap();
         assert_eq!(s1.hashed_files, 5);
         let (m2, s2) = build(&src, &no_ex(), Some(&cache)).unwrap();

@@ -1,0 +1,394 @@
+//! The plan as a value: computed by `plan`, printed (text or JSON), saved with `--out`, and
+//! executed unchanged by `apply`.
+//!
+//! Invariants: a plan holds no timestamps or durations; targets are sorted by name and
+//! entries by path bytes, so the same source and target states give a byte-identical plan; its
+//! `digest` is BLAKE3 over its canonical JSON without the digest itself. The JSON wire format
+//! (`"format": "offsync-plan/1"`) is documented in the README and `offsync-plan(1)`:
+//! a path is a UTF-8 string; a path that is not valid UTF-8 is shown lossily (U+FFFD) in
+//! `path` and exactly, as lowercase hex of its bytes, in `path_hex`.
+
+pub mod diff;
+pub mod excludes;
+pub mod manifest;
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+use crate::sanitize;
+use manifest::{Entry, Manifest};
+
+/// Wire format name.
+pub const FORMAT: &str = "offsync-plan/1";
+
+/// One path in a category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanEntry {
+    /// The path relative to the source root (lossy when not UTF-8).
+    pub path: String,
+    /// The exact bytes as hex, only when `path` is not valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
+    /// `file`, `dir` or `symlink` (`device`/`special` only for target-only entries).
+    pub kind: String,
+    /// Size in bytes (files from the source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// BLAKE3 of the source content (files from the source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+}
+
+impl PlanEntry {
+    pub fn bare(path: &[u8], kind: &str) -> PlanEntry {
+        let (path, path_hex) = encode_path(path);
+        PlanEntry {
+            path,
+            path_hex,
+            kind: kind.to_string(),
+            size: None,
+            blake3: None,
+        }
+    }
+
+    pub fn from_entry(path: &[u8], e: &Entry) -> PlanEntry {
+        let mut p = PlanEntry::bare(path, e.kind_name());
+        if let manifest::Kind::File { size, .. } = e.kind {
+            p.size = Some(size);
+            p.blake3 = e.hash_hex();
+        }
+        p
+    }
+
+    /// The exact path bytes.
+    pub fn raw_path(&self) -> Vec<u8> {
+        match &self.path_hex {
+            Some(h) => decode_hex(h).unwrap_or_else(|| self.path.as_bytes().to_vec()),
+            None => self.path.as_bytes().to_vec(),
+        }
+    }
+}
+
+fn encode_path(p: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(p) {
+        Ok(s) => (s.to_string(), None),
+        Err(_) => (
+            String::from_utf8_lossy(p).into_owned(),
+            Some(p.iter().map(|b| format!("{b:02x}")).collect()),
+        ),
+    }
+}
+
+fn decode_hex(h: &str) -> Option<Vec<u8>> {
+    if h.len() % 2 != 0 {
+        return None;
+    }
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The four categories and the unchanged count.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Categories {
+    pub added: Vec<PlanEntry>,
+    pub modified: Vec<PlanEntry>,
+    pub metadata: Vec<PlanEntry>,
+    /// Target-only: would need an explicit delete.
+    pub missing: Vec<PlanEntry>,
+    pub unchanged: u64,
+}
+
+impl Categories {
+    pub fn sort(&mut self) {
+        for v in [&mut self.added, &mut self.modified, &mut self.metadata, &mut self.missing] {
+            v.sort_by_key(PlanEntry::raw_path);
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.modified.is_empty() && self.metadata.is_empty() && self.missing.is_empty()
+    }
+    pub fn summary(&self) -> Summary {
+        Summary {
+            added: self.added.len() as u64,
+            modified: self.modified.len() as u64,
+            metadata: self.metadata.len() as u64,
+            missing: self.missing.len() as u64,
+            unchanged: self.unchanged,
+            bytes: self
+                .added
+                .iter()
+                .chain(&self.modified)
+                .filter_map(|e| e.size)
+                .sum(),
+        }
+    }
+}
+
+/// Counts per category, and the bytes that added and modified files carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub added: u64,
+    pub modified: u64,
+    pub metadata: u64,
+    pub missing: u64,
+    pub unchanged: u64,
+    pub bytes: u64,
+}
+
+/// One target's part of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetPlan {
+    pub name: String,
+    /// `ssh`, `mirror`, `memory`.
+    pub kind: String,
+    /// Where it is (`user@host:/path`).
+    pub address: String,
+    /// The target accepts deletions (not linked with `--no-delete`).
+    pub delete_allowed: bool,
+    /// Why the target could not be planned (then the categories are empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(flatten)]
+    pub changes: Categories,
+    pub summary: Summary,
+}
+
+impl TargetPlan {
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+}
+
+/// The source side of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub path: String,
+    pub digest: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub excludes: Vec<String>,
+    /// Devices, fifos and sockets that are never transferred.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+}
+
+/// A whole plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format: String,
+    pub source: SourceInfo,
+    pub targets: Vec<TargetPlan>,
+    /// BLAKE3 of the canonical JSON of everything above.
+    #[serde(default)]
+    pub digest: String,
+}
+
+impl Plan {
+    /// Assemble a plan (sorts everything and computes the digest).
+    pub fn new(manifest: &Manifest, excludes: &[String], mut targets: Vec<TargetPlan>) -> Plan {
+        for t in &mut targets {
+            t.changes.sort();
+            t.summary = t.changes.summary();
+        }
+        targets.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut plan = Plan {
+            format: FORMAT.to_string(),
+            source: SourceInfo {
+                path: manifest.root.display().to_string(),
+                digest: manifest.digest_hex(),
+                files: manifest.file_count(),
+                bytes: manifest.total_bytes(),
+                excludes: excludes.to_vec(),
+                skipped: manifest
+                    .skipped
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect(),
+            },
+            targets,
+            digest: String::new(),
+        };
+        plan.digest = plan.compute_digest();
+        plan
+    }
+
+    fn compute_digest(&self) -> String {
+        let mut copy = self.clone();
+        copy.digest = String::new();
+        let bytes = serde_json::to_vec(&copy).expect("a plan always serialises");
+        blake3::hash(&bytes).to_hex().to_string()
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.targets.iter().any(TargetPlan::has_changes)
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.targets.iter().any(|t| t.error.is_some())
+    }
+
+    /// Pretty JSON with a trailing newline.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("a plan always serialises");
+        s.push('\n');
+        s
+    }
+
+    /// Read a saved plan, checking its format and digest.
+    pub fn from_json(text: &str, origin: &str) -> Result<Plan> {
+        let plan: Plan = serde_json::from_str(text)
+            .with_context(|| format!("{origin} is not an offsync plan (JSON)"))?;
+        if plan.format != FORMAT {
+            anyhow::bail!("{origin} has format {:?}; this offsync reads {FORMAT}", plan.format);
+        }
+        if plan.compute_digest() != plan.digest {
+            anyhow::bail!("{origin} was modified after it was written (its digest does not match); plan again with --out");
+        }
+        Ok(plan)
+    }
+
+    /// The human-readable plan (deterministic, like the JSON).
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "source {}  ({} files, {}, digest {})",
+            sanitize::for_terminal(&self.source.path),
+            self.source.files,
+            human_bytes(self.source.bytes),
+            &self.source.digest[..16.min(self.source.digest.len())]
+        );
+        if !self.source.skipped.is_empty() {
+            let _ = writeln!(
+                s,
+                "skipped (devices, fifos, sockets are never sent): {}",
+                self.source.skipped.iter().map(|p| sanitize::for_terminal(p)).collect::<Vec<_>>().join(", ")
+            );
+        }
+        for t in &self.targets {
+            let _ = writeln!(s, "\n{} ({})", t.name, sanitize::for_terminal(&t.address));
+            if let Some(e) = &t.error {
+                let _ = writeln!(s, "  error: {}", sanitize::for_terminal(e));
+                let _ = writeln!(s, "{}: error", t.name);
+                continue;
+            }
+            let line = |s: &mut String, mark: &str, e: &PlanEntry, note: &str| {
+                let shown = sanitize::bytes_for_terminal(&e.raw_path());
+                let slash = if e.kind == "dir" { "/" } else { "" };
+                let size = e.size.map(|b| format!("  ({})", human_bytes(b))).unwrap_or_default();
+                let _ = writeln!(s, "  {mark} {shown}{slash}{size}{note}");
+            };
+            for e in &t.changes.added {
+                line(&mut s, "+", e, "");
+            }
+            for e in &t.changes.modified {
+                line(&mut s, "~", e, "");
+            }
+            for e in &t.changes.metadata {
+                line(&mut s, "=", e, "  (mode/time only)");
+            }
+            for e in &t.changes.missing {
+                line(&mut s, "-", e, "  (target-only; deleted only with --delete)");
+            }
+            let m = &t.summary;
+            let _ = writeln!(
+                s,
+                "{}: {} added, {} modified, {} metadata, {} missing, {} unchanged ({} to send)",
+                t.name,
+                m.added,
+                m.modified,
+                m.metadata,
+                m.missing,
+                m.unchanged,
+                human_bytes(m.bytes)
+            );
+        }
+        s
+    }
+}
+
+/// `1.5 MiB`-style sizes (exact bytes below 1 KiB).
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if b < 1024 {
+        return format!("{b} B");
+    }
+    let mut v = b as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    fn sample() -> Plan {
+        let mut entries = BTreeMap::new();
+        let e = |c: &[u8]| Entry {
+            kind: manifest::Kind::File {
+                size: c.len() as u64,
+                hash: *blake3::hash(c).as_bytes(),
+            },
+            mode: 0o644,
+            mtime_s: 1_700_000_000,
+            mtime_ns: 0,
+        };
+        entries.insert(b"a.txt".to_vec(), e(b"a"));
+        entries.insert(b"bad\xffname".to_vec(), e(b"b"));
+        entries.insert(b"line\nbreak".to_vec(), e(b"c"));
+        let m = Manifest {
+            root: PathBuf::from("/srv/src"),
+            digest: manifest::digest(&entries),
+            entries,
+            skipped: vec![],
+        };
+        let listing = BTreeMap::from([(b"old".to_vec(), e(b"o"))]);
+        let mut changes = diff::diff(&m, &diff::TargetView::Listing(listing));
+        changes.sort();
+        let t = |name: &str| TargetPlan {
+            name: name.into(),
+            kind: "memory".into(),
+            address: format!("memory:{name}"),
+            delete_allowed: true,
+            error: None,
+            changes: changes.clone(),
+            summary: Summary::default(),
+        };
+        Plan::new(&m, &[".git/".into()], vec![t("web2"), t("web1")])
+    }
+
+    #[test]
+    fn deterministic_and_sorted() {
+        let a = sample();
+        let b = sample();
+        assert_eq!(a.to_json(), b.to_json());
+        assert_eq!(a.targets[0].name, "web1");
+        let back = Plan::from_json(&a.to_json(), "plan.json").unwrap();
+        assert_eq!(back, a);
+        let raw: Vec<Vec<u8>> = back.targets[0].changes.added.iter().map(|e| e.raw_path()).collect();
+        assert!(raw.contains(&b"bad\xffname".to_vec()));
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let json = sample().to_json().replace("\"old\"", "\"etc\"");
+        let err = Plan::from_json(&json, "plan.json").unwrap_err().to_string();
+        assert!(err.contains("modified after it was written"), "{err}");
+    }
+
+    #[test]
+    fn snapshots() {
+        let p = sample();
+        insta::assert_snapshot!("plan_text", p.to_text());
+        insta::assert_snapshot!("plan_json", p.to_json());
+    }
+}
