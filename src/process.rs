@@ -308,3 +308,66 @@ mod tests {
         assert_eq!(shell_quote(""), "''");
     }
 }
+
+/// A long-running child (an ssh ControlMaster) that is stopped when dropped, so an error or
+/// a panic never leaves it behind.
+#[derive(Debug)]
+pub struct Background {
+    child: std::process::Child,
+    command: String,
+    stderr_path: PathBuf,
+}
+
+impl Cmd {
+    /// Start in the background with stdin and stdout closed and stderr going to `stderr_path`
+    /// (read it with [`Background::stderr`] when something fails).
+    pub fn spawn_background(&self, stderr_path: &std::path::Path) -> Result<Background, ProcessError> {
+        let err = std::fs::File::create(stderr_path).map_err(|e| ProcessError::Spawn {
+            program: self.program.to_string_lossy().into_owned(),
+            source: e,
+        })?;
+        let child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .map_err(|e| self.spawn_error(e))?;
+        Ok(Background {
+            child,
+            command: self.display(),
+            stderr_path: stderr_path.to_path_buf(),
+        })
+    }
+}
+
+impl Background {
+    /// `Some(status)` once the child has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// What the child wrote to stderr so far.
+    pub fn stderr(&self) -> Vec<u8> {
+        std::fs::read(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// Stop the child and wait for it.
+    pub fn stop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr_path);
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -222,3 +222,64 @@ mod tests {
         );
     }
 }
+
+/// Name of rsync's partial directory on targets (relative: rsync protects it from `--delete`).
+pub const PARTIAL_DIR: &str = ".offsync-partial";
+
+/// Options every plan, transfer and verification shares: recurse is decided by the caller;
+/// links as links, permissions and mtimes preserved, directory times ignored (they change
+/// whenever a file inside changes, and `--delay-updates` renames after rsync set them).
+const COMMON: &[&str] = &["-l", "-p", "-t", "-O", "--out-format=%i %n"];
+
+/// argv (after `rsync`) for the whole-tree checksum dry run that plans and verifies a target.
+pub fn dry_run_argv(rsh: &str, src: &Path, dest: &str, delete: bool, filters: &[String]) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["-n".into(), "-i".into(), "-r".into(), "-c".into()];
+    a.extend(COMMON.iter().map(OsString::from));
+    if delete {
+        a.push("--delete".into());
+    }
+    a.extend(filters.iter().map(OsString::from));
+    a.push("-e".into());
+    a.push(rsh.into());
+    a.push(dir_arg(src));
+    a.push(dest.into());
+    a
+}
+
+/// argv (after `rsync`) that transfers exactly the paths listed (NUL-separated) in
+/// `files_from`: `-I` so a planned file is sent even when size and mtime look equal,
+/// `--delay-updates` so the new files appear together at the end, a partial dir so an
+/// interrupted transfer resumes, and `--delete-missing-args` so that listed paths missing
+/// from the source (the planned deletions, and nothing else) are deleted.
+pub fn transfer_argv(
+    rsh: &str,
+    src: &Path,
+    dest: &str,
+    files_from: &Path,
+    delete_listed: bool,
+    filters: &[String],
+) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["-i".into(), "-I".into()];
+    a.extend(COMMON.iter().map(OsString::from));
+    let mut ff = OsString::from("--files-from=");
+    ff.push(files_from.as_os_str());
+    a.push(ff);
+    a.push("--from0".into());
+    a.push("--delay-updates".into());
+    a.push(format!("--partial-dir={PARTIAL_DIR}").into());
+    if delete_listed {
+        a.push("--delete-missing-args".into());
+    }
+    a.extend(filters.iter().map(OsString::from));
+    a.push("-e".into());
+    a.push(rsh.into());
+    a.push(dir_arg(src));
+    a.push(dest.into());
+    a
+}
+
+fn dir_arg(src: &Path) -> OsString {
+    let mut s = src.as_os_str().to_os_string();
+    s.push("/");
+    s
+}

@@ -134,6 +134,8 @@ pub struct SshSettings {
     pub key: PathBuf,
     pub known_hosts: PathBuf,
     pub connect_timeout: u32,
+    /// A running ControlMaster's socket: every session rides on that one connection.
+    pub control_path: Option<PathBuf>,
 }
 
 impl SshSettings {
@@ -142,11 +144,32 @@ impl SshSettings {
             key: key.to_path_buf(),
             known_hosts: known_hosts.to_path_buf(),
             connect_timeout: CONNECT_TIMEOUT,
+            control_path: None,
         }
     }
 
-    /// The `-o` options every connection uses (see module docs).
+    /// The `-o` options every connection uses (see module docs), with the control socket.
     pub fn options(&self) -> Vec<String> {
+        let mut o = self.base_options();
+        match &self.control_path {
+            Some(p) => {
+                o.push("-o".to_string());
+                o.push(format!("ControlPath={}", ssh_config_value(p)));
+                o.push("-o".to_string());
+                o.push("ControlMaster=no".to_string());
+            }
+            None => {
+                // Never ride on (or become) a master from the user's ~/.ssh/config: that
+                // connection may use another key.
+                o.push("-o".to_string());
+                o.push("ControlPath=none".to_string());
+            }
+        }
+        o
+    }
+
+    /// The options without any ControlMaster setting.
+    pub fn base_options(&self) -> Vec<String> {
         let mut o = vec!["-i".to_string(), self.key.display().to_string()];
         for opt in [
             "IdentitiesOnly=yes".to_string(),
@@ -206,6 +229,30 @@ impl SshSettings {
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+/// argv (after `ssh`) that starts a ControlMaster on `socket` and keeps it open without a
+/// session (`-N`): the forced command runs only for the sessions rsync opens through it.
+pub fn master_argv(settings: &SshSettings, login: &Login, port: Option<u16>, socket: &Path) -> Vec<OsString> {
+    let mut a: Vec<OsString> = settings.base_options().into_iter().map(Into::into).collect();
+    for o in [
+        "ControlMaster=yes".to_string(),
+        format!("ControlPath={}", ssh_config_value(socket)),
+        "ControlPersist=no".to_string(),
+    ] {
+        a.push("-o".into());
+        a.push(o.into());
+    }
+    a.push("-N".into());
+    if let Some(p) = port {
+        a.push("-p".into());
+        a.push(p.to_string().into());
+    }
+    a.push("-l".into());
+    a.push(login.user.clone().into());
+    a.push("--".into());
+    a.push(login.host.clone().into());
+    a
 }
 
 /// A path as the value of an `-o Option=value`: ssh splits values on whitespace (several

@@ -1,0 +1,253 @@
+//! The backend-neutral engine: plan, apply and verify any [`Target`]s, in parallel.
+//!
+//! Invariants: `plan_all` is `scan` + the pure `diff` per target; `apply_one` executes exactly
+//! the `TargetPlan` it is given, refuses target-only deletions unless allowed, and verifies
+//! with a fresh scan afterwards; a failing target never stops the others.
+
+use anyhow::Result;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::plan::diff;
+use crate::plan::excludes::Excludes;
+use crate::plan::manifest::Manifest;
+use crate::plan::{Categories, Summary, TargetPlan};
+use crate::target::{ApplyOutcome, Target};
+
+/// Run `f` on every item, at most `workers` at a time; results keep the input order.
+pub fn parallel<T: Send, R: Send>(items: &mut [T], workers: usize, f: impl Fn(&mut T) -> R + Sync) -> Vec<R> {
+    let n = items.len();
+    let queue = Mutex::new(items.iter_mut().enumerate());
+    let results: Vec<Mutex<Option<R>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers.clamp(1, n.max(1)) {
+            s.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                let Some((i, item)) = next else { break };
+                let r = f(item);
+                *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()).expect("every item ran"))
+        .collect()
+}
+
+/// Plan one target: scan it and diff against the source. Errors become part of the plan.
+pub fn plan_one(t: &mut dyn Target, source: &Manifest, excludes: &Excludes) -> TargetPlan {
+    let info = t.info().clone();
+    let (changes, error) = match t.scan(source, excludes) {
+        Ok(view) => (diff::diff(source, &view), None),
+        Err(e) => (Categories::default(), Some(format!("{e:#}"))),
+    };
+    TargetPlan {
+        name: info.name,
+        kind: info.kind,
+        address: info.address,
+        delete_allowed: info.delete_allowed,
+        error,
+        summary: Summary::default(),
+        changes,
+    }
+}
+
+/// Plan every target in parallel.
+pub fn plan_all(targets: &mut [Box<dyn Target>], source: &Manifest, excludes: &Excludes, workers: usize) -> Vec<TargetPlan> {
+    parallel(targets, workers, |t| plan_one(t.as_mut(), source, excludes))
+}
+
+/// How applying one target ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Unchanged,
+    Refused(String),
+    Failed(String),
+    Interrupted,
+}
+
+impl Status {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Unchanged => "unchanged",
+            Status::Refused(_) => "refused",
+            Status::Failed(_) => "failed",
+            Status::Interrupted => "interrupted",
+        }
+    }
+    pub fn error(&self) -> Option<String> {
+        match self {
+            Status::Refused(e) | Status::Failed(e) => Some(e.clone()),
+            _ => None,
+        }
+    }
+    pub fn is_success(&self) -> bool {
+        matches!(self, Status::Ok | Status::Unchanged)
+    }
+}
+
+/// The result of applying one target.
+#[derive(Debug, Clone)]
+pub struct ApplyResult {
+    pub status: Status,
+    pub outcome: ApplyOutcome,
+    pub duration_ms: u64,
+}
+
+/// Policy for one apply.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyPolicy {
+    /// Target-only files may be deleted (`--delete` or `delete: true`).
+    pub delete: bool,
+    /// Modified files may be overwritten (`overwrite:` in config).
+    pub overwrite: bool,
+    /// Verify after the transfer (`verify:` in config).
+    pub verify: bool,
+}
+
+/// Apply `plan` to `t` exactly, then verify.
+pub fn apply_one(t: &mut dyn Target, source: &Manifest, excludes: &Excludes, plan: &TargetPlan, policy: ApplyPolicy) -> ApplyResult {
+    let start = Instant::now();
+    let status = |s| ApplyResult {
+        status: s,
+        outcome: ApplyOutcome::default(),
+        duration_ms: start.elapsed().as_millis() as u64,
+    };
+    if let Some(e) = &plan.error {
+        return status(Status::Failed(e.clone()));
+    }
+    if !plan.has_changes() {
+        return status(Status::Unchanged);
+    }
+    let missing = plan.changes.missing.len();
+    if missing > 0 && !policy.delete {
+        return status(Status::Refused(format!(
+            "{missing} target-only path(s) would need deleting; nothing was changed on this target; review the plan and pass --delete (or set `delete: true`) to delete exactly them"
+        )));
+    }
+    if missing > 0 && !plan.delete_allowed {
+        return status(Status::Refused(format!(
+            "{missing} target-only path(s), but this target was linked with --no-delete; remove them there by hand, or link again without --no-delete"
+        )));
+    }
+    if !policy.overwrite && !plan.changes.modified.is_empty() {
+        return status(Status::Refused(format!(
+            "{} file(s) differ on the target and `overwrite: false` is set in config.yaml; nothing was changed on this target",
+            plan.changes.modified.len()
+        )));
+    }
+    if crate::interrupt::interrupted() {
+        return status(Status::Interrupted);
+    }
+    let outcome = match t.apply(source, excludes, plan, policy.delete) {
+        Ok(o) => o,
+        Err(e) => {
+            let s = if crate::interrupt::interrupted() {
+                Status::Interrupted
+            } else {
+                Status::Failed(format!("{e:#}"))
+            };
+            return status(s);
+        }
+    };
+    let mut result = ApplyResult {
+        status: Status::Ok,
+        outcome,
+        duration_ms: 0,
+    };
+    if policy.verify {
+        result.status = match verify_one(t, source, excludes) {
+            Ok(after) if !after.has_changes() => Status::Ok,
+            Ok(after) => Status::Failed(format!(
+                "did not verify after the transfer: {} added, {} modified, {} metadata, {} missing still differ",
+                after.summary.added, after.summary.modified, after.summary.metadata, after.summary.missing
+            )),
+            Err(e) => Status::Failed(format!("verification failed: {e:#}")),
+        };
+    }
+    result.duration_ms = start.elapsed().as_millis() as u64;
+    result
+}
+
+/// A fresh whole-tree comparison (used by `verify` and after `apply`).
+pub fn verify_one(t: &mut dyn Target, source: &Manifest, excludes: &Excludes) -> Result<TargetPlan> {
+    let mut p = plan_one(t, source, excludes);
+    if let Some(e) = p.error.take() {
+        anyhow::bail!(e);
+    }
+    p.changes.sort();
+    p.summary = p.changes.summary();
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Plan;
+    use crate::target::memory::MemoryTarget;
+
+    fn source() -> (tempfile::TempDir, Manifest, Excludes) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::fs::write(d.path().join("a"), b"alpha").unwrap();
+        std::fs::write(d.path().join("sub/b"), b"beta").unwrap();
+        let ex = Excludes::new(&["*.tmp".to_string()]).unwrap();
+        let (m, _) = crate::plan::manifest::build(d.path(), &ex, None).unwrap();
+        (d, m, ex)
+    }
+
+    const ALL: ApplyPolicy = ApplyPolicy {
+        delete: false,
+        overwrite: true,
+        verify: true,
+    };
+
+    #[test]
+    fn apply_then_verify_in_memory() {
+        let (_d, m, ex) = source();
+        let mut targets: Vec<Box<dyn Target>> = vec![Box::new(MemoryTarget::new("m1", true)), Box::new(MemoryTarget::new("m2", true))];
+        let plans = Plan::new(&m, ex.patterns(), plan_all(&mut targets, &m, &ex, 2));
+        assert_eq!(plans.targets[0].summary.added, 3);
+        for (t, p) in targets.iter_mut().zip(&plans.targets) {
+            let r = apply_one(t.as_mut(), &m, &ex, p, ALL);
+            assert_eq!(r.status, Status::Ok, "{:?}", r.status);
+            assert_eq!(r.outcome.changed.len(), 3);
+        }
+        let again = Plan::new(&m, ex.patterns(), plan_all(&mut targets, &m, &ex, 2));
+        assert!(!again.has_changes());
+    }
+
+    #[test]
+    fn target_only_files_need_delete() {
+        let (_d, m, ex) = source();
+        let mut t = MemoryTarget::new("m", true);
+        let extra = m.entries[&b"a"[..]].clone();
+        t.files.insert(b"extra".to_vec(), (extra.clone(), b"alpha".to_vec()));
+        t.files.insert(b"keep.tmp".to_vec(), (extra, b"alpha".to_vec()));
+        let mut p = plan_one(&mut t, &m, &ex);
+        p.summary = p.changes.summary();
+        assert_eq!(p.summary.missing, 1, "excluded keep.tmp is not reported");
+        let r = apply_one(&mut t, &m, &ex, &p, ALL);
+        assert!(matches!(r.status, Status::Refused(_)));
+        assert!(t.files.contains_key(&b"extra"[..]), "nothing changed on refusal");
+        assert!(!t.files.contains_key(&b"a"[..]));
+        let r = apply_one(&mut t, &m, &ex, &p, ApplyPolicy { delete: true, ..ALL });
+        assert_eq!(r.status, Status::Ok);
+        assert_eq!(r.outcome.deleted, vec![b"extra".to_vec()]);
+        assert!(t.files.contains_key(&b"keep.tmp"[..]), "excluded paths are never deleted");
+    }
+
+    #[test]
+    fn no_delete_targets_refuse() {
+        let (_d, m, ex) = source();
+        let mut t = MemoryTarget::new("m", false);
+        let e = m.entries[&b"a"[..]].clone();
+        t.files.insert(b"extra".to_vec(), (e, vec![]));
+        let p = plan_one(&mut t, &m, &ex);
+        let r = apply_one(&mut t, &m, &ex, &p, ApplyPolicy { delete: true, ..ALL });
+        assert!(matches!(r.status, Status::Refused(ref s) if s.contains("--no-delete")));
+    }
+}

@@ -1,0 +1,88 @@
+//! An in-memory target for engine tests: a listing plus file contents, no I/O on its side.
+//! It reads the source directory when applying, like rsync would.
+
+use anyhow::{Context as _, Result};
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+
+use super::{ApplyOutcome, Target, TargetInfo};
+use crate::plan::diff::TargetView;
+use crate::plan::excludes::Excludes;
+use crate::plan::manifest::{Entry, Manifest};
+use crate::plan::TargetPlan;
+
+pub struct MemoryTarget {
+    info: TargetInfo,
+    /// Path → entry; file contents are kept next to it.
+    pub files: BTreeMap<Vec<u8>, (Entry, Vec<u8>)>,
+}
+
+impl MemoryTarget {
+    pub fn new(name: &str, delete_allowed: bool) -> MemoryTarget {
+        MemoryTarget {
+            info: TargetInfo {
+                name: name.to_string(),
+                kind: "memory".into(),
+                address: format!("memory:{name}"),
+                host: "memory".into(),
+                delete_allowed,
+            },
+            files: BTreeMap::new(),
+        }
+    }
+}
+
+impl Target for MemoryTarget {
+    fn info(&self) -> &TargetInfo {
+        &self.info
+    }
+
+    fn scan(&mut self, _source: &Manifest, excludes: &Excludes) -> Result<TargetView> {
+        let listing = self
+            .files
+            .iter()
+            .filter(|(p, (e, _))| {
+                let path = std::path::Path::new(std::ffi::OsStr::from_bytes(p));
+                // A path is hidden when it or any parent directory is excluded.
+                !path.ancestors().filter(|a| !a.as_os_str().is_empty()).any(|a| {
+                    let is_dir = a != path || e.kind_name() == "dir";
+                    excludes.is_excluded(a, is_dir)
+                })
+            })
+            .map(|(p, (e, _))| (p.clone(), e.clone()))
+            .collect();
+        Ok(TargetView::Listing(listing))
+    }
+
+    fn apply(&mut self, source: &Manifest, _excludes: &Excludes, plan: &TargetPlan, delete: bool) -> Result<ApplyOutcome> {
+        let mut out = ApplyOutcome {
+            bytes: plan.summary.bytes,
+            ..Default::default()
+        };
+        let c = &plan.changes;
+        for e in c.added.iter().chain(&c.modified).chain(&c.metadata) {
+            let p = e.raw_path();
+            let entry = source
+                .entries
+                .get(&p)
+                .with_context(|| format!("{} vanished from the source", e.path))?;
+            let content = if entry.kind_name() == "file" {
+                std::fs::read(source.root.join(std::ffi::OsStr::from_bytes(&p)))?
+            } else {
+                Vec::new()
+            };
+            self.files.insert(p.clone(), (entry.clone(), content));
+            out.changed.push(p);
+        }
+        if delete {
+            for e in &c.missing {
+                let p = e.raw_path();
+                self.files.remove(&p);
+                out.deleted.push(p);
+            }
+        }
+        out.changed.sort();
+        out.deleted.sort();
+        Ok(out)
+    }
+}
