@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 const AFTER_HELP: &str = "\
 Flow: `offsync init` on the controller, `offsync link` on each target, `offsync target add` on \
-the controller, then `offsync target check`.
+the controller, then `offsync plan`, `offsync apply`, `offsync verify`.
 
-Exit status: 0 success, 1 error, 64 bad command line or input (nothing was changed), 130 \
-interrupted.";
+Exit status: 0 success, 1 error, 2 changes pending (`plan --detailed-exitcode`, `verify`), 64 \
+bad command line or input (nothing was changed), 130 interrupted.";
 
 /// Push one directory to a handful of hosts over SSH, through a key that can only run
 /// `rrsync -wo DIR` on each of them.
@@ -35,6 +35,12 @@ pub enum Command {
     /// Controller: add, list, remove and check targets
     #[command(subcommand)]
     Target(TargetCommand),
+    /// Show what apply would change on each target (one rsync dry run per target)
+    Plan(PlanArgs),
+    /// Apply a plan (a saved one, or one made now), then verify
+    Apply(ApplyArgs),
+    /// Compare every target with the source (exit 0 in sync, 2 drifted, 1 error)
+    Verify(VerifyArgs),
     /// Install ssh, rsync and rrsync with the system package manager
     InstallDeps(InstallDepsArgs),
     /// Print shell completions to stdout
@@ -145,6 +151,51 @@ pub struct TargetCheckArgs {
     /// Targets to check [default: all]
     pub names: Vec<String>,
     /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Only these targets (repeatable) [default: all]
+    #[arg(long = "target", short = 't', value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Print the plan as JSON (format offsync-plan/1)
+    #[arg(long)]
+    pub json: bool,
+    /// Also save the JSON plan to FILE (for `offsync apply FILE`)
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Exit 0 when nothing would change, 2 when changes are pending, 1 on error
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved with `offsync plan --out FILE`; refused if the source or a target changed
+    #[arg(value_name = "PLAN_FILE")]
+    pub plan_file: Option<PathBuf>,
+    /// Only these targets (repeatable) [default: all, or all in the plan file]
+    #[arg(long = "target", short = 't', value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Delete the target-only paths the plan lists (and nothing else)
+    #[arg(long)]
+    pub delete: bool,
+    /// Don't ask for confirmation (required without a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print results as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Only these targets (repeatable) [default: all]
+    #[arg(long = "target", short = 't', value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Print the differences as a JSON plan
     #[arg(long)]
     pub json: bool,
 }

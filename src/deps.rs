@@ -541,10 +541,7 @@ mod tests {
     #[test]
     fn unknown_manager_lists_what_to_install_per_role() {
         let c = manual_instructions(Role::Controller);
-        assert!(
-            c.contains("apt-get, dnf") && c.contains("ssh"),
-            "{c}"
-        );
+        assert!(c.contains("apt-get, dnf") && c.contains("ssh"), "{c}");
         assert!(!c.contains("sshd"), "{c}");
         let t = manual_instructions(Role::Target);
         for word in ["sshd", "rsync", "rrsync", "python3"] {

@@ -15,23 +15,33 @@ use crate::plan::{Categories, Summary, TargetPlan};
 use crate::target::{ApplyOutcome, Target};
 
 /// Run `f` on every item, at most `workers` at a time; results keep the input order.
-pub fn parallel<T: Send, R: Send>(items: &mut [T], workers: usize, f: impl Fn(&mut T) -> R + Sync) -> Vec<R> {
+pub fn parallel<T: Send, R: Send>(
+    items: &mut [T],
+    workers: usize,
+    f: impl Fn(&mut T) -> R + Sync,
+) -> Vec<R> {
     let n = items.len();
     let queue = Mutex::new(items.iter_mut().enumerate());
     let results: Vec<Mutex<Option<R>>> = (0..n).map(|_| Mutex::new(None)).collect();
     std::thread::scope(|s| {
         for _ in 0..workers.clamp(1, n.max(1)) {
-            s.spawn(|| loop {
-                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
-                let Some((i, item)) = next else { break };
-                let r = f(item);
-                *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            s.spawn(|| {
+                loop {
+                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                    let Some((i, item)) = next else { break };
+                    let r = f(item);
+                    *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                }
             });
         }
     });
     results
         .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()).expect("every item ran"))
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .expect("every item ran")
+        })
         .collect()
 }
 
@@ -54,7 +64,12 @@ pub fn plan_one(t: &mut dyn Target, source: &Manifest, excludes: &Excludes) -> T
 }
 
 /// Plan every target in parallel.
-pub fn plan_all(targets: &mut [Box<dyn Target>], source: &Manifest, excludes: &Excludes, workers: usize) -> Vec<TargetPlan> {
+pub fn plan_all(
+    targets: &mut [Box<dyn Target>],
+    source: &Manifest,
+    excludes: &Excludes,
+    workers: usize,
+) -> Vec<TargetPlan> {
     parallel(targets, workers, |t| plan_one(t.as_mut(), source, excludes))
 }
 
@@ -109,7 +124,13 @@ pub struct ApplyPolicy {
 }
 
 /// Apply `plan` to `t` exactly, then verify.
-pub fn apply_one(t: &mut dyn Target, source: &Manifest, excludes: &Excludes, plan: &TargetPlan, policy: ApplyPolicy) -> ApplyResult {
+pub fn apply_one(
+    t: &mut dyn Target,
+    source: &Manifest,
+    excludes: &Excludes,
+    plan: &TargetPlan,
+    policy: ApplyPolicy,
+) -> ApplyResult {
     let start = Instant::now();
     let status = |s| ApplyResult {
         status: s,
@@ -163,7 +184,10 @@ pub fn apply_one(t: &mut dyn Target, source: &Manifest, excludes: &Excludes, pla
             Ok(after) if !after.has_changes() => Status::Ok,
             Ok(after) => Status::Failed(format!(
                 "did not verify after the transfer: {} added, {} modified, {} metadata, {} missing still differ",
-                after.summary.added, after.summary.modified, after.summary.metadata, after.summary.missing
+                after.summary.added,
+                after.summary.modified,
+                after.summary.metadata,
+                after.summary.missing
             )),
             Err(e) => Status::Failed(format!("verification failed: {e:#}")),
         };
@@ -173,7 +197,11 @@ pub fn apply_one(t: &mut dyn Target, source: &Manifest, excludes: &Excludes, pla
 }
 
 /// A fresh whole-tree comparison (used by `verify` and after `apply`).
-pub fn verify_one(t: &mut dyn Target, source: &Manifest, excludes: &Excludes) -> Result<TargetPlan> {
+pub fn verify_one(
+    t: &mut dyn Target,
+    source: &Manifest,
+    excludes: &Excludes,
+) -> Result<TargetPlan> {
     let mut p = plan_one(t, source, excludes);
     if let Some(e) = p.error.take() {
         anyhow::bail!(e);
@@ -208,7 +236,10 @@ mod tests {
     #[test]
     fn apply_then_verify_in_memory() {
         let (_d, m, ex) = source();
-        let mut targets: Vec<Box<dyn Target>> = vec![Box::new(MemoryTarget::new("m1", true)), Box::new(MemoryTarget::new("m2", true))];
+        let mut targets: Vec<Box<dyn Target>> = vec![
+            Box::new(MemoryTarget::new("m1", true)),
+            Box::new(MemoryTarget::new("m2", true)),
+        ];
         let plans = Plan::new(&m, ex.patterns(), plan_all(&mut targets, &m, &ex, 2));
         assert_eq!(plans.targets[0].summary.added, 3);
         for (t, p) in targets.iter_mut().zip(&plans.targets) {
@@ -225,19 +256,36 @@ mod tests {
         let (_d, m, ex) = source();
         let mut t = MemoryTarget::new("m", true);
         let extra = m.entries[&b"a"[..]].clone();
-        t.files.insert(b"extra".to_vec(), (extra.clone(), b"alpha".to_vec()));
-        t.files.insert(b"keep.tmp".to_vec(), (extra, b"alpha".to_vec()));
+        t.files
+            .insert(b"extra".to_vec(), (extra.clone(), b"alpha".to_vec()));
+        t.files
+            .insert(b"keep.tmp".to_vec(), (extra, b"alpha".to_vec()));
         let mut p = plan_one(&mut t, &m, &ex);
         p.summary = p.changes.summary();
         assert_eq!(p.summary.missing, 1, "excluded keep.tmp is not reported");
         let r = apply_one(&mut t, &m, &ex, &p, ALL);
         assert!(matches!(r.status, Status::Refused(_)));
-        assert!(t.files.contains_key(&b"extra"[..]), "nothing changed on refusal");
+        assert!(
+            t.files.contains_key(&b"extra"[..]),
+            "nothing changed on refusal"
+        );
         assert!(!t.files.contains_key(&b"a"[..]));
-        let r = apply_one(&mut t, &m, &ex, &p, ApplyPolicy { delete: true, ..ALL });
+        let r = apply_one(
+            &mut t,
+            &m,
+            &ex,
+            &p,
+            ApplyPolicy {
+                delete: true,
+                ..ALL
+            },
+        );
         assert_eq!(r.status, Status::Ok);
         assert_eq!(r.outcome.deleted, vec![b"extra".to_vec()]);
-        assert!(t.files.contains_key(&b"keep.tmp"[..]), "excluded paths are never deleted");
+        assert!(
+            t.files.contains_key(&b"keep.tmp"[..]),
+            "excluded paths are never deleted"
+        );
     }
 
     #[test]
@@ -247,7 +295,16 @@ mod tests {
         let e = m.entries[&b"a"[..]].clone();
         t.files.insert(b"extra".to_vec(), (e, vec![]));
         let p = plan_one(&mut t, &m, &ex);
-        let r = apply_one(&mut t, &m, &ex, &p, ApplyPolicy { delete: true, ..ALL });
+        let r = apply_one(
+            &mut t,
+            &m,
+            &ex,
+            &p,
+            ApplyPolicy {
+                delete: true,
+                ..ALL
+            },
+        );
         assert!(matches!(r.status, Status::Refused(ref s) if s.contains("--no-delete")));
     }
 }

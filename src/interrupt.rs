@@ -12,7 +12,10 @@ pub fn install() {
     let _ = std::thread::Builder::new()
         .name("offsync-sigint".into())
         .spawn(|| {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_io().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async {

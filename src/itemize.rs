@@ -70,10 +70,7 @@ pub fn parse_line(line: &[u8]) -> Option<Item> {
             return None;
         }
         let flags = &field[2..];
-        if !flags
-            .iter()
-            .all(|b| b" .+?cstpoguaxnTbL".contains(b))
-        {
+        if !flags.iter().all(|b| b" .+?cstpoguaxnTbL".contains(b)) {
             return None;
         }
         let change = if flags.iter().all(|&b| b == b'+') {
@@ -124,7 +121,9 @@ pub fn unescape(s: &[u8]) -> Vec<u8> {
             && s[i + 1] == b'#'
             && s[i + 2..i + 5].iter().all(|b| (b'0'..=b'7').contains(b))
         {
-            let v = (s[i + 2] - b'0') as u32 * 64 + (s[i + 3] - b'0') as u32 * 8 + (s[i + 4] - b'0') as u32;
+            let v = (s[i + 2] - b'0') as u32 * 64
+                + (s[i + 3] - b'0') as u32 * 8
+                + (s[i + 4] - b'0') as u32;
             if v <= 255 {
                 out.push(v as u8);
                 i += 5;
@@ -164,7 +163,10 @@ mod tests {
     #[test]
     fn classifies_by_field_only() {
         let i = p("<f+++++++++ *deleting  x").unwrap();
-        assert_eq!((i.change, i.kind, i.path.as_slice()), (ItemChange::Created, ItemKind::File, &b"*deleting  x"[..]));
+        assert_eq!(
+            (i.change, i.kind, i.path.as_slice()),
+            (ItemChange::Created, ItemKind::File, &b"*deleting  x"[..])
+        );
         let i = p("*deleting   created directory y").unwrap();
         assert_eq!(i.change, ItemChange::Deleting);
         assert_eq!(i.path, b"created directory y");

@@ -30,7 +30,10 @@ pub fn acquire(home: &Path) -> Result<Lock> {
             let _ = file.read_to_string(&mut holder);
             anyhow::bail!(
                 "another offsync apply (pid {}) is running with this OFFSYNC_HOME ({}); wait for it to finish",
-                holder.trim().parse::<u32>().map_or("unknown".to_string(), |p| p.to_string()),
+                holder
+                    .trim()
+                    .parse::<u32>()
+                    .map_or("unknown".to_string(), |p| p.to_string()),
                 home.display()
             );
         }

@@ -321,7 +321,10 @@ pub struct Background {
 impl Cmd {
     /// Start in the background with stdin and stdout closed and stderr going to `stderr_path`
     /// (read it with [`Background::stderr`] when something fails).
-    pub fn spawn_background(&self, stderr_path: &std::path::Path) -> Result<Background, ProcessError> {
+    pub fn spawn_background(
+        &self,
+        stderr_path: &std::path::Path,
+    ) -> Result<Background, ProcessError> {
         let err = std::fs::File::create(stderr_path).map_err(|e| ProcessError::Spawn {
             program: self.program.to_string_lossy().into_owned(),
             source: e,

@@ -223,8 +223,12 @@ mod tests {
     }
 }
 
-/// Name of rsync's partial directory on targets (relative: rsync protects it from `--delete`).
-pub const PARTIAL_DIR: &str = ".offsync-partial";
+/// rsync's holding directory for `--delay-updates` (in each directory that gets files). With
+/// `--partial` it also keeps an interrupted file, so the next transfer resumes from it. We do
+/// not pass `--partial-dir`: rrsync (3.5.0) pins that option to `/proc/self/fd/N`, and rsync
+/// then cannot use it with `--delay-updates` — it discards every completed file and still
+/// exits 0. The holding dir is excluded everywhere (see `plan::excludes`).
+pub const HOLDING_DIR: &str = ".~tmp~";
 
 /// Options every plan, transfer and verification shares: recurse is decided by the caller;
 /// links as links, permissions and mtimes preserved, directory times ignored (they change
@@ -232,7 +236,13 @@ pub const PARTIAL_DIR: &str = ".offsync-partial";
 const COMMON: &[&str] = &["-l", "-p", "-t", "-O", "--out-format=%i %n"];
 
 /// argv (after `rsync`) for the whole-tree checksum dry run that plans and verifies a target.
-pub fn dry_run_argv(rsh: &str, src: &Path, dest: &str, delete: bool, filters: &[String]) -> Vec<OsString> {
+pub fn dry_run_argv(
+    rsh: &str,
+    src: &Path,
+    dest: &str,
+    delete: bool,
+    filters: &[String],
+) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec!["-n".into(), "-i".into(), "-r".into(), "-c".into()];
     a.extend(COMMON.iter().map(OsString::from));
     if delete {
@@ -248,8 +258,8 @@ pub fn dry_run_argv(rsh: &str, src: &Path, dest: &str, delete: bool, filters: &[
 
 /// argv (after `rsync`) that transfers exactly the paths listed (NUL-separated) in
 /// `files_from`: `-I` so a planned file is sent even when size and mtime look equal,
-/// `--delay-updates` so the new files appear together at the end, a partial dir so an
-/// interrupted transfer resumes, and `--delete-missing-args` so that listed paths missing
+/// `--delay-updates` so the new files appear together at the end, `--partial` so an
+/// interrupted transfer resumes from the holding dir ([`HOLDING_DIR`]), and `--delete-missing-args` so that listed paths missing
 /// from the source (the planned deletions, and nothing else) are deleted.
 pub fn transfer_argv(
     rsh: &str,
@@ -266,7 +276,7 @@ pub fn transfer_argv(
     a.push(ff);
     a.push("--from0".into());
     a.push("--delay-updates".into());
-    a.push(format!("--partial-dir={PARTIAL_DIR}").into());
+    a.push("--partial".into());
     if delete_listed {
         a.push("--delete-missing-args".into());
     }

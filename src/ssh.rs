@@ -233,8 +233,17 @@ impl SshSettings {
 
 /// argv (after `ssh`) that starts a ControlMaster on `socket` and keeps it open without a
 /// session (`-N`): the forced command runs only for the sessions rsync opens through it.
-pub fn master_argv(settings: &SshSettings, login: &Login, port: Option<u16>, socket: &Path) -> Vec<OsString> {
-    let mut a: Vec<OsString> = settings.base_options().into_iter().map(Into::into).collect();
+pub fn master_argv(
+    settings: &SshSettings,
+    login: &Login,
+    port: Option<u16>,
+    socket: &Path,
+) -> Vec<OsString> {
+    let mut a: Vec<OsString> = settings
+        .base_options()
+        .into_iter()
+        .map(Into::into)
+        .collect();
     for o in [
         "ControlMaster=yes".to_string(),
         format!("ControlPath={}", ssh_config_value(socket)),

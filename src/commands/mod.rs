@@ -6,11 +6,14 @@ use crate::context::Context;
 use anyhow::Result;
 use std::process::ExitCode;
 
+pub mod apply;
 pub mod completions;
 pub mod init;
 pub mod install_deps;
 pub mod link;
+pub mod plan;
 pub mod target;
+pub mod verify;
 
 pub fn dispatch(ctx: &Context, command: Command) -> Result<ExitCode> {
     match command {
@@ -21,6 +24,9 @@ pub fn dispatch(ctx: &Context, command: Command) -> Result<ExitCode> {
         Command::Target(TargetCommand::List(a)) => target::list(ctx, a),
         Command::Target(TargetCommand::Remove(a)) => target::remove(ctx, a),
         Command::Target(TargetCommand::Check(a)) => target::check(ctx, a),
+        Command::Plan(a) => plan::run(ctx, a),
+        Command::Apply(a) => apply::run(ctx, a),
+        Command::Verify(a) => verify::run(ctx, a),
         Command::InstallDeps(a) => install_deps::run(ctx, a),
         Command::Completions(a) => completions::run(a),
     }

@@ -68,7 +68,9 @@ fn diff_itemized(source: &Manifest, items: &[Item]) -> Categories {
     for (path, (change, kind)) in by_path {
         let in_source = source.entries.contains_key(path);
         match change {
-            ItemChange::Deleting if !in_source => c.missing.push(PlanEntry::bare(path, item_kind_name(kind))),
+            ItemChange::Deleting if !in_source => {
+                c.missing.push(PlanEntry::bare(path, item_kind_name(kind)))
+            }
             ItemChange::Deleting => {
                 // rsync deletes then re-creates: the source still has it, so it is modified.
                 c.modified.push(entry_for(source, path, kind));
@@ -93,7 +95,9 @@ fn diff_listing(source: &Manifest, listing: &BTreeMap<Vec<u8>, Entry>) -> Catego
             None => c.added.push(PlanEntry::from_entry(path, s)),
             Some(t) => {
                 let same_content = match (&s.kind, &t.kind) {
-                    (Kind::File { size: a, hash: ha }, Kind::File { size: b, hash: hb }) => a == b && ha == hb,
+                    (Kind::File { size: a, hash: ha }, Kind::File { size: b, hash: hb }) => {
+                        a == b && ha == hb
+                    }
                     (Kind::Dir, Kind::Dir) => true,
                     (Kind::Symlink { target: a }, Kind::Symlink { target: b }) => a == b,
                     _ => false,
@@ -170,7 +174,10 @@ mod tests {
         assert_eq!(names(&c.missing), ["gone"]);
         assert_eq!(c.unchanged, 1);
         assert_eq!(c.added[0].size, Some(1));
-        assert_eq!(c.added[0].blake3.as_deref(), Some(blake3::hash(b"n").to_hex().as_str()));
+        assert_eq!(
+            c.added[0].blake3.as_deref(),
+            Some(blake3::hash(b"n").to_hex().as_str())
+        );
     }
 
     #[test]
@@ -191,7 +198,13 @@ mod tests {
         .collect();
         let c = diff(&m, &TargetView::Listing(listing));
         assert_eq!(
-            (c.added.len(), c.modified.len(), c.metadata.len(), c.missing.len(), c.unchanged),
+            (
+                c.added.len(),
+                c.modified.len(),
+                c.metadata.len(),
+                c.missing.len(),
+                c.unchanged
+            ),
             (1, 1, 1, 1, 1)
         );
         assert_eq!(c.missing[0].path, "z");

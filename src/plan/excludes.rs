@@ -8,15 +8,16 @@
 //! - `!pattern` re-includes; the last matching rule wins, as in gitignore;
 //! - an excluded directory is not descended into (a `!` rule cannot re-include inside it).
 //!
-//! `.git/` is always excluded first (as the Python offsync did). An excluded path on a target
+//! `.git/` and rsync's holding directory `.~tmp~/` are always excluded first. An excluded path on a target
 //! is never reported and never deleted: rsync's `--delete` leaves excluded files alone.
 
 use anyhow::{Context as _, Result};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use std::path::Path;
 
-/// The rule every plan starts with.
-pub const DEFAULT_EXCLUDES: &[&str] = &[".git/"];
+/// The rules every plan starts with: `.git/` (as the Python offsync), and rsync's
+/// `--delay-updates` holding directory, which may hold a partly sent file for resuming.
+pub const DEFAULT_EXCLUDES: &[&str] = &[".git/", ".~tmp~/"];
 
 /// Compiled exclude rules.
 #[derive(Debug, Clone)]
@@ -139,7 +140,13 @@ mod tests {
         let e = ex(&["*.log", "docs/private", "!keep.log"]);
         assert_eq!(
             e.rsync_rules(),
-            ["+ keep.log", "- /docs/private", "- *.log", "- .git/"]
+            [
+                "+ keep.log",
+                "- /docs/private",
+                "- *.log",
+                "- .~tmp~/",
+                "- .git/"
+            ]
         );
     }
 

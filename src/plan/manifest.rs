@@ -104,14 +104,20 @@ impl Manifest {
 }
 
 /// Walk the source and hash it. `cache_path` is where hashes are remembered (`None`: no cache).
-pub fn build(root: &Path, excludes: &Excludes, cache_path: Option<&Path>) -> Result<(Manifest, Stats)> {
+pub fn build(
+    root: &Path,
+    excludes: &Excludes,
+    cache_path: Option<&Path>,
+) -> Result<(Manifest, Stats)> {
     let root = std::fs::canonicalize(root)
         .with_context(|| format!("source {} does not exist; fix `source:` in config.yaml or run `offsync init --source DIR`", root.display()))?;
     if !root.is_dir() {
         anyhow::bail!("source {} is not a directory", root.display());
     }
     let walked = walk(&root, excludes)?;
-    let cache = cache_path.map(|p| Cache::load(p, &root)).unwrap_or_default();
+    let cache = cache_path
+        .map(|p| Cache::load(p, &root))
+        .unwrap_or_default();
 
     let mut stats = Stats::default();
     let hashed: Vec<Result<(usize, [u8; 32], bool)>> = walked
@@ -122,7 +128,10 @@ pub fn build(root: &Path, excludes: &Excludes, cache_path: Option<&Path>) -> Res
             if let Some(h) = cache.lookup(&f.rel, &f.stamp) {
                 return Ok((i, h, false));
             }
-            let h = hash_file(&root.join(std::ffi::OsStr::from_bytes(&f.rel)), f.stamp.size)?;
+            let h = hash_file(
+                &root.join(std::ffi::OsStr::from_bytes(&f.rel)),
+                f.stamp.size,
+            )?;
             Ok((i, h, true))
         })
         .collect();
@@ -142,7 +151,9 @@ pub fn build(root: &Path, excludes: &Excludes, cache_path: Option<&Path>) -> Res
             stats.hashed_bytes += f.stamp.size;
         }
         if now - f.stamp.ctime_s.max(f.stamp.mtime_s) >= 2 {
-            new_cache.entries.insert(f.rel.clone(), (f.stamp.clone(), hash));
+            new_cache
+                .entries
+                .insert(f.rel.clone(), (f.stamp.clone(), hash));
         }
         entries.insert(
             f.rel.clone(),
@@ -317,8 +328,8 @@ fn hash_file(path: &Path, size: u64) -> Result<[u8; 32]> {
             .update_mmap_rayon(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
     } else {
-        let mut f = std::fs::File::open(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut f =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut buf = [0u8; 64 * 1024];
         loop {
             let n = f.read(&mut buf)?;
@@ -503,7 +514,9 @@ mod tests {
             m.entries[&b"a/x.txt"[..]].hash_hex().unwrap(),
             blake3::hash(b"hello").to_hex().to_string()
         );
-        assert!(matches!(&m.entries[&b"a/link"[..]].kind, Kind::Symlink { target } if target == b"x.txt"));
+        assert!(
+            matches!(&m.entries[&b"a/link"[..]].kind, Kind::Symlink { target } if target == b"x.txt")
+        );
     }
 
     #[test]

@@ -103,12 +103,20 @@ pub struct Categories {
 
 impl Categories {
     pub fn sort(&mut self) {
-        for v in [&mut self.added, &mut self.modified, &mut self.metadata, &mut self.missing] {
+        for v in [
+            &mut self.added,
+            &mut self.modified,
+            &mut self.metadata,
+            &mut self.missing,
+        ] {
             v.sort_by_key(PlanEntry::raw_path);
         }
     }
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.modified.is_empty() && self.metadata.is_empty() && self.missing.is_empty()
+        self.added.is_empty()
+            && self.modified.is_empty()
+            && self.metadata.is_empty()
+            && self.missing.is_empty()
     }
     pub fn summary(&self) -> Summary {
         Summary {
@@ -242,10 +250,15 @@ impl Plan {
         let plan: Plan = serde_json::from_str(text)
             .with_context(|| format!("{origin} is not an offsync plan (JSON)"))?;
         if plan.format != FORMAT {
-            anyhow::bail!("{origin} has format {:?}; this offsync reads {FORMAT}", plan.format);
+            anyhow::bail!(
+                "{origin} has format {:?}; this offsync reads {FORMAT}",
+                plan.format
+            );
         }
         if plan.compute_digest() != plan.digest {
-            anyhow::bail!("{origin} was modified after it was written (its digest does not match); plan again with --out");
+            anyhow::bail!(
+                "{origin} was modified after it was written (its digest does not match); plan again with --out"
+            );
         }
         Ok(plan)
     }
@@ -265,7 +278,12 @@ impl Plan {
             let _ = writeln!(
                 s,
                 "skipped (devices, fifos, sockets are never sent): {}",
-                self.source.skipped.iter().map(|p| sanitize::for_terminal(p)).collect::<Vec<_>>().join(", ")
+                self.source
+                    .skipped
+                    .iter()
+                    .map(|p| sanitize::for_terminal(p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         for t in &self.targets {
@@ -278,7 +296,10 @@ impl Plan {
             let line = |s: &mut String, mark: &str, e: &PlanEntry, note: &str| {
                 let shown = sanitize::bytes_for_terminal(&e.raw_path());
                 let slash = if e.kind == "dir" { "/" } else { "" };
-                let size = e.size.map(|b| format!("  ({})", human_bytes(b))).unwrap_or_default();
+                let size = e
+                    .size
+                    .map(|b| format!("  ({})", human_bytes(b)))
+                    .unwrap_or_default();
                 let _ = writeln!(s, "  {mark} {shown}{slash}{size}{note}");
             };
             for e in &t.changes.added {
@@ -291,7 +312,12 @@ impl Plan {
                 line(&mut s, "=", e, "  (mode/time only)");
             }
             for e in &t.changes.missing {
-                line(&mut s, "-", e, "  (target-only; deleted only with --delete)");
+                line(
+                    &mut s,
+                    "-",
+                    e,
+                    "  (target-only; deleted only with --delete)",
+                );
             }
             let m = &t.summary;
             let _ = writeln!(
@@ -374,7 +400,12 @@ mod tests {
         assert_eq!(a.targets[0].name, "web1");
         let back = Plan::from_json(&a.to_json(), "plan.json").unwrap();
         assert_eq!(back, a);
-        let raw: Vec<Vec<u8>> = back.targets[0].changes.added.iter().map(|e| e.raw_path()).collect();
+        let raw: Vec<Vec<u8>> = back.targets[0]
+            .changes
+            .added
+            .iter()
+            .map(|e| e.raw_path())
+            .collect();
         assert!(raw.contains(&b"bad\xffname".to_vec()));
     }
 

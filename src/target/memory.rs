@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 
 use super::{ApplyOutcome, Target, TargetInfo};
+use crate::plan::TargetPlan;
 use crate::plan::diff::TargetView;
 use crate::plan::excludes::Excludes;
 use crate::plan::manifest::{Entry, Manifest};
-use crate::plan::TargetPlan;
 
 pub struct MemoryTarget {
     info: TargetInfo,
@@ -44,17 +44,26 @@ impl Target for MemoryTarget {
             .filter(|(p, (e, _))| {
                 let path = std::path::Path::new(std::ffi::OsStr::from_bytes(p));
                 // A path is hidden when it or any parent directory is excluded.
-                !path.ancestors().filter(|a| !a.as_os_str().is_empty()).any(|a| {
-                    let is_dir = a != path || e.kind_name() == "dir";
-                    excludes.is_excluded(a, is_dir)
-                })
+                !path
+                    .ancestors()
+                    .filter(|a| !a.as_os_str().is_empty())
+                    .any(|a| {
+                        let is_dir = a != path || e.kind_name() == "dir";
+                        excludes.is_excluded(a, is_dir)
+                    })
             })
             .map(|(p, (e, _))| (p.clone(), e.clone()))
             .collect();
         Ok(TargetView::Listing(listing))
     }
 
-    fn apply(&mut self, source: &Manifest, _excludes: &Excludes, plan: &TargetPlan, delete: bool) -> Result<ApplyOutcome> {
+    fn apply(
+        &mut self,
+        source: &Manifest,
+        _excludes: &Excludes,
+        plan: &TargetPlan,
+        delete: bool,
+    ) -> Result<ApplyOutcome> {
         let mut out = ApplyOutcome {
             bytes: plan.summary.bytes,
             ..Default::default()

@@ -13,10 +13,10 @@ use anyhow::Result;
 
 use crate::config::{Config, TargetConfig};
 use crate::context::Context;
+use crate::plan::TargetPlan;
 use crate::plan::diff::TargetView;
 use crate::plan::excludes::Excludes;
 use crate::plan::manifest::Manifest;
-use crate::plan::TargetPlan;
 
 /// Static facts about a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +49,13 @@ pub trait Target: Send {
     /// Describe the target relative to `source` (excluded paths never appear).
     fn scan(&mut self, source: &Manifest, excludes: &Excludes) -> Result<TargetView>;
     /// Make exactly the changes in `plan`; delete the plan's `missing` paths only if `delete`.
-    fn apply(&mut self, source: &Manifest, excludes: &Excludes, plan: &TargetPlan, delete: bool) -> Result<ApplyOutcome>;
+    fn apply(
+        &mut self,
+        source: &Manifest,
+        excludes: &Excludes,
+        plan: &TargetPlan,
+        delete: bool,
+    ) -> Result<ApplyOutcome>;
     /// Release connections (also done on drop).
     fn close(&mut self) {}
 }
@@ -68,7 +74,11 @@ pub fn build(ctx: &Context, config: &Config, names: &[String]) -> Result<Vec<Box
                     return Err(crate::input_err!(
                         "no target named {:?}; known targets: {}",
                         crate::sanitize::for_terminal(n),
-                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
                     ));
                 }
             }
@@ -76,7 +86,9 @@ pub fn build(ctx: &Context, config: &Config, names: &[String]) -> Result<Vec<Box
         v
     };
     if selected.is_empty() {
-        anyhow::bail!("no targets configured; add one with `offsync target add USER@HOST --path DIR`");
+        anyhow::bail!(
+            "no targets configured; add one with `offsync target add USER@HOST --path DIR`"
+        );
     }
     selected
         .into_iter()

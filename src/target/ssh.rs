@@ -15,10 +15,10 @@ use crate::config::TargetConfig;
 use crate::context::Context;
 use crate::fsutil::{self, ScratchDir};
 use crate::itemize;
+use crate::plan::TargetPlan;
 use crate::plan::diff::TargetView;
 use crate::plan::excludes::Excludes;
 use crate::plan::manifest::Manifest;
-use crate::plan::TargetPlan;
 use crate::process::{Background, Cmd};
 use crate::rsync::{self, Diagnosis};
 use crate::ssh::{self, Login, SshFailure, SshSettings};
@@ -41,8 +41,8 @@ impl SshTarget {
             (Some(u), Some(h)) => format!("{u}@{h}"),
             _ => anyhow::bail!("target {name} in config.yaml has no user@host; fix `login:`"),
         };
-        let login = Login::parse(&login_text)
-            .with_context(|| format!("target {name} in config.yaml"))?;
+        let login =
+            Login::parse(&login_text).with_context(|| format!("target {name} in config.yaml"))?;
         Ok(SshTarget {
             info: TargetInfo {
                 name,
@@ -72,9 +72,15 @@ impl SshTarget {
         let socket = dir.path().join("s");
         let stderr = dir.path().join("err");
         let mut bg = Cmd::new("ssh")
-            .args(ssh::master_argv(&self.settings, &self.login, self.port, &socket))
+            .args(ssh::master_argv(
+                &self.settings,
+                &self.login,
+                self.port,
+                &socket,
+            ))
             .spawn_background(&stderr)?;
-        let deadline = Instant::now() + Duration::from_secs(u64::from(self.settings.connect_timeout) + 20);
+        let deadline =
+            Instant::now() + Duration::from_secs(u64::from(self.settings.connect_timeout) + 20);
         loop {
             if socket.exists() {
                 break;
@@ -84,11 +90,19 @@ impl SshTarget {
                 let text = String::from_utf8_lossy(&err);
                 let why = SshFailure::from_stderr(&text)
                     .map(|f| f.explain().to_string())
-                    .unwrap_or_else(|| format!("ssh exited with {status}: {}", crate::sanitize::stderr_tail(&err, 2)));
+                    .unwrap_or_else(|| {
+                        format!(
+                            "ssh exited with {status}: {}",
+                            crate::sanitize::stderr_tail(&err, 2)
+                        )
+                    });
                 anyhow::bail!("cannot connect to {}: {why}", self.login);
             }
             if Instant::now() > deadline {
-                anyhow::bail!("cannot connect to {}: ssh did not finish connecting in time", self.login);
+                anyhow::bail!(
+                    "cannot connect to {}: ssh did not finish connecting in time",
+                    self.login
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -126,7 +140,9 @@ impl SshTarget {
 /// which `$OFFSYNC_HOME/tmp/…` may not.
 fn socket_parent() -> Result<PathBuf> {
     use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
     let dir = PathBuf::from("/tmp").join(format!("offsync-{uid}"));
     fsutil::ensure_private_dir(&dir)?;
     let meta = std::fs::symlink_metadata(&dir)?;
@@ -148,7 +164,13 @@ impl Target for SshTarget {
         self.dry_run(source, excludes)
     }
 
-    fn apply(&mut self, source: &Manifest, excludes: &Excludes, plan: &TargetPlan, delete: bool) -> Result<ApplyOutcome> {
+    fn apply(
+        &mut self,
+        source: &Manifest,
+        excludes: &Excludes,
+        plan: &TargetPlan,
+        delete: bool,
+    ) -> Result<ApplyOutcome> {
         self.connect()?;
         let c = &plan.changes;
         let mut changed: Vec<Vec<u8>> = c
@@ -208,7 +230,14 @@ impl Target for SshTarget {
         if let (Some(mut m), Some(sock)) = (self.master.take(), self.settings.control_path.take()) {
             // Ask the master to exit cleanly; stop() kills it if it does not.
             let _ = Cmd::new("ssh")
-                .args(["-o", &format!("ControlPath={}", ssh::ssh_config_value(&sock)), "-O", "exit", "--", &self.login.host])
+                .args([
+                    "-o",
+                    &format!("ControlPath={}", ssh::ssh_config_value(&sock)),
+                    "-O",
+                    "exit",
+                    "--",
+                    &self.login.host,
+                ])
                 .output();
             m.stop();
         }

@@ -1,0 +1,206 @@
+//! `offsync apply [PLAN_FILE]`: execute exactly a plan, then verify and log.
+//!
+//! Invariants: with a plan file, nothing is transferred unless the source digest and every
+//! target's fresh plan equal the saved ones (otherwise a diff is shown and apply refuses);
+//! without one, the plan is made and shown first, and applied only after confirmation (a
+//! terminal question, or `--yes`). Target-only paths are deleted only with `--delete` or
+//! `delete: true`, and then only the listed ones. One apply per `$OFFSYNC_HOME` at a time.
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use std::process::ExitCode;
+
+use crate::cli::ApplyArgs;
+use crate::context::Context;
+use crate::engine::{self, ApplyPolicy, Status};
+use crate::error::exit;
+use crate::oplog;
+use crate::plan::Plan;
+use crate::{input_err, interrupt, lock, prompt, sanitize};
+
+#[derive(Serialize)]
+struct ResultRow {
+    target: String,
+    status: String,
+    changed: u64,
+    deleted: u64,
+    bytes: u64,
+    duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
+    let saved = match &args.plan_file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| input_err!("plan file {}: {e}", p.display()))?;
+            Some(Plan::from_json(&text, &p.display().to_string())?)
+        }
+        None => None,
+    };
+    if saved.is_none() && !args.yes && !ctx.interactive {
+        return Err(input_err!(
+            "apply changes targets: review `offsync plan` and pass --yes (needed without a terminal), or apply a saved plan file with --yes"
+        ));
+    }
+    let _lock = lock::acquire(&ctx.home)?;
+    interrupt::install();
+
+    let names: Vec<String> = match (&saved, args.targets.is_empty()) {
+        (Some(p), true) => p.targets.iter().map(|t| t.name.clone()).collect(),
+        _ => args.targets.clone(),
+    };
+    let mut prepared = super::plan::prepare(ctx, &names)?;
+    let plan = prepared.plan();
+
+    if let Some(saved) = &saved {
+        let mut stale = Vec::new();
+        if saved.source.digest != plan.source.digest {
+            stale.push("the source changed".to_string());
+        }
+        for t in &plan.targets {
+            match saved.targets.iter().find(|s| s.name == t.name) {
+                None => stale.push(format!("target {} is not in the plan file", t.name)),
+                Some(s) if s != t => stale.push(format!("target {} changed", t.name)),
+                _ => {}
+            }
+        }
+        if !stale.is_empty() {
+            let diff = similar::TextDiff::from_lines(&saved.to_text(), &plan.to_text())
+                .unified_diff()
+                .header("saved plan", "plan now")
+                .to_string();
+            eprint!("{diff}");
+            anyhow::bail!(
+                "the saved plan is stale ({}); nothing was transferred; run `offsync plan --out FILE` again",
+                stale.join("; ")
+            );
+        }
+        if !args.yes && !ctx.interactive {
+            return Err(input_err!(
+                "pass --yes to apply the saved plan without a terminal"
+            ));
+        }
+    }
+    if !args.json {
+        print!("{}", plan.to_text());
+    }
+    if plan
+        .targets
+        .iter()
+        .all(|t| t.error.is_some() || !t.has_changes())
+        && !plan.has_errors()
+    {
+        if !args.json {
+            println!("\nnothing to do: every target matches the source");
+        } else {
+            println!("[]");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.yes && !prompt::confirm("Apply this plan?")? {
+        anyhow::bail!("cancelled; nothing was changed");
+    }
+
+    let policy = ApplyPolicy {
+        delete: args.delete || prepared.config.delete,
+        overwrite: prepared.config.overwrite,
+        verify: prepared.config.verify,
+    };
+    let manifest = &prepared.manifest;
+    let excludes = &prepared.excludes;
+    let workers = prepared.workers;
+    let plan_ref = &plan;
+    let results = engine::parallel(&mut prepared.targets, workers, |t| {
+        let tp = plan_ref
+            .targets
+            .iter()
+            .find(|p| p.name == t.info().name)
+            .expect("every target was planned");
+        let r = engine::apply_one(t.as_mut(), manifest, excludes, tp, policy);
+        t.close();
+        (t.info().clone(), r)
+    });
+
+    // The transferred bytes were read from the source now: make sure it is still the source
+    // the plan described.
+    let (after, _) = crate::plan::manifest::build(
+        &manifest.root,
+        excludes,
+        Some(&crate::plan::manifest::cache_path(
+            &ctx.home,
+            &manifest.root,
+        )),
+    )?;
+    let source_moved = after.digest != manifest.digest;
+
+    let mut records = Vec::new();
+    let mut rows = Vec::new();
+    let mut ok = true;
+    for (info, r) in &results {
+        let mut status = r.status.clone();
+        if source_moved && status.is_success() && !r.outcome.changed.is_empty() {
+            status =
+                Status::Failed("the source changed during apply; run plan and apply again".into());
+        }
+        ok &= status.is_success();
+        let (changed, changed_hex) = oplog::encode_paths(&r.outcome.changed);
+        let (deleted, deleted_hex) = oplog::encode_paths(&r.outcome.deleted);
+        records.push(oplog::Record {
+            timestamp: oplog::now(),
+            target: info.name.clone(),
+            host: info.host.clone(),
+            operation: "apply".into(),
+            status: status.name().into(),
+            files_changed: changed,
+            files_deleted: deleted,
+            files_changed_hex: changed_hex,
+            files_deleted_hex: deleted_hex,
+            bytes: r.outcome.bytes,
+            duration_ms: r.duration_ms,
+            source_digest: plan.source.digest.clone(),
+            plan_digest: plan.digest.clone(),
+            error: status.error(),
+        });
+        rows.push(ResultRow {
+            target: info.name.clone(),
+            status: status.name().into(),
+            changed: r.outcome.changed.len() as u64,
+            deleted: r.outcome.deleted.len() as u64,
+            bytes: r.outcome.bytes,
+            duration_ms: r.duration_ms,
+            error: status.error(),
+        });
+    }
+    oplog::append(&ctx.home.join("operations.log"), &records)
+        .context("cannot write operations.log")?;
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!();
+        for r in &rows {
+            match &r.error {
+                None => println!(
+                    "{:<11} {}  {} changed, {} deleted, {}, verified",
+                    r.status,
+                    r.target,
+                    r.changed,
+                    r.deleted,
+                    crate::plan::human_bytes(r.bytes)
+                ),
+                Some(e) => println!(
+                    "{:<11} {}  {}",
+                    r.status.to_uppercase(),
+                    r.target,
+                    sanitize::for_terminal(e)
+                ),
+            }
+        }
+    }
+    if interrupt::interrupted() {
+        return Ok(ExitCode::from(exit::INTERRUPTED));
+    }
+    Ok(ExitCode::from(if ok { exit::OK } else { exit::FAILURE }))
+}

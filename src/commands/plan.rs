@@ -1,0 +1,116 @@
+//! `offsync plan`: hash the source, run one rsync dry run per target (in parallel), print
+//! the plan. Shared preparation for `apply` and `verify` lives here too.
+
+use anyhow::{Context as _, Result};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::cli::PlanArgs;
+use crate::config::Config;
+use crate::context::Context;
+use crate::engine;
+use crate::error::exit;
+use crate::plan::Plan;
+use crate::plan::excludes::Excludes;
+use crate::plan::manifest::{self, Manifest};
+use crate::target::{self, Target};
+use crate::{fsutil, input_err};
+
+/// Everything a plan needs: config, hashed source, targets.
+pub struct Prepared {
+    pub config: Config,
+    pub manifest: Manifest,
+    pub excludes: Excludes,
+    pub targets: Vec<Box<dyn Target>>,
+    pub workers: usize,
+}
+
+/// Load config, hash the source (with the cache) and build the selected targets.
+pub fn prepare(ctx: &Context, names: &[String]) -> Result<Prepared> {
+    let config = Config::load(&ctx.config_path())?;
+    let source = config
+        .source
+        .clone()
+        .ok_or_else(|| input_err!("no source configured; run `offsync init --source DIR`"))?;
+    let excludes = Excludes::new(&config.exclude)?;
+    let targets = target::build(ctx, &config, names)?;
+    let spinner = progress(&format!("hashing {source}"));
+    let cache = manifest::cache_path(&ctx.home, std::path::Path::new(&source));
+    let (manifest, _stats) =
+        manifest::build(std::path::Path::new(&source), &excludes, Some(&cache))?;
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    let workers = config.concurrency.unwrap_or(8);
+    Ok(Prepared {
+        config,
+        manifest,
+        excludes,
+        targets,
+        workers,
+    })
+}
+
+impl Prepared {
+    /// Scan every target and build the plan.
+    pub fn plan(&mut self) -> Plan {
+        let spinner = progress(&format!("planning {} target(s)", self.targets.len()));
+        let plans = engine::plan_all(
+            &mut self.targets,
+            &self.manifest,
+            &self.excludes,
+            self.workers,
+        );
+        if let Some(s) = spinner {
+            s.finish_and_clear();
+        }
+        Plan::new(&self.manifest, self.excludes.patterns(), plans)
+    }
+}
+
+/// A spinner on stderr when it is a terminal; nothing otherwise.
+pub fn progress(msg: &str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    Some(pb)
+}
+
+pub fn run(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
+    let out_path: Option<PathBuf> = match &args.out {
+        Some(p) => Some(crate::context::absolute(p)?),
+        None => None,
+    };
+    let mut prepared = prepare(ctx, &args.targets)?;
+    let plan = prepared.plan();
+    if let Some(p) = &out_path {
+        fsutil::atomic_write(p, plan.to_json().as_bytes(), fsutil::FILE_MODE)
+            .with_context(|| format!("cannot save the plan to {}", p.display()))?;
+    }
+    if args.json {
+        print!("{}", plan.to_json());
+    } else {
+        print!("{}", plan.to_text());
+    }
+    for t in &plan.targets {
+        if let Some(e) = &t.error {
+            eprintln!(
+                "offsync: error: {}: {}",
+                t.name,
+                crate::sanitize::for_terminal(e)
+            );
+        }
+    }
+    let code = if plan.has_errors() {
+        exit::FAILURE
+    } else if args.detailed_exitcode && plan.has_changes() {
+        exit::CHANGES
+    } else {
+        exit::OK
+    };
+    Ok(ExitCode::from(code))
+}

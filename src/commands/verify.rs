@@ -1,0 +1,42 @@
+//! `offsync verify`: a whole-tree checksum dry run per target, in parallel. Exit 0 when every
+//! target matches the source, 2 when any drifted (listing what differs, in plan categories),
+//! 1 on error.
+
+use anyhow::Result;
+use std::process::ExitCode;
+
+use crate::cli::VerifyArgs;
+use crate::context::Context;
+use crate::error::exit;
+
+pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
+    let mut prepared = super::plan::prepare(ctx, &args.targets)?;
+    let plan = prepared.plan();
+    if args.json {
+        print!("{}", plan.to_json());
+    } else {
+        for t in &plan.targets {
+            if let Some(e) = &t.error {
+                println!("FAIL     {}  {}", t.name, crate::sanitize::for_terminal(e));
+            } else if t.has_changes() {
+                println!("DRIFTED  {}", t.name);
+            } else {
+                println!(
+                    "ok       {}  ({} entries match)",
+                    t.name, t.summary.unchanged
+                );
+            }
+        }
+        if plan.has_changes() {
+            println!("\nDifferences:");
+            print!("{}", plan.to_text());
+        }
+    }
+    Ok(ExitCode::from(if plan.has_errors() {
+        exit::FAILURE
+    } else if plan.has_changes() {
+        exit::CHANGES
+    } else {
+        exit::OK
+    }))
+}
