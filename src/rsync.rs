@@ -152,77 +152,6 @@ pub fn parse_version(stdout: &str) -> Option<(u32, u32, u32)> {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn diagnoses_real_messages() {
-        let d = |code, s: &str| Diagnosis::from_output(Some(code), s.as_bytes());
-        assert_eq!(d(0, ""), Diagnosis::Ok);
-        assert_eq!(
-            d(
-                12,
-                "/usr/bin/rrsync error: option --delete has been disabled on this server.\nrsync: connection unexpectedly closed"
-            ),
-            Diagnosis::DeleteDisabled
-        );
-        assert_eq!(
-            d(
-                12,
-                "/usr/bin/rrsync error: reading from write-only server is not allowed\n"
-            ),
-            Diagnosis::ReadRefused
-        );
-        assert_eq!(
-            d(
-                12,
-                "/usr/bin/rrsync error: SSH_ORIGINAL_COMMAND does not run rsync\n"
-            ),
-            Diagnosis::RrsyncRefused("SSH_ORIGINAL_COMMAND does not run rsync".into())
-        );
-        assert_eq!(
-            d(
-                12,
-                "Traceback (most recent call last):\n  File \"/usr/bin/rrsync\", line 1005\nFileNotFoundError: [Errno 2] No such file or directory: '/x'\n"
-            ),
-            Diagnosis::PathMissing
-        );
-        assert_eq!(
-            d(
-                12,
-                "Host key for [h]:1 has changed and you have requested strict checking.\nHost key verification failed.\n"
-            ),
-            Diagnosis::Ssh(SshFailure::HostKeyChanged)
-        );
-        assert_eq!(
-            d(255, "root@h: Permission denied (publickey).\n"),
-            Diagnosis::Ssh(SshFailure::AuthDenied)
-        );
-        assert!(matches!(
-            d(12, "sh: 1: /usr/bin/rrsync: not found\n"),
-            Diagnosis::RrsyncBroken(_)
-        ));
-        assert!(matches!(d(23, "something else\n"), Diagnosis::Other(23, _)));
-    }
-
-    #[test]
-    fn versions() {
-        assert_eq!(
-            parse_version("rsync  version 3.5.0  protocol version 32\n"),
-            Some((3, 5, 0))
-        );
-        assert_eq!(
-            parse_version("rsync  version v3.2.7  protocol version 31"),
-            None
-        );
-        assert_eq!(
-            parse_version("rsync  version 3.2.7pre1  protocol"),
-            Some((3, 2, 7))
-        );
-    }
-}
-
 /// rsync's holding directory for `--delay-updates` (in each directory that gets files). With
 /// `--partial` it also keeps an interrupted file, so the next transfer resumes from it. We do
 /// not pass `--partial-dir`: rrsync (3.5.0) pins that option to `/proc/self/fd/N`, and rsync
@@ -292,4 +221,75 @@ fn dir_arg(src: &Path) -> OsString {
     let mut s = src.as_os_str().to_os_string();
     s.push("/");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnoses_real_messages() {
+        let d = |code, s: &str| Diagnosis::from_output(Some(code), s.as_bytes());
+        assert_eq!(d(0, ""), Diagnosis::Ok);
+        assert_eq!(
+            d(
+                12,
+                "/usr/bin/rrsync error: option --delete has been disabled on this server.\nrsync: connection unexpectedly closed"
+            ),
+            Diagnosis::DeleteDisabled
+        );
+        assert_eq!(
+            d(
+                12,
+                "/usr/bin/rrsync error: reading from write-only server is not allowed\n"
+            ),
+            Diagnosis::ReadRefused
+        );
+        assert_eq!(
+            d(
+                12,
+                "/usr/bin/rrsync error: SSH_ORIGINAL_COMMAND does not run rsync\n"
+            ),
+            Diagnosis::RrsyncRefused("SSH_ORIGINAL_COMMAND does not run rsync".into())
+        );
+        assert_eq!(
+            d(
+                12,
+                "Traceback (most recent call last):\n  File \"/usr/bin/rrsync\", line 1005\nFileNotFoundError: [Errno 2] No such file or directory: '/x'\n"
+            ),
+            Diagnosis::PathMissing
+        );
+        assert_eq!(
+            d(
+                12,
+                "Host key for [h]:1 has changed and you have requested strict checking.\nHost key verification failed.\n"
+            ),
+            Diagnosis::Ssh(SshFailure::HostKeyChanged)
+        );
+        assert_eq!(
+            d(255, "root@h: Permission denied (publickey).\n"),
+            Diagnosis::Ssh(SshFailure::AuthDenied)
+        );
+        assert!(matches!(
+            d(12, "sh: 1: /usr/bin/rrsync: not found\n"),
+            Diagnosis::RrsyncBroken(_)
+        ));
+        assert!(matches!(d(23, "something else\n"), Diagnosis::Other(23, _)));
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            parse_version("rsync  version 3.5.0  protocol version 32\n"),
+            Some((3, 5, 0))
+        );
+        assert_eq!(
+            parse_version("rsync  version v3.2.7  protocol version 31"),
+            None
+        );
+        assert_eq!(
+            parse_version("rsync  version 3.2.7pre1  protocol"),
+            Some((3, 2, 7))
+        );
+    }
 }

@@ -81,7 +81,7 @@ fn encode_path(p: &[u8]) -> (String, Option<String>) {
 }
 
 fn decode_hex(h: &str) -> Option<Vec<u8>> {
-    if h.len() % 2 != 0 {
+    if !h.len().is_multiple_of(2) {
         return None;
     }
     (0..h.len())
