@@ -1,0 +1,264 @@
+//! plan → apply → verify against two real loopback sshd targets with rrsync.
+
+use crate::util::{World, snapshot};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Awkward names: spaces, quotes, backslashes, leading dashes, newlines, tabs, non-UTF-8.
+fn awkward_names() -> Vec<Vec<u8>> {
+    vec![
+        b"plain.txt".to_vec(),
+        b"with space".to_vec(),
+        b"-leading-dash".to_vec(),
+        b"quote'single".to_vec(),
+        b"quote\"double".to_vec(),
+        b"back\\slash".to_vec(),
+        b"back\\#012slash".to_vec(),
+        b"new\nline".to_vec(),
+        b"tab\tname".to_vec(),
+        b"bad\xffbyte".to_vec(),
+        b"*deleting   fake".to_vec(),
+        b"dir with space/nested/file".to_vec(),
+    ]
+}
+
+fn write_raw(root: &Path, rel: &[u8], content: &[u8]) {
+    let p = root.join(std::ffi::OsStr::from_bytes(rel));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+fn json(out: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(out).unwrap()
+}
+
+fn without(mut s: Vec<(Vec<u8>, Vec<u8>)>, excluded: &[&[u8]]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    s.retain(|(p, _)| !excluded.iter().any(|e| p.starts_with(e)));
+    s
+}
+
+#[test]
+fn first_apply_incremental_delete_and_verify() {
+    let w = World::new(2);
+    let h = &w.home;
+    for (i, n) in awkward_names().iter().enumerate() {
+        write_raw(&w.source, n, format!("content {i}").as_bytes());
+    }
+    std::os::unix::fs::symlink("plain.txt", w.source.join("link")).unwrap();
+    write_raw(&w.source, b".git/HEAD", b"ref");
+    write_raw(&w.source, b"build/out.o", b"obj");
+    write_raw(&w.source, b"logs/a.log", b"log");
+    write_raw(&w.source, b"logs/keep.log", b"keep");
+    let mut cfg = std::fs::read_to_string(h.config()).unwrap();
+    cfg = cfg.replacen(
+        "targets:",
+        "exclude:\n- build/\n- '*.log'\n- '!keep.log'\ntargets:",
+        1,
+    );
+    std::fs::write(h.config(), cfg).unwrap();
+
+    // Plans are deterministic and list every entry rsync sees as added on an empty target —
+    // rsync (with our filter rules) and our walker agree on what is excluded.
+    let p1 = h
+        .offsync(["plan", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let p2 = h
+        .offsync(["plan", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(p1, p2, "two plans of the same state are byte-identical");
+    let plan = json(&p1);
+    assert_eq!(plan["format"], "offsync-plan/1");
+    let t1 = &plan["targets"][0];
+    assert_eq!(t1["name"], "t1");
+    assert_eq!(t1["summary"]["unchanged"], 0);
+    let added: Vec<String> = t1["added"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(added.contains(&"logs/keep.log".to_string()));
+    assert!(
+        !added
+            .iter()
+            .any(|p| p.starts_with(".git") || p.starts_with("build") || p == "logs/a.log"),
+        "{added:?}"
+    );
+    for e in t1["added"].as_array().unwrap() {
+        if e["kind"] == "file" {
+            assert!(
+                e["size"].is_u64() && e["blake3"].is_string(),
+                "rsync listed a path our walker excluded: {e}"
+            );
+        }
+    }
+    let bad = t1["added"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path_hex"].is_string())
+        .unwrap();
+    assert_eq!(bad["path_hex"], "626164ff62797465");
+    h.offsync(["plan", "--detailed-exitcode"]).assert().code(2);
+
+    // First apply: both targets become byte-identical to the source (minus excludes).
+    h.offsync(["apply", "--yes"]).assert().success();
+    let expected = without(snapshot(&w.source), &[b".git", b"build", b"logs/a.log"]);
+    for t in &w.targets {
+        assert_eq!(snapshot(&t.sync_dir()), expected, "target {}", t.port);
+    }
+    h.offsync(["plan", "--detailed-exitcode"]).assert().code(0);
+    h.offsync(["verify"]).assert().code(0);
+
+    // An incremental change shows exactly the changed files.
+    write_raw(&w.source, b"with space", b"changed!");
+    write_raw(&w.source, b"brand new", b"new");
+    let plan = json(
+        &h.offsync(["plan", "--json"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    );
+    for t in plan["targets"].as_array().unwrap() {
+        assert_eq!(t["summary"]["added"], 1);
+        assert_eq!(t["summary"]["modified"], 1);
+        assert_eq!(t["added"][0]["path"], "brand new");
+        assert_eq!(t["modified"][0]["path"], "with space");
+    }
+
+    // A target-only file blocks apply on that target only; excluded target files never count.
+    std::fs::write(w.targets[1].sync_dir().join("target-only"), b"x").unwrap();
+    std::fs::write(w.targets[1].sync_dir().join("debug.log"), b"excluded").unwrap();
+    let out = h
+        .offsync(["apply", "--yes"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("- target-only"), "{text}");
+    assert!(!text.contains("debug.log"), "{text}");
+    assert_eq!(
+        std::fs::read(w.targets[0].sync_dir().join("with space")).unwrap(),
+        b"changed!"
+    );
+    assert_eq!(
+        std::fs::read(w.targets[1].sync_dir().join("with space")).unwrap(),
+        b"content 1",
+        "refused target untouched"
+    );
+
+    // --delete removes exactly the listed path.
+    h.offsync(["apply", "--yes", "--delete"]).assert().success();
+    assert!(!w.targets[1].sync_dir().join("target-only").exists());
+    assert!(
+        w.targets[1].sync_dir().join("debug.log").exists(),
+        "excluded paths are never deleted"
+    );
+    assert_eq!(
+        std::fs::read(w.targets[1].sync_dir().join("with space")).unwrap(),
+        b"changed!"
+    );
+
+    // verify detects a file changed on a target.
+    std::fs::write(w.targets[0].sync_dir().join("plain.txt"), b"tampered").unwrap();
+    let out = h
+        .offsync(["verify"])
+        .assert()
+        .code(2)
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("DRIFTED  t1") && text.contains("~ plain.txt"),
+        "{text}"
+    );
+    assert!(text.contains("ok       t2"), "{text}");
+
+    // Every apply is logged, one JSON line per target.
+    let log = std::fs::read_to_string(h.home.join("operations.log")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["status"] == "refused" && l["target"] == "t2")
+    );
+    let last_t2 = lines.iter().rev().find(|l| l["target"] == "t2").unwrap();
+    assert_eq!(last_t2["files_deleted"], serde_json::json!(["target-only"]));
+    assert_eq!(last_t2["operation"], "apply");
+}
+
+#[test]
+fn stale_saved_plan_is_refused_without_transfer() {
+    let w = World::new(1);
+    let h = &w.home;
+    w.write("a.txt", b"one");
+    let plan_file = h.tmp.path().join("plan.json");
+    h.offsync(["plan", "--out"])
+        .arg(&plan_file)
+        .assert()
+        .success();
+    w.write("b.txt", b"two");
+    let out = h
+        .offsync(["apply", "--yes"])
+        .arg(&plan_file)
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8(out).unwrap();
+    assert!(err.contains("stale") && err.contains("+  + b.txt"), "{err}");
+    assert!(
+        snapshot(&w.targets[0].sync_dir()).is_empty(),
+        "nothing was transferred"
+    );
+
+    // A fresh saved plan applies exactly.
+    h.offsync(["plan", "--out"])
+        .arg(&plan_file)
+        .assert()
+        .success();
+    h.offsync(["apply", "--yes"])
+        .arg(&plan_file)
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(w.targets[0].sync_dir().join("b.txt")).unwrap(),
+        b"two"
+    );
+
+    // A tampered plan file is refused.
+    let text = std::fs::read_to_string(&plan_file)
+        .unwrap()
+        .replace("b.txt", "c.txt");
+    std::fs::write(&plan_file, text).unwrap();
+    h.offsync(["apply", "--yes"])
+        .arg(&plan_file)
+        .assert()
+        .code(1);
+}
+
+#[test]
+fn apply_without_terminal_needs_yes() {
+    let w = World::new(1);
+    w.write("a", b"a");
+    w.home.offsync(["apply"]).assert().code(64);
+    assert!(snapshot(&w.targets[0].sync_dir()).is_empty());
+}
