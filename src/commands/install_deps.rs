@@ -39,7 +39,13 @@ pub fn run(ctx: &Context, args: InstallDepsArgs) -> Result<ExitCode> {
             deps::manual_instructions(role)
         );
     };
-    let commands = deps::install_commands(pm, role, Privilege::current())?;
+    let mut privilege = Privilege::current();
+    if args.dry_run && privilege == Privilege::NoSudo {
+        // Only printing: show the commands as root would run them instead of failing.
+        eprintln!("(no sudo here: run these as root)");
+        privilege = Privilege::Root;
+    }
+    let commands = deps::install_commands(pm, role, privilege)?;
 
     if missing.is_empty() {
         eprintln!(

@@ -262,3 +262,18 @@ fn apply_without_terminal_needs_yes() {
     w.home.offsync(["apply"]).assert().code(64);
     assert!(snapshot(&w.targets[0].sync_dir()).is_empty());
 }
+
+#[test]
+fn plan_apply_verify_share_one_connection_per_target() {
+    let w = World::new(1);
+    w.write("a", b"a");
+    w.write("d/b", b"b");
+    let count = || w.targets[0].log().matches("Accepted publickey").count();
+    let before = count();
+    w.home.offsync(["apply", "--yes"]).assert().success();
+    assert_eq!(
+        count() - before,
+        1,
+        "plan + transfer + verify ride on one ControlMaster"
+    );
+}
