@@ -11,6 +11,21 @@ the controller, then `offsync plan`, `offsync apply`, `offsync verify`.
 Exit status: 0 success, 1 error, 2 changes pending (`plan --detailed-exitcode`, `verify`), 64 \
 bad command line or input (nothing was changed), 130 interrupted.";
 
+const PLAN_FORMAT: &str = "\
+JSON format (offsync-plan/1), printed by --json and saved by --out:
+  format: \"offsync-plan/1\"
+  source: {path, digest (BLAKE3 of the manifest), files, bytes, excludes, skipped}
+  targets[] (sorted by name): {name, kind, address, delete_allowed, error?,
+    added[], modified[], metadata[], missing[] (sorted by path bytes),
+    summary: {added, modified, metadata, missing, unchanged, bytes}}
+  entries: {path, path_hex? (exact bytes as hex when path is not UTF-8), kind (file|dir|symlink),
+    size?, blake3?}
+  digest: BLAKE3 of the JSON without the digest; `apply PLAN_FILE` refuses an edited plan.
+The same source and target states always give byte-identical output.
+
+Categories: added (new on the target), modified (content, symlink target or type differs),
+metadata (mode or mtime only), missing (target-only; deleted only by `apply --delete`).";
+
 /// Push one directory to a handful of hosts over SSH, through a key that can only run
 /// `rrsync -wo DIR` on each of them.
 #[derive(Debug, Parser)]
@@ -36,6 +51,7 @@ pub enum Command {
     #[command(subcommand)]
     Target(TargetCommand),
     /// Show what apply would change on each target (one rsync dry run per target)
+    #[command(after_long_help = PLAN_FORMAT)]
     Plan(PlanArgs),
     /// Apply a plan (a saved one, or one made now), then verify
     Apply(ApplyArgs),
