@@ -202,14 +202,7 @@ impl SshSettings {
         let mut a: Vec<OsString> = self.options().into_iter().map(Into::into).collect();
         a.push("-o".into());
         a.push("RequestTTY=no".into());
-        if let Some(p) = port {
-            a.push("-p".into());
-            a.push(p.to_string().into());
-        }
-        a.push("-l".into());
-        a.push(login.user.clone().into());
-        a.push("--".into());
-        a.push(login.host.clone().into());
+        push_destination(&mut a, login, port);
         a.extend(command.iter().map(OsString::from));
         a
     }
@@ -253,6 +246,13 @@ pub fn master_argv(
         a.push(o.into());
     }
     a.push("-N".into());
+    push_destination(&mut a, login, port);
+    a
+}
+
+/// `[-p PORT] -l USER -- HOST`: the end of every ssh argv. `--` keeps a host from ever being
+/// read as an option.
+fn push_destination(a: &mut Vec<OsString>, login: &Login, port: Option<u16>) {
     if let Some(p) = port {
         a.push("-p".into());
         a.push(p.to_string().into());
@@ -261,7 +261,6 @@ pub fn master_argv(
     a.push(login.user.clone().into());
     a.push("--".into());
     a.push(login.host.clone().into());
-    a
 }
 
 /// A path as the value of an `-o Option=value`: ssh splits values on whitespace (several
@@ -328,14 +327,7 @@ pub fn fetch_host_key_argv(
     if let Some(alg) = host_key_algorithms {
         opt(format!("HostKeyAlgorithms={alg}"));
     }
-    if let Some(p) = port {
-        a.push("-p".into());
-        a.push(p.to_string().into());
-    }
-    a.push("-l".into());
-    a.push(login.user.clone().into());
-    a.push("--".into());
-    a.push(login.host.clone().into());
+    push_destination(&mut a, login, port);
     a.push("true".into());
     a
 }

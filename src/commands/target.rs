@@ -346,7 +346,8 @@ pub fn check(ctx: &Context, args: TargetCheckArgs) -> Result<ExitCode> {
     let settings = SshSettings::new(&ctx.key_path(), &ctx.known_hosts_path());
     let scratch = ctx.home.join("tmp");
     let workers = config.concurrency.unwrap_or(8).min(selected.len());
-    let rows = parallel_map(&selected, workers, |t| {
+    let mut selected = selected;
+    let rows = crate::engine::parallel(&mut selected, workers, |t| {
         let login_text = login_of(t);
         let report = match Login::parse(&login_text) {
             Ok(login) => probe::probe(&settings, &login, t.port, &scratch)
@@ -404,35 +405,4 @@ fn failed_report(problem: String) -> ProbeReport {
         shell_refused: None,
         problem,
     }
-}
-
-/// Run `f` over `items` on at most `workers` threads; results keep the input order.
-pub fn parallel_map<T: Sync, R: Send>(
-    items: &[T],
-    workers: usize,
-    f: impl Fn(&T) -> R + Sync,
-) -> Vec<R> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<R>>> =
-        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..workers.max(1) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(item) = items.get(i) else { break };
-                    let r = f(item);
-                    *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-                }
-            });
-        }
-    });
-    results
-        .into_iter()
-        .map(|m| {
-            m.into_inner()
-                .unwrap_or_else(|p| p.into_inner())
-                .expect("every item was processed")
-        })
-        .collect()
 }
