@@ -57,6 +57,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Compare every target with the source (exit 0 in sync, 2 drifted, 1 error)
     Verify(VerifyArgs),
+    /// Hash the source and print its digest (what plans and logs call `source_digest`)
+    Manifest(ManifestArgs),
     /// Install ssh, rsync and rrsync with the system package manager
     InstallDeps(InstallDepsArgs),
     /// Print shell completions to stdout
@@ -202,6 +204,16 @@ pub struct ApplyArgs {
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Print results as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    /// Ignore the hash cache and read every file (the cache is still rewritten)
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Print JSON
     #[arg(long)]
     pub json: bool,
 }

@@ -11,6 +11,7 @@ pub mod completions;
 pub mod init;
 pub mod install_deps;
 pub mod link;
+pub mod manifest;
 pub mod plan;
 pub mod target;
 pub mod verify;
@@ -27,6 +28,7 @@ pub fn dispatch(ctx: &Context, command: Command) -> Result<ExitCode> {
         Command::Plan(a) => plan::run(ctx, a),
         Command::Apply(a) => apply::run(ctx, a),
         Command::Verify(a) => verify::run(ctx, a),
+        Command::Manifest(a) => manifest::run(ctx, a),
         Command::InstallDeps(a) => install_deps::run(ctx, a),
         Command::Completions(a) => completions::run(a),
     }

@@ -18,6 +18,7 @@ fn help_for_every_command() {
         &["plan"],
         &["apply"],
         &["verify"],
+        &["manifest"],
         &["install-deps"],
         &["completions"],
     ];
