@@ -140,6 +140,10 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
     let mut ok = true;
     for (info, r) in &results {
         let mut status = r.status.clone();
+        // Ctrl-C reaches rsync and ssh too; whatever they reported then is an interruption.
+        if interrupt::interrupted() && !status.is_success() {
+            status = Status::Interrupted;
+        }
         if source_moved && status.is_success() && !r.outcome.changed.is_empty() {
             status =
                 Status::Failed("the source changed during apply; run plan and apply again".into());
