@@ -130,6 +130,7 @@ pub fn apply_one(
     excludes: &Excludes,
     plan: &TargetPlan,
     policy: ApplyPolicy,
+    progress: &dyn Fn(u64),
 ) -> ApplyResult {
     let start = Instant::now();
     let status = |s| ApplyResult {
@@ -163,7 +164,7 @@ pub fn apply_one(
     if crate::interrupt::interrupted() {
         return status(Status::Interrupted);
     }
-    let outcome = match t.apply(source, excludes, plan, policy.delete) {
+    let outcome = match t.apply(source, excludes, plan, policy.delete, progress) {
         Ok(o) => o,
         Err(e) => {
             let s = if crate::interrupt::interrupted() {
@@ -243,7 +244,7 @@ mod tests {
         let plans = Plan::new(&m, ex.patterns(), plan_all(&mut targets, &m, &ex, 2));
         assert_eq!(plans.targets[0].summary.added, 3);
         for (t, p) in targets.iter_mut().zip(&plans.targets) {
-            let r = apply_one(t.as_mut(), &m, &ex, p, ALL);
+            let r = apply_one(t.as_mut(), &m, &ex, p, ALL, &|_| {});
             assert_eq!(r.status, Status::Ok, "{:?}", r.status);
             assert_eq!(r.outcome.changed.len(), 3);
         }
@@ -263,7 +264,7 @@ mod tests {
         let mut p = plan_one(&mut t, &m, &ex);
         p.summary = p.changes.summary();
         assert_eq!(p.summary.missing, 1, "excluded keep.tmp is not reported");
-        let r = apply_one(&mut t, &m, &ex, &p, ALL);
+        let r = apply_one(&mut t, &m, &ex, &p, ALL, &|_| {});
         assert!(matches!(r.status, Status::Refused(_)));
         assert!(
             t.files.contains_key(&b"extra"[..]),
@@ -279,6 +280,7 @@ mod tests {
                 delete: true,
                 ..ALL
             },
+            &|_| {},
         );
         assert_eq!(r.status, Status::Ok);
         assert_eq!(r.outcome.deleted, vec![b"extra".to_vec()]);
@@ -304,6 +306,7 @@ mod tests {
                 delete: true,
                 ..ALL
             },
+            &|_| {},
         );
         assert!(matches!(r.status, Status::Refused(ref s) if s.contains("--no-delete")));
     }

@@ -182,6 +182,12 @@ impl Cmd {
     /// Run to completion capturing stdout and stderr; a non-zero exit is *not* an error here
     /// (callers that classify exit codes, like the rsync probe, need the raw result).
     pub fn output(&self) -> Result<Output, ProcessError> {
+        self.output_streaming(&mut |_| {})
+    }
+
+    /// Like [`Cmd::output`], calling `on_line` with each stdout line (without its newline)
+    /// as it arrives — for progress.
+    pub fn output_streaming(&self, on_line: &mut dyn FnMut(&[u8])) -> Result<Output, ProcessError> {
         let mut c = self.command();
         c.stdin(if self.stdin.is_some() {
             Stdio::piped()
@@ -206,8 +212,18 @@ impl Cmd {
             buf
         });
         let mut stdout = Vec::new();
-        if let Some(mut out) = child.stdout.take() {
-            let _ = out.read_to_end(&mut stdout);
+        if let Some(out) = child.stdout.take() {
+            let mut reader = std::io::BufReader::new(out);
+            loop {
+                let start = stdout.len();
+                match std::io::BufRead::read_until(&mut reader, b'\n', &mut stdout) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = &stdout[start..];
+                        on_line(line.strip_suffix(b"\n").unwrap_or(line));
+                    }
+                }
+            }
         }
         let status = child.wait().map_err(|e| self.spawn_error(e))?;
         let _ = writer.join();

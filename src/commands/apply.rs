@@ -8,6 +8,7 @@
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use crate::cli::ApplyArgs;
@@ -112,13 +113,37 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
     let excludes = &prepared.excludes;
     let workers = prepared.workers;
     let plan_ref = &plan;
+    // On a terminal (and not --json): one transfer bar per target.
+    let bars = (!args.json && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
     let results = engine::parallel(&mut prepared.targets, workers, |t| {
         let tp = plan_ref
             .targets
             .iter()
             .find(|p| p.name == t.info().name)
             .expect("every target was planned");
-        let r = engine::apply_one(t.as_mut(), manifest, excludes, tp, policy);
+        let bar = bars.as_ref().map(|m| {
+            let pb = m.add(indicatif::ProgressBar::new(
+                (tp.changes.added.len() + tp.changes.modified.len() + tp.changes.metadata.len())
+                    as u64,
+            ));
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix:>12} [{bar:30}] {pos}/{len} paths",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            pb.set_prefix(tp.name.clone());
+            pb
+        });
+        let progress = |done: u64| {
+            if let Some(b) = &bar {
+                b.set_position(done);
+            }
+        };
+        let r = engine::apply_one(t.as_mut(), manifest, excludes, tp, policy, &progress);
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
         t.close();
         (t.info().clone(), r)
     });

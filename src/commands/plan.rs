@@ -37,8 +37,20 @@ pub fn prepare(ctx: &Context, names: &[String]) -> Result<Prepared> {
     let targets = target::build(ctx, &config, names)?;
     let spinner = progress(&format!("hashing {source}"));
     let cache = manifest::cache_path(&ctx.home, std::path::Path::new(&source));
-    let (manifest, _stats) =
-        manifest::build(std::path::Path::new(&source), &excludes, Some(&cache))?;
+    let show = |done: u64| {
+        if let Some(s) = &spinner {
+            s.set_message(format!(
+                "hashing {source}: {}",
+                crate::plan::human_bytes(done)
+            ));
+        }
+    };
+    let (manifest, _stats) = manifest::build_with_progress(
+        std::path::Path::new(&source),
+        &excludes,
+        Some(&cache),
+        &show,
+    )?;
     if let Some(s) = spinner {
         s.finish_and_clear();
     }

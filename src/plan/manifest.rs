@@ -109,6 +109,17 @@ pub fn build(
     excludes: &Excludes,
     cache_path: Option<&Path>,
 ) -> Result<(Manifest, Stats)> {
+    build_with_progress(root, excludes, cache_path, &|_| {})
+}
+
+/// [`build`], calling `progress` with the number of bytes hashed so far (from any thread).
+pub fn build_with_progress(
+    root: &Path,
+    excludes: &Excludes,
+    cache_path: Option<&Path>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(Manifest, Stats)> {
+    let hashed_so_far = std::sync::atomic::AtomicU64::new(0);
     let root = std::fs::canonicalize(root)
         .with_context(|| format!("source {} does not exist; fix `source:` in config.yaml or run `offsync init --source DIR`", root.display()))?;
     if !root.is_dir() {
@@ -132,6 +143,8 @@ pub fn build(
                 &root.join(std::ffi::OsStr::from_bytes(&f.rel)),
                 f.stamp.size,
             )?;
+            let done = hashed_so_far.fetch_add(f.stamp.size, std::sync::atomic::Ordering::Relaxed);
+            progress(done + f.stamp.size);
             Ok((i, h, true))
         })
         .collect();

@@ -63,6 +63,7 @@ impl Target for MemoryTarget {
         _excludes: &Excludes,
         plan: &TargetPlan,
         delete: bool,
+        progress: &dyn Fn(u64),
     ) -> Result<ApplyOutcome> {
         let mut out = ApplyOutcome {
             bytes: plan.summary.bytes,
@@ -82,6 +83,7 @@ impl Target for MemoryTarget {
             };
             self.files.insert(p.clone(), (entry.clone(), content));
             out.changed.push(p);
+            progress(out.changed.len() as u64);
         }
         if delete {
             for e in &c.missing {

@@ -55,6 +55,7 @@ pub trait Target: Send {
         excludes: &Excludes,
         plan: &TargetPlan,
         delete: bool,
+        progress: &dyn Fn(u64),
     ) -> Result<ApplyOutcome>;
     /// Release connections (also done on drop).
     fn close(&mut self) {}

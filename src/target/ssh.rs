@@ -170,6 +170,7 @@ impl Target for SshTarget {
         excludes: &Excludes,
         plan: &TargetPlan,
         delete: bool,
+        progress: &dyn Fn(u64),
     ) -> Result<ApplyOutcome> {
         self.connect()?;
         let c = &plan.changes;
@@ -203,6 +204,7 @@ impl Target for SshTarget {
         let files_from = scratch.path().join("files");
         fsutil::atomic_write(&files_from, &list, fsutil::FILE_MODE)?;
         if !changed.is_empty() || !deleted.is_empty() {
+            let mut done = 0u64;
             let out = Cmd::new("rsync")
                 .args(rsync::transfer_argv(
                     &self.rsh(),
@@ -212,7 +214,12 @@ impl Target for SshTarget {
                     !deleted.is_empty(),
                     &excludes.rsync_args(),
                 ))
-                .output()?;
+                .output_streaming(&mut |line| {
+                    if itemize::parse_line(line).is_some() {
+                        done += 1;
+                        progress(done);
+                    }
+                })?;
             if !out.success() {
                 let d = Diagnosis::from_output(out.code(), &out.stderr);
                 anyhow::bail!("transfer failed: {}", d.explain());

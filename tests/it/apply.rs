@@ -296,7 +296,14 @@ fn a_second_apply_waits_for_the_lock() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let out = w.home.offsync(["apply", "--yes"]).assert().code(1).get_output().stderr.clone();
+    let out = w
+        .home
+        .offsync(["apply", "--yes"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
     let _ = holder.kill();
     let _ = holder.wait();
     let err = String::from_utf8(out).unwrap();
@@ -330,7 +337,10 @@ fn ctrl_c_logs_an_interrupted_record_and_the_next_apply_finishes() {
     let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let started = std::fs::read_dir(&tmp)
-            .map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with("apply-")))
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("apply-"))
+            })
             .unwrap_or(false);
         if started || std::time::Instant::now() > end {
             break;
@@ -353,5 +363,44 @@ fn ctrl_c_logs_an_interrupted_record_and_the_next_apply_finishes() {
     assert_eq!(code, Some(130), "{log}");
     assert!(log.contains("\"status\":\"interrupted\""), "{log}");
     w.home.offsync(["apply", "--yes"]).assert().success();
-    assert_eq!(std::fs::metadata(w.targets[0].sync_dir().join("big.bin")).unwrap().len(), 300 << 20);
+    assert_eq!(
+        std::fs::metadata(w.targets[0].sync_dir().join("big.bin"))
+            .unwrap()
+            .len(),
+        300 << 20
+    );
+}
+
+#[test]
+fn a_failing_target_does_not_stop_the_others() {
+    let mut w = World::new(2);
+    w.write("a", b"a");
+    w.targets[0].stop();
+    let out = w
+        .home
+        .offsync(["plan", "--json"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let plan = json(&out);
+    assert!(
+        plan["targets"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{plan}"
+    );
+    assert_eq!(plan["targets"][1]["summary"]["added"], 1);
+    w.home.offsync(["apply", "--yes"]).assert().code(1);
+    assert_eq!(
+        std::fs::read(w.targets[1].sync_dir().join("a")).unwrap(),
+        b"a"
+    );
+    let log = std::fs::read_to_string(w.home.home.join("operations.log")).unwrap();
+    assert!(
+        log.contains("\"target\":\"t1\"") && log.contains("\"status\":\"failed\""),
+        "{log}"
+    );
 }
