@@ -212,12 +212,17 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         for r in &rows {
             match &r.error {
                 None => println!(
-                    "{:<11} {}  {} changed, {} deleted, {}, verified",
+                    "{:<11} {}  {} changed, {} deleted, {}{}",
                     r.status,
                     r.target,
                     r.changed,
                     r.deleted,
-                    crate::plan::human_bytes(r.bytes)
+                    crate::plan::human_bytes(r.bytes),
+                    if policy.verify && r.status == "ok" {
+                        ", verified"
+                    } else {
+                        ""
+                    }
                 ),
                 Some(e) => println!(
                     "{:<11} {}  {}",

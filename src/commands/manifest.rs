@@ -7,19 +7,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use crate::cli::ManifestArgs;
-use crate::config::Config;
 use crate::context::Context;
-use crate::input_err;
-use crate::plan::excludes::Excludes;
 use crate::plan::manifest;
 
 pub fn run(ctx: &Context, args: ManifestArgs) -> Result<ExitCode> {
-    let config = Config::load(&ctx.config_path())?;
-    let source = config
-        .source
-        .clone()
-        .ok_or_else(|| input_err!("no source configured; run `offsync init --source DIR`"))?;
-    let excludes = Excludes::new(&config.exclude)?;
+    let (_config, source, excludes) = super::plan::load_source(ctx)?;
     let cache = manifest::cache_path(&ctx.home, Path::new(&source));
     if args.no_cache {
         let _ = std::fs::remove_file(&cache);

@@ -26,14 +26,20 @@ pub struct Prepared {
     pub workers: usize,
 }
 
-/// Load config, hash the source (with the cache) and build the selected targets.
-pub fn prepare(ctx: &Context, names: &[String]) -> Result<Prepared> {
+/// The config, its source directory and its compiled excludes.
+pub fn load_source(ctx: &Context) -> Result<(Config, String, Excludes)> {
     let config = Config::load(&ctx.config_path())?;
     let source = config
         .source
         .clone()
         .ok_or_else(|| input_err!("no source configured; run `offsync init --source DIR`"))?;
     let excludes = Excludes::new(&config.exclude)?;
+    Ok((config, source, excludes))
+}
+
+/// Load config, hash the source (with the cache) and build the selected targets.
+pub fn prepare(ctx: &Context, names: &[String]) -> Result<Prepared> {
+    let (config, source, excludes) = load_source(ctx)?;
     let targets = target::build(ctx, &config, names)?;
     let spinner = progress(&format!("hashing {source}"));
     let cache = manifest::cache_path(&ctx.home, std::path::Path::new(&source));
