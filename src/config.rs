@@ -182,8 +182,9 @@ impl Config {
                     .map(|l| format!(":{}:{}", l.line(), l.column()))
                     .unwrap_or_default();
                 let msg = e.to_string();
-                let first = msg.lines().next().unwrap_or("invalid YAML").to_string();
-                anyhow::anyhow!("{}{at}: {first}; fix or remove it", path.display())
+                let first = msg.lines().next().unwrap_or("invalid YAML");
+                let first = strip_location_prefix(first);
+                crate::input_err!("{}{at}: {first}; fix or remove it", path.display())
             })?
         };
         cfg.validate(path)?;
@@ -232,6 +233,18 @@ impl Config {
     }
 }
 
+/// serde-saphyr starts its messages with `error: line N column M: `; we print the location
+/// once, as `file:line:col`.
+fn strip_location_prefix(msg: &str) -> &str {
+    let m = msg.strip_prefix("error: ").unwrap_or(msg);
+    if m.starts_with("line ")
+        && let Some((_, rest)) = m.split_once(": ")
+    {
+        return rest;
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +284,7 @@ targets:
         let err = Config::parse(text.as_bytes(), Path::new("c.yaml")).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("c.yaml:6:"), "{msg}");
+        assert!(!msg.contains("line 6"), "location printed once: {msg}");
         assert!(msg.contains("colour"), "{msg}");
     }
 

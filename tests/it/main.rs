@@ -1,5 +1,14 @@
 //! One integration binary: the real `offsync` against a real sshd, rsync and rrsync on
-//! loopback. Each test has its own temp dirs and its own sshd.
+//! loopback, in a scrubbed environment. Each test has its own temp dirs and its own sshd, so
+//! they run in parallel; none needs root. End-to-end tests print `SKIP` when a tool is
+//! missing, unless `OFFSYNC_REQUIRE_E2E=1` (CI, `scripts/test`) turns that into a failure.
+//!
+//! - `cli`: help, version, usage errors (exit 64), completions, `install-deps --dry-run`
+//! - `setup`: `init`, `link`/`unlink`, `target add|list|remove|check`
+//! - `security`: what the linked key can do with plain ssh/rsync (no shell, pty, forwarding,
+//!   reads, or writes outside the sync dir)
+//! - `bad_input`: every rejected input exits 64 and changes no file
+//! - `apply`: `plan`, `apply`, `verify` against two targets
 
 mod apply;
 mod bad_input;

@@ -1,122 +1,176 @@
-//! init → link → target add → target check against a real sshd.
+//! `init` → `link` → `target add` → `target check|list|remove` → `unlink`, against a real sshd.
 
-use crate::util::{self, Home, Sshd, World, mode, read_opt};
+use crate::util::{
+    self, Home, Sshd, keygen, listing, mode, read_opt, setup_linked_target, skip_unless_tools,
+    stderr, stdout,
+};
+use serde_json::Value;
+
+const OPTIONS: &str =
+    "restrict,no-port-forwarding,no-agent-forwarding,no-X11-forwarding,no-pty,command=\"";
+
+fn json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
+}
+
+/// The first two fields (type and base64) of an OpenSSH public key line.
+fn key_part(line: &str) -> String {
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 #[test]
-fn init_creates_a_usable_key_and_is_idempotent() {
+fn init_creates_a_private_usable_key_and_keeps_it() {
+    if !skip_unless_tools() {
+        return;
+    }
     let h = Home::new();
-    let out = h
-        .offsync(["init"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let printed = String::from_utf8(out).unwrap();
+    let printed = h.init(None);
+    let pubtext = std::fs::read_to_string(h.pub_key()).unwrap();
     assert!(printed.starts_with("ssh-ed25519 AAAA"), "{printed}");
-    assert_eq!(mode(&h.home), 0o700);
-    assert_eq!(mode(&h.key()), 0o600);
-    assert_eq!(mode(&h.pub_key()), 0o600);
-    assert_eq!(mode(&h.config()), 0o600);
-    let derived = std::process::Command::new("ssh-keygen")
+    assert_eq!(
+        key_part(&printed),
+        key_part(&pubtext),
+        "stdout is the .pub line"
+    );
+    assert_eq!(mode(&h.home), 0o700, "OFFSYNC_HOME");
+    assert_eq!(mode(&h.key()), 0o600, "id_ed25519");
+    assert_eq!(mode(&h.pub_key()), 0o600, "id_ed25519.pub");
+
+    // OpenSSH can use the private key, and it belongs to the .pub.
+    let derived = h
+        .tool("ssh-keygen")
         .arg("-y")
         .arg("-f")
         .arg(h.key())
         .output()
         .unwrap();
-    assert!(derived.status.success());
-    let derived = String::from_utf8(derived.stdout).unwrap();
-    let pubtext = std::fs::read_to_string(h.pub_key()).unwrap();
-    let key_part = |s: &str| s.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-    assert_eq!(key_part(&derived), key_part(&pubtext));
-    assert!(pubtext.trim().ends_with(&format!(
-            "offsync@{}",
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .unwrap()
-                .trim()
-        )));
+    assert!(derived.status.success(), "ssh-keygen -y: {derived:?}");
+    assert_eq!(key_part(&stdout(&derived)), key_part(&pubtext));
 
-    let before = std::fs::read(h.key()).unwrap();
-    let src = h.tmp.path().join("src");
+    // A second init (now with a source) keeps the keypair byte-identical.
+    let key_before = std::fs::read(h.key()).unwrap();
+    let pub_before = std::fs::read(h.pub_key()).unwrap();
+    let src = h.tmp.path().join("src dir");
     std::fs::create_dir(&src).unwrap();
-    h.offsync(["init", "--source"]).arg(&src).assert().success();
+    h.init(Some(&src));
     assert_eq!(
         std::fs::read(h.key()).unwrap(),
-        before,
-        "the key is kept byte-identical"
+        key_before,
+        "id_ed25519 kept"
+    );
+    assert_eq!(
+        std::fs::read(h.pub_key()).unwrap(),
+        pub_before,
+        "id_ed25519.pub kept"
     );
     let cfg = std::fs::read_to_string(h.config()).unwrap();
     assert!(
-        cfg.contains(&format!(
-            "source: {}",
-            src.canonicalize().unwrap().display()
-        )),
-        "{cfg}"
+        cfg.contains(&src.canonicalize().unwrap().display().to_string()),
+        "source recorded: {cfg}"
+    );
+    assert_eq!(mode(&h.config()), 0o600, "config.yaml");
+}
+
+#[test]
+fn half_present_keypair_fails_names_the_missing_file_and_creates_nothing() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let h = Home::new();
+    h.init(None);
+
+    // The .pub is gone: no new key, no recreated .pub, nothing else created either.
+    std::fs::remove_file(h.pub_key()).unwrap();
+    let before = listing(&h.home);
+    let out = h.offsync(["init"]).assert().failure().get_output().clone();
+    let err = stderr(&out);
+    assert!(
+        err.contains("id_ed25519.pub"),
+        "names the missing file: {err}"
+    );
+    assert!(err.contains("missing"), "{err}");
+    assert_eq!(
+        listing(&h.home),
+        before,
+        "init created or changed something"
+    );
+    assert!(!h.pub_key().exists());
+
+    // The private key is gone instead: same.
+    let h = Home::new();
+    h.init(None);
+    std::fs::remove_file(h.key()).unwrap();
+    let before = listing(&h.home);
+    let out = h.offsync(["init"]).assert().failure().get_output().clone();
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{} is missing", h.key().display())),
+        "names the missing file: {err}"
+    );
+    assert_eq!(
+        listing(&h.home),
+        before,
+        "init created or changed something"
     );
 }
 
 #[test]
-fn half_present_keypair_is_an_error() {
+fn link_writes_one_confined_line_keeps_other_lines_and_unlink_removes_it() {
+    if !skip_unless_tools() {
+        return;
+    }
     let h = Home::new();
-    h.offsync(["init"]).assert().success();
-    std::fs::remove_file(h.pub_key()).unwrap();
-    let key = std::fs::read(h.key()).unwrap();
-    let out = h
-        .offsync(["init"])
-        .assert()
-        .failure()
-        .get_output()
-        .stderr
-        .clone();
-    let err = String::from_utf8(out).unwrap();
-    assert!(err.contains("id_ed25519.pub"), "{err}");
-    assert!(!h.pub_key().exists());
-    assert_eq!(std::fs::read(h.key()).unwrap(), key);
-}
-
-#[test]
-fn link_writes_one_restricted_line_and_keeps_others() {
-    let h = Home::new();
-    h.offsync(["init"]).assert().success();
+    h.init(None);
     let sshd = Sshd::start();
-    let other = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(h.tmp.path().join("other"))
-        .status()
-        .unwrap();
-    assert!(other.success());
+    // An unrelated real key and a comment, written before linking.
+    let other = keygen(h.tmp.path(), "other", &["-t", "ed25519"]).unwrap();
     let unrelated = format!(
-        "# keep me\n{}",
-        std::fs::read_to_string(h.tmp.path().join("other.pub")).unwrap()
+        "# a comment the admin wrote\n{}",
+        std::fs::read_to_string(other.with_extension("pub")).unwrap()
     );
     std::fs::write(sshd.authorized_keys(), &unrelated).unwrap();
+    let blob = h.pub_blob();
 
     let printed = util::link(&h, &sshd, &[]);
+    let sync = sshd.sync_dir();
     assert!(
-        printed.contains(&format!("--fingerprint {}", sshd.fingerprint())),
+        printed.starts_with(&format!("offsync target add {}@", util::user())),
         "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("--path '{}'", sync.display())),
+        "quoted path: {printed}"
     );
     assert!(
         printed.contains(&format!("--port {}", sshd.port)),
         "{printed}"
     );
+    assert_eq!(util::printed_fingerprint(&printed), sshd.fingerprint());
+    assert_eq!(mode(&sync), 0o700, "link creates the sync dir 0700");
+
+    let check_ak = || {
+        let ak = std::fs::read_to_string(sshd.authorized_keys()).unwrap();
+        assert!(
+            ak.starts_with(&unrelated),
+            "unrelated lines byte-identical:\n{ak}"
+        );
+        let ours: Vec<&str> = ak.lines().filter(|l| l.contains(&blob)).collect();
+        assert_eq!(ours.len(), 1, "exactly one line for the key:\n{ak}");
+        let line = ours[0];
+        assert!(line.starts_with(OPTIONS), "{line}");
+        assert!(line.contains(" -wo "), "{line}");
+        assert!(line.contains(&format!("'{}'", sync.display())), "{line}");
+        assert!(line.contains(&format!("\" ssh-ed25519 {blob}")), "{line}");
+        assert_eq!(ak.lines().count(), 3, "{ak}");
+        assert_eq!(mode(&sshd.authorized_keys()), 0o600);
+    };
+    check_ak();
     util::link(&h, &sshd, &[]);
-    let ak = std::fs::read_to_string(sshd.authorized_keys()).unwrap();
-    assert!(
-        ak.starts_with(&unrelated),
-        "unrelated lines byte-identical:\n{ak}"
-    );
-    let ours: Vec<&str> = ak.lines().filter(|l| l.contains("offsync-link")).collect();
-    assert_eq!(ours.len(), 1, "{ak}");
-    assert!(ours[0].starts_with(
-        "restrict,no-port-forwarding,no-agent-forwarding,no-X11-forwarding,no-pty,command=\""
-    ));
-    assert!(
-        ours[0].contains(&format!("-wo '{}'", sshd.sync_dir().display())),
-        "{}",
-        ours[0]
-    );
-    assert_eq!(mode(&sshd.authorized_keys()), 0o600);
+    check_ak();
 
     h.offsync(["unlink", "--key-file"])
         .arg(h.pub_key())
@@ -126,81 +180,108 @@ fn link_writes_one_restricted_line_and_keeps_others() {
         .success();
     assert_eq!(
         std::fs::read_to_string(sshd.authorized_keys()).unwrap(),
-        unrelated
+        unrelated,
+        "unlink removes our line and only our line"
     );
 }
 
 #[test]
-fn target_add_pins_probes_and_check_reports() {
-    let w = World::new(1);
-    let h = &w.home;
+fn target_add_pins_the_host_key_and_check_proves_confinement() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = setup_linked_target();
+    let (h, sshd) = (&w.home, w.sshd());
+    let sync = sshd.sync_dir().display().to_string();
+
+    let cfg = std::fs::read_to_string(h.config()).unwrap();
+    for want in [
+        "name: t1",
+        &sync,
+        &format!("port: {}", sshd.port),
+        &sshd.fingerprint(),
+    ] {
+        assert!(cfg.contains(want), "config.yaml lacks {want:?}:\n{cfg}");
+    }
     let kh = std::fs::read_to_string(h.known_hosts()).unwrap();
     assert!(
-        kh.contains(&format!("[127.0.0.1]:{} ssh-ed25519 ", w.targets[0].port)),
-        "{kh}"
+        kh.contains(&format!(
+            "[127.0.0.1]:{} ssh-ed25519 {}",
+            sshd.port,
+            sshd.host_key_blob()
+        )),
+        "known_hosts pins the sshd host key:\n{kh}"
     );
     assert_eq!(mode(&h.known_hosts()), 0o600);
-    let list = h
-        .offsync(["target", "list", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let list: serde_json::Value = serde_json::from_slice(&list).unwrap();
+
+    let list = json(
+        h.offsync(["target", "list", "--json"])
+            .assert()
+            .success()
+            .get_output(),
+    );
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list[0]["name"], "t1");
+    assert_eq!(list[0]["login"], util::login());
+    assert_eq!(list[0]["port"], sshd.port);
+    assert_eq!(list[0]["remote_path"], sync.as_str());
+    assert_eq!(list[0]["fingerprint"], sshd.fingerprint());
     assert_eq!(list[0]["delete_allowed"], true);
-    assert_eq!(list[0]["fingerprint"], w.targets[0].fingerprint());
 
     let out = h
         .offsync(["target", "check"])
         .assert()
-        .success()
+        .code(0)
         .get_output()
-        .stdout
         .clone();
-    assert!(String::from_utf8(out).unwrap().starts_with("ok"));
-    let out = h
-        .offsync(["target", "check", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(v[0]["ok"], true);
-    assert_eq!(v[0]["read_refused"], true);
-    assert_eq!(v[0]["shell_refused"], true);
+    let text = stdout(&out);
+    assert!(text.starts_with("ok") && text.contains("t1"), "{text}");
+    let v = json(
+        h.offsync(["target", "check", "--json"])
+            .assert()
+            .code(0)
+            .get_output(),
+    );
+    assert_eq!(v[0]["name"], "t1", "{v}");
+    assert_eq!(v[0]["ok"], true, "{v}");
+    assert_eq!(v[0]["read_refused"], true, "{v}");
+    assert_eq!(v[0]["shell_refused"], true, "{v}");
+    assert_eq!(v[0]["delete_allowed"], true, "{v}");
 
-    // Duplicate names are refused, nothing changes.
-    let cfg = std::fs::read(h.config()).unwrap();
-    h.offsync([
-        "target",
-        "add",
-        &w.targets[0].login(),
-        "--port",
-        &w.targets[0].port.to_string(),
-        "--name",
-        "t1",
-        "--path",
-        "/x",
-    ])
-    .assert()
-    .code(64);
-    assert_eq!(std::fs::read(h.config()).unwrap(), cfg);
+    // A second target under an existing name is refused before anything happens.
+    let (cfg_before, kh_before) = (read_opt(&h.config()), read_opt(&h.known_hosts()));
+    let out = util::target_add_cmd(h, sshd, "t1", Some(&sshd.fingerprint()))
+        .assert()
+        .code(64)
+        .get_output()
+        .clone();
+    assert!(stderr(&out).contains("t1"), "{}", stderr(&out));
+    assert_eq!(read_opt(&h.config()), cfg_before);
+    assert_eq!(read_opt(&h.known_hosts()), kh_before);
 
     h.offsync(["target", "remove", "t1"]).assert().success();
-    assert!(!std::fs::read_to_string(h.config()).unwrap().contains("t1"));
+    let list = json(
+        h.offsync(["target", "list", "--json"])
+            .assert()
+            .success()
+            .get_output(),
+    );
+    assert_eq!(list, serde_json::json!([]));
+    let cfg = std::fs::read_to_string(h.config()).unwrap();
+    assert!(!cfg.contains("name: t1") && !cfg.contains(&sync), "{cfg}");
+    let kh = std::fs::read_to_string(h.known_hosts()).unwrap_or_default();
     assert!(
-        !std::fs::read_to_string(h.known_hosts())
-            .unwrap()
-            .contains("127.0.0.1")
+        !kh.contains(&sshd.host_key_blob()) && !kh.contains(&format!(":{}", sshd.port)),
+        "pinned key removed:\n{kh}"
     );
 }
 
 #[test]
-fn check_reports_a_dead_target() {
-    let mut w = World::new(1);
+fn check_reports_a_stopped_target() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let mut w = setup_linked_target();
     w.targets[0].stop();
     let out = w
         .home
@@ -208,84 +289,126 @@ fn check_reports_a_dead_target() {
         .assert()
         .code(1)
         .get_output()
-        .stdout
         .clone();
-    assert!(String::from_utf8(out).unwrap().starts_with("FAIL"));
+    let text = stdout(&out);
+    assert!(text.starts_with("FAIL") && text.contains("t1"), "{text}");
+    let v = json(
+        w.home
+            .offsync(["target", "check", "--json"])
+            .assert()
+            .code(1)
+            .get_output(),
+    );
+    assert_eq!(v[0]["ok"], false, "{v}");
+    assert!(
+        !v[0]["problem"].as_str().unwrap_or_default().is_empty(),
+        "{v}"
+    );
 }
 
 #[test]
-fn wrong_or_missing_fingerprint_saves_nothing() {
+fn target_add_saves_nothing_unless_the_host_key_is_pinned() {
+    if !skip_unless_tools() {
+        return;
+    }
     let h = Home::new();
-    h.offsync(["init"]).assert().success();
+    h.init(None);
     let sshd = Sshd::start();
     util::link(&h, &sshd, &[]);
-    let other = Sshd::start();
-    let cfg = std::fs::read(h.config()).unwrap();
-    let add = |fp: Option<String>| {
-        let mut c = h.offsync([
-            "target",
-            "add",
-            &sshd.login(),
-            "--port",
-            &sshd.port.to_string(),
-            "--path",
-            "/x",
-        ]);
-        if let Some(fp) = fp {
-            c.args(["--fingerprint", &fp]);
-        }
-        c.assert().failure().get_output().stderr.clone()
+    let other = keygen(h.tmp.path(), "not-the-host", &["-t", "ed25519"]).unwrap();
+    let wrong = util::fingerprint_of(&other.with_extension("pub"));
+    assert_ne!(wrong, sshd.fingerprint());
+
+    let attempt = |name: &str, fp: Option<&str>| {
+        let before = (read_opt(&h.config()), read_opt(&h.known_hosts()));
+        let out = util::target_add_cmd(&h, &sshd, name, fp)
+            .assert()
+            .failure()
+            .get_output()
+            .clone();
+        assert_eq!(
+            (read_opt(&h.config()), read_opt(&h.known_hosts())),
+            before,
+            "config.yaml and known_hosts byte-identical"
+        );
+        stderr(&out)
     };
-    let err = String::from_utf8(add(Some(other.fingerprint()))).unwrap();
-    assert!(err.contains("mismatch"), "{err}");
-    let err = String::from_utf8(add(None)).unwrap();
-    assert!(err.contains("--fingerprint"), "{err}");
-    assert_eq!(std::fs::read(h.config()).unwrap(), cfg);
+
+    // known_hosts absent before: it stays absent.
+    let err = attempt("t1", Some(&wrong));
+    assert!(err.contains("mismatch") && err.contains(&wrong), "{err}");
+    assert!(
+        err.contains(&sshd.fingerprint()),
+        "shows what the host offers: {err}"
+    );
     assert_eq!(read_opt(&h.known_hosts()), None);
+    // No --fingerprint and no terminal to ask on.
+    let err = attempt("t1", None);
+    assert!(err.contains("--fingerprint"), "{err}");
+    assert_eq!(read_opt(&h.known_hosts()), None);
+
+    // With known_hosts present, a wrong fingerprint leaves it byte-identical too.
+    util::target_add_cmd(&h, &sshd, "t1", Some(&sshd.fingerprint()))
+        .assert()
+        .success();
+    assert!(read_opt(&h.known_hosts()).is_some());
+    let err = attempt("t2", Some(&wrong));
+    assert!(err.contains("mismatch"), "{err}");
 }
 
 #[test]
-fn unlinked_key_is_explained_and_not_saved() {
+fn no_delete_link_shows_in_list_and_check() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let mut w = setup_linked_target();
+    w.add_target(&["--no-delete"]);
+    let ak = std::fs::read_to_string(w.targets[1].authorized_keys()).unwrap();
+    assert!(ak.contains(" -wo -no-del "), "{ak}");
+    let v = json(
+        w.home
+            .offsync(["target", "list", "--json"])
+            .assert()
+            .success()
+            .get_output(),
+    );
+    assert_eq!(v[0]["name"], "t1", "{v}");
+    assert_eq!(v[0]["delete_allowed"], true, "{v}");
+    assert_eq!(v[1]["name"], "t2", "{v}");
+    assert_eq!(v[1]["delete_allowed"], false, "{v}");
+    let v = json(
+        w.home
+            .offsync(["target", "check", "t2", "--json"])
+            .assert()
+            .success()
+            .get_output(),
+    );
+    assert_eq!(v[0]["ok"], true, "{v}");
+    assert_eq!(v[0]["delete_allowed"], false, "{v}");
+}
+
+#[test]
+fn target_add_without_link_explains_and_saves_nothing() {
+    if !skip_unless_tools() {
+        return;
+    }
     let h = Home::new();
-    h.offsync(["init"]).assert().success();
+    h.init(None);
     let sshd = Sshd::start();
-    let cfg = std::fs::read(h.config()).unwrap();
-    let out = h
-        .offsync([
-            "target",
-            "add",
-            &sshd.login(),
-            "--port",
-            &sshd.port.to_string(),
-            "--path",
-            "/x",
-            "--fingerprint",
-            &sshd.fingerprint(),
-        ])
+    let before = listing(&h.home);
+    let out = util::target_add_cmd(&h, &sshd, "t1", Some(&sshd.fingerprint()))
         .assert()
         .failure()
         .get_output()
-        .stderr
         .clone();
-    let err = String::from_utf8(out).unwrap();
+    let err = stderr(&out);
     assert!(err.contains("offsync link"), "{err}");
-    assert_eq!(std::fs::read(h.config()).unwrap(), cfg);
+    // Scratch files under tmp/ may come and go; nothing else may change.
+    let durable = |l: Vec<(Vec<u8>, u32, Vec<u8>)>| {
+        l.into_iter()
+            .filter(|(p, _, _)| p != b"tmp" && !p.starts_with(b"tmp/"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(durable(listing(&h.home)), durable(before));
     assert_eq!(read_opt(&h.known_hosts()), None);
-}
-
-#[test]
-fn no_delete_link_is_detected_by_the_probe() {
-    let w = World::with_link_args(1, &["--no-delete"]);
-    let ak = std::fs::read_to_string(w.targets[0].authorized_keys()).unwrap();
-    assert!(ak.contains("-wo -no-del "), "{ak}");
-    let out = w
-        .home
-        .offsync(["target", "list", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(v[0]["delete_allowed"], false);
 }

@@ -1,18 +1,34 @@
-//! The harness: scrubbed environments, a real sshd on a free loopback port, and the whole
-//! init → link → target add flow.
+//! The harness: a controller home with a scrubbed environment, a real sshd on a free loopback
+//! port, and the whole `init` → `link` → `target add` flow.
+//!
+//! Invariants: every test gets its own temp dirs and its own sshd, so tests run in parallel
+//! threads; nothing here needs root (sshd on a high port can only log in as the user running
+//! it, which is exactly the user the tests log in as); the real user's `~/.ssh` is never read
+//! or written (offsync gets a temp `HOME`, plain ssh gets `-F /dev/null` and
+//! `UserKnownHostsFile=/dev/null`).
 #![allow(dead_code)]
 
 use assert_cmd::Command;
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// True when the end-to-end tools exist. With `OFFSYNC_REQUIRE_E2E=1` a missing tool fails
-/// the test instead of skipping it.
-pub fn tools_present() -> bool {
+/// Whether missing end-to-end tools must fail the tests (CI and `scripts/test` set this).
+pub fn e2e_required() -> bool {
+    std::env::var("OFFSYNC_REQUIRE_E2E").is_ok_and(|v| v == "1")
+}
+
+/// True when sshd, ssh, ssh-keygen, rsync and rrsync exist, so end-to-end tests can run.
+/// Otherwise prints `SKIP: …` and returns false — or panics when `OFFSYNC_REQUIRE_E2E=1`, so
+/// that a CI image without the tools fails loudly instead of passing vacuously.
+pub fn skip_unless_tools() -> bool {
     let missing: Vec<&str> = [
         ("sshd", sshd_path()),
+        ("ssh", which("ssh")),
+        ("ssh-keygen", which("ssh-keygen")),
         ("rsync", which("rsync")),
         ("rrsync", rrsync_path()),
     ]
@@ -23,10 +39,10 @@ pub fn tools_present() -> bool {
     if missing.is_empty() {
         return true;
     }
-    if std::env::var_os("OFFSYNC_REQUIRE_E2E").is_some() {
-        panic!("missing for end-to-end tests: {missing:?}");
+    if e2e_required() {
+        panic!("OFFSYNC_REQUIRE_E2E=1 but missing for end-to-end tests: {missing:?}");
     }
-    eprintln!("SKIP: missing {missing:?}");
+    eprintln!("SKIP: missing {missing:?} (set OFFSYNC_REQUIRE_E2E=1 to make this an error)");
     false
 }
 
@@ -39,34 +55,112 @@ pub fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn sshd_path() -> Option<PathBuf> {
-    which("sshd").or_else(|| Some(PathBuf::from("/usr/sbin/sshd")).filter(|p| p.exists()))
+    Some(PathBuf::from("/usr/sbin/sshd"))
+        .filter(|p| p.is_file())
+        .or_else(|| which("sshd"))
 }
 
 fn rrsync_path() -> Option<PathBuf> {
-    which("rrsync").or_else(|| Some(PathBuf::from("/usr/lib/rsync/rrsync")).filter(|p| p.exists()))
+    which("rrsync").or_else(|| Some(PathBuf::from("/usr/lib/rsync/rrsync")).filter(|p| p.is_file()))
 }
 
-/// The login name of the test process.
-pub fn user() -> String {
-    let out = std::process::Command::new("id")
-        .arg("-un")
+/// The login name of the test process: the only user a non-root sshd accepts. From the passwd
+/// entry of our uid (never `$USER`, which `runuser`/`sudo` may leave stale), else `id -un`
+/// (for users that only NSS knows).
+pub fn user() -> &'static str {
+    static USER: OnceLock<String> = OnceLock::new();
+    USER.get_or_init(|| {
+        use std::os::unix::fs::MetadataExt;
+        let uid = std::fs::metadata("/proc/self").expect("/proc/self").uid();
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let from_passwd = passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2].parse() == Ok(uid)).then(|| f[0].to_string())
+        });
+        from_passwd.unwrap_or_else(|| {
+            let out = std::process::Command::new("id")
+                .arg("-un")
+                .output()
+                .expect("run `id -un`");
+            assert!(out.status.success(), "id -un: {out:?}");
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        })
+    })
+}
+
+/// `user@127.0.0.1`.
+pub fn login() -> String {
+    format!("{}@127.0.0.1", user())
+}
+
+/// A std command for a helper program (ssh, rsync, ssh-keygen) with a scrubbed environment:
+/// only PATH, HOME (`home`), USER/LOGNAME and LANG.
+pub fn tool(program: &str, home: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(program);
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("USER", user())
+        .env("LOGNAME", user())
+        .env("LANG", "C.UTF-8")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Generate an ssh key with ssh-keygen; `None` when ssh-keygen refuses (e.g. a key size).
+pub fn keygen(dir: &Path, name: &str, args: &[&str]) -> Option<PathBuf> {
+    let p = dir.join(name);
+    let ok = tool("ssh-keygen", dir)
+        .args(["-q", "-N", "", "-C", name])
+        .args(args)
+        .arg("-f")
+        .arg(&p)
+        .stderr(Stdio::null())
+        .status()
+        .expect("run ssh-keygen")
+        .success();
+    ok.then_some(p)
+}
+
+/// `SHA256:…` of a public key file, via `ssh-keygen -lf` (field 2).
+pub fn fingerprint_of(pub_file: &Path) -> String {
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(pub_file)
         .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+        .expect("run ssh-keygen -lf");
+    assert!(out.status.success(), "ssh-keygen -lf: {out:?}");
+    let fp = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .expect("ssh-keygen -lf prints a fingerprint")
+        .to_string();
+    assert!(fp.starts_with("SHA256:"), "{fp}");
+    fp
 }
 
-/// A controller: a temp OFFSYNC_HOME (with a space in its path) and a scrubbed environment.
+/// A controller: a temp OFFSYNC_HOME whose path contains a space (to exercise quoting), a temp
+/// HOME, and a scrubbed environment for the real binary.
 pub struct Home {
     pub tmp: tempfile::TempDir,
+    /// `$OFFSYNC_HOME` (`<tmp>/off home`, not created: `init` creates it).
     pub home: PathBuf,
+    /// `$HOME` for offsync and the helper tools.
     pub user_home: PathBuf,
+}
+
+impl Default for Home {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Home {
     pub fn new() -> Home {
         let tmp = tempfile::tempdir().unwrap();
         let home = tmp.path().join("off home");
-        let user_home = tmp.path().join("user");
+        let user_home = tmp.path().join("user home");
         std::fs::create_dir_all(&user_home).unwrap();
         Home {
             tmp,
@@ -75,7 +169,7 @@ impl Home {
         }
     }
 
-    /// `offsync ARGS` with only PATH, HOME, USER, LANG and OFFSYNC_HOME set.
+    /// `offsync ARGS` with only PATH, HOME, USER, LOGNAME, LANG and OFFSYNC_HOME set.
     pub fn offsync<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
@@ -83,14 +177,43 @@ impl Home {
     {
         let mut c = Command::cargo_bin("offsync").unwrap();
         c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &self.user_home)
-            .env("USER", user())
-            .env("LOGNAME", user())
-            .env("LANG", "C.UTF-8")
-            .env("OFFSYNC_HOME", &self.home)
-            .args(args);
+            .envs(self.env())
+            .args(args)
+            .timeout(Duration::from_secs(120));
         c
+    }
+
+    /// The same environment for a `std::process::Command` (for tests that spawn offsync and
+    /// signal it).
+    pub fn offsync_std(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("offsync"));
+        c.env_clear().envs(self.env());
+        c
+    }
+
+    fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        vec![
+            ("PATH", std::env::var_os("PATH").unwrap_or_default()),
+            ("HOME", self.user_home.clone().into()),
+            ("USER", user().into()),
+            ("LOGNAME", user().into()),
+            ("LANG", "C.UTF-8".into()),
+            ("OFFSYNC_HOME", self.home.clone().into()),
+        ]
+    }
+
+    /// A helper tool with this controller's scrubbed environment.
+    pub fn tool(&self, program: &str) -> std::process::Command {
+        tool(program, &self.user_home)
+    }
+
+    /// `offsync init [--source DIR]`, asserted to succeed; returns its stdout.
+    pub fn init(&self, source: Option<&Path>) -> String {
+        let mut c = self.offsync(["init"]);
+        if let Some(s) = source {
+            c.arg("--source").arg(s);
+        }
+        stdout(c.assert().success().get_output())
     }
 
     pub fn key(&self) -> PathBuf {
@@ -105,9 +228,18 @@ impl Home {
     pub fn known_hosts(&self) -> PathBuf {
         self.home.join("known_hosts")
     }
+    /// The base64 part of the controller's public key.
+    pub fn pub_blob(&self) -> String {
+        std::fs::read_to_string(self.pub_key())
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    }
 }
 
-/// A real sshd on 127.0.0.1 with its own host key and authorized_keys.
+/// A real sshd on 127.0.0.1 with its own host key, authorized_keys and log.
 pub struct Sshd {
     pub tmp: tempfile::TempDir,
     pub dir: PathBuf,
@@ -119,42 +251,53 @@ impl Sshd {
     pub fn start() -> Sshd {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        if user() == "root" {
-            let _ = std::fs::create_dir_all("/run/sshd");
+        // A root sshd checks for its privilege-separation directory even with -D on a high
+        // port; a non-root sshd does not need it (and could not create it).
+        if is_root() && !Path::new("/run/sshd").exists() {
+            std::fs::create_dir_all("/run/sshd").expect("create /run/sshd");
         }
-        let st = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        let st = tool("ssh-keygen", &dir)
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "test-host", "-f"])
             .arg(dir.join("host_ed25519"))
             .status()
             .unwrap();
-        assert!(st.success());
-        std::fs::create_dir_all(dir.join("sync dir")).unwrap();
+        assert!(st.success(), "ssh-keygen for the host key failed");
+        let log = dir.join("sshd.log");
         for attempt in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = free_port();
             let cfg = format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nAuthorizedKeysFile {d}/authorized_keys\n\
-                 StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 PubkeyAuthentication yes\nAllowTcpForwarding yes\nAllowAgentForwarding yes\nX11Forwarding no\n\
-                 PermitTTY yes\nPidFile {d}/sshd.pid\nLogLevel DEBUG1\nMaxStartups 100\n",
+                "Port {port}\n\
+                 ListenAddress 127.0.0.1\n\
+                 HostKey {d}/host_ed25519\n\
+                 AuthorizedKeysFile {d}/authorized_keys\n\
+                 StrictModes no\n\
+                 UsePAM no\n\
+                 PasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\n\
+                 PubkeyAuthentication yes\n\
+                 AllowTcpForwarding yes\n\
+                 AllowAgentForwarding yes\n\
+                 X11Forwarding no\n\
+                 PermitTTY yes\n\
+                 PidFile {d}/sshd.pid\n\
+                 LogLevel DEBUG1\n\
+                 MaxStartups 100\n",
                 d = dir.display()
             );
             std::fs::write(dir.join("sshd_config"), cfg).unwrap();
-            let mut child = std::process::Command::new(sshd_path().unwrap())
-                .arg("-D")
-                .arg("-f")
+            let mut child = std::process::Command::new(sshd_path().expect("sshd"))
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .args(["-D", "-e", "-f"])
                 .arg(dir.join("sshd_config"))
                 .arg("-E")
-                .arg(dir.join("sshd.log"))
+                .arg(&log)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .unwrap();
-            if wait_ready(&mut child, port) {
+                .expect("spawn sshd");
+            if wait_ready(&mut child, port, &log) {
                 return Sshd {
                     tmp,
                     dir,
@@ -167,11 +310,12 @@ impl Sshd {
             eprintln!("sshd did not start on port {port} (attempt {attempt}); retrying");
         }
         panic!(
-            "sshd would not start; see {}",
-            dir.join("sshd.log").display()
+            "sshd would not start:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
     }
 
+    /// Stop sshd now (also done on drop).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -185,19 +329,33 @@ impl Sshd {
     pub fn authorized_keys(&self) -> PathBuf {
         self.dir.join("authorized_keys")
     }
+    /// The directory `link` allows (not created here: `link` creates it). Contains a space.
     pub fn sync_dir(&self) -> PathBuf {
         self.dir.join("sync dir")
     }
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
     }
+    /// Wait up to 5 s for `needle` to appear in the sshd log (sessions log asynchronously).
+    pub fn log_contains(&self, needle: &str) -> bool {
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    /// The host key's fingerprint (`ssh-keygen -lf host_ed25519.pub`).
     pub fn fingerprint(&self) -> String {
-        let out = std::process::Command::new("ssh-keygen")
-            .arg("-lf")
-            .arg(self.dir.join("host_ed25519.pub"))
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout)
+        fingerprint_of(&self.dir.join("host_ed25519.pub"))
+    }
+    /// The host key's base64 blob.
+    pub fn host_key_blob(&self) -> String {
+        std::fs::read_to_string(self.dir.join("host_ed25519.pub"))
             .unwrap()
             .split_whitespace()
             .nth(1)
@@ -205,22 +363,8 @@ impl Sshd {
             .to_string()
     }
     pub fn login(&self) -> String {
-        format!("{}@127.0.0.1", user())
+        login()
     }
-}
-
-fn wait_ready(child: &mut Child, port: u16) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if child.try_wait().ok().flatten().is_some() {
-            return false;
-        }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 impl Drop for Sshd {
@@ -229,36 +373,95 @@ impl Drop for Sshd {
     }
 }
 
-/// Run `link` on the "target" side for `sshd` with the controller key of `home`.
-pub fn link(home: &Home, sshd: &Sshd, extra: &[&str]) -> String {
-    let mut args: Vec<String> = vec![
-        "link".into(),
-        "--key-file".into(),
-        home.pub_key().display().to_string(),
-        "--path".into(),
-        sshd.sync_dir().display().to_string(),
-        "--authorized-keys".into(),
-        sshd.authorized_keys().display().to_string(),
-        "--sshd-config".into(),
-        sshd.config().display().to_string(),
-        "--yes".into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let out = home
-        .offsync(&args)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    String::from_utf8(out).unwrap()
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-/// A controller with a source and `n` linked and added targets (`t1`, `t2`, …).
+/// A port that was free a moment ago (bind to port 0, read it, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Ready when sshd logged that it listens on *our* port and the port accepts connections
+/// (checking the log as well rules out another process that grabbed the port meanwhile).
+fn wait_ready(child: &mut Child, port: u16, log: &Path) -> bool {
+    let want = format!("Server listening on 127.0.0.1 port {port}.");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        let logged = std::fs::read_to_string(log).is_ok_and(|l| l.contains(&want));
+        if logged && TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// `offsync link` on the "target" side of `sshd` for the controller key of `home`, as the
+/// README describes it; returns its stdout (the `offsync target add …` line).
+pub fn link(home: &Home, sshd: &Sshd, extra: &[&str]) -> String {
+    stdout(link_cmd(home, sshd, extra).assert().success().get_output())
+}
+
+pub fn link_cmd(home: &Home, sshd: &Sshd, extra: &[&str]) -> Command {
+    let mut c = home.offsync(["link", "--key-file"]);
+    c.arg(home.pub_key())
+        .arg("--path")
+        .arg(sshd.sync_dir())
+        .arg("--authorized-keys")
+        .arg(sshd.authorized_keys())
+        .arg("--sshd-config")
+        .arg(sshd.config())
+        .arg("--yes")
+        .args(extra);
+    c
+}
+
+/// The `--fingerprint` value in link's printed `offsync target add …` command.
+pub fn printed_fingerprint(link_stdout: &str) -> String {
+    link_stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "--fingerprint")
+        .nth(1)
+        .unwrap_or_else(|| panic!("link prints --fingerprint: {link_stdout}"))
+        .to_string()
+}
+
+/// `offsync target add USER@127.0.0.1 --port P --path SYNC [--fingerprint FP] --name NAME`.
+pub fn target_add_cmd(home: &Home, sshd: &Sshd, name: &str, fingerprint: Option<&str>) -> Command {
+    let mut c = home.offsync(["target", "add"]);
+    c.arg(sshd.login())
+        .args(["--port", &sshd.port.to_string(), "--name", name])
+        .arg("--path")
+        .arg(sshd.sync_dir());
+    if let Some(fp) = fingerprint {
+        c.args(["--fingerprint", fp]);
+    }
+    c
+}
+
+/// A controller with a source and `n` linked and added targets (`t1`, `t2`, …), each behind
+/// its own sshd. Everything (temp dirs, sshd processes) lives as long as the value.
 pub struct World {
     pub home: Home,
     pub source: PathBuf,
     pub targets: Vec<Sshd>,
+    /// What `link` printed for each target.
+    pub link_stdout: Vec<String>,
+}
+
+/// The whole real flow for one target `t1`: `init --source`, `link --key-file … --yes`,
+/// then `target add … --fingerprint <what link printed> --name t1`.
+pub fn setup_linked_target() -> World {
+    World::new(1)
 }
 
 impl World {
@@ -268,45 +471,39 @@ impl World {
 
     pub fn with_link_args(n: usize, link_args: &[&str]) -> World {
         let home = Home::new();
-        let source = home.tmp.path().join("source");
+        let source = home.tmp.path().join("source dir");
         std::fs::create_dir_all(&source).unwrap();
-        home.offsync(["init", "--source"])
-            .arg(&source)
-            .assert()
-            .success();
-        let mut targets = Vec::new();
-        for i in 1..=n {
-            let sshd = Sshd::start();
-            let printed = link(&home, &sshd, link_args);
-            let fp = printed
-                .split_whitespace()
-                .skip_while(|w| *w != "--fingerprint")
-                .nth(1)
-                .expect("link prints --fingerprint")
-                .to_string();
-            assert_eq!(fp, sshd.fingerprint());
-            home.offsync([
-                "target",
-                "add",
-                &sshd.login(),
-                "--port",
-                &sshd.port.to_string(),
-                "--fingerprint",
-                &fp,
-                "--name",
-                &format!("t{i}"),
-            ])
-            .arg("--path")
-            .arg(sshd.sync_dir())
-            .assert()
-            .success();
-            targets.push(sshd);
-        }
-        World {
+        home.init(Some(&source));
+        let mut w = World {
             home,
             source,
-            targets,
+            targets: Vec::new(),
+            link_stdout: Vec::new(),
+        };
+        for _ in 0..n {
+            w.add_target(link_args);
         }
+        w
+    }
+
+    /// Start another sshd, link it and add it as `t<N>`.
+    pub fn add_target(&mut self, link_args: &[&str]) -> &Sshd {
+        let sshd = Sshd::start();
+        let printed = link(&self.home, &sshd, link_args);
+        let fp = printed_fingerprint(&printed);
+        assert_eq!(fp, sshd.fingerprint(), "link printed the sshd host key");
+        let name = format!("t{}", self.targets.len() + 1);
+        target_add_cmd(&self.home, &sshd, &name, Some(&fp))
+            .assert()
+            .success();
+        self.targets.push(sshd);
+        self.link_stdout.push(printed);
+        self.targets.last().unwrap()
+    }
+
+    /// The first target's sshd.
+    pub fn sshd(&self) -> &Sshd {
+        &self.targets[0]
     }
 
     pub fn write(&self, rel: &str, content: &[u8]) {
@@ -316,11 +513,25 @@ impl World {
     }
 }
 
-/// Every file and symlink below `dir` with its content (or link target), sorted.
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
+}
+
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every file, directory and symlink below `dir` with its content (or link target), sorted.
 pub fn snapshot(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut out = Vec::new();
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+    listing(dir)
+        .into_iter()
+        .map(|(p, _, content)| (p, content))
+        .collect()
+}
+
+/// Like [`snapshot`], with permission bits: a recursive listing for "nothing changed" checks.
+pub fn listing(dir: &Path) -> Vec<(Vec<u8>, u32, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(Vec<u8>, u32, Vec<u8>)>) {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
@@ -333,23 +544,19 @@ pub fn snapshot(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
                 .as_bytes()
                 .to_vec();
             let ft = e.file_type().unwrap();
+            let m = mode_nofollow(&p);
             if ft.is_symlink() {
-                out.push((
-                    rel,
-                    std::fs::read_link(&p)
-                        .unwrap()
-                        .as_os_str()
-                        .as_bytes()
-                        .to_vec(),
-                ));
+                let t = std::fs::read_link(&p).unwrap();
+                out.push((rel, m, t.as_os_str().as_bytes().to_vec()));
             } else if ft.is_dir() {
-                out.push((rel.clone(), b"<dir>".to_vec()));
+                out.push((rel, m, b"<dir>".to_vec()));
                 walk(root, &p, out);
             } else {
-                out.push((rel, std::fs::read(&p).unwrap()));
+                out.push((rel, m, std::fs::read(&p).unwrap()));
             }
         }
     }
+    let mut out = Vec::new();
     walk(dir, dir, &mut out);
     out.sort();
     out
@@ -360,7 +567,27 @@ pub fn read_opt(p: &Path) -> Option<Vec<u8>> {
     std::fs::read(p).ok()
 }
 
+/// Permission bits of `p` (following symlinks).
 pub fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+fn mode_nofollow(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Kill (and reap) a child process on drop, so a failing assertion never leaks it.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
