@@ -57,6 +57,11 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Compare every target with the source (exit 0 in sync, 2 drifted, 1 error)
     Verify(VerifyArgs),
+    /// Encrypted mirrors (S3 or a directory): add, inspect, restore, prune, recipients, rekey
+    #[command(subcommand, after_long_help = MIRROR_HELP)]
+    Mirror(MirrorCommand),
+    /// Host: bring DEST up to date from a mirror's newest snapshot (needs only read access)
+    Pull(PullArgs),
     /// Hash the source and print its digest (what plans and logs call `source_digest`)
     Manifest(ManifestArgs),
     /// Install ssh, rsync and rrsync with the system package manager
@@ -226,6 +231,192 @@ pub struct VerifyArgs {
     /// Print the differences as a JSON plan
     #[arg(long)]
     pub json: bool,
+    /// Mirrors: also download, decrypt and re-hash every object (default: check that each
+    /// referenced object exists with the right size)
+    #[arg(long)]
+    pub deep: bool,
+}
+
+const MIRROR_HELP: &str = "\
+A mirror is one more target: `offsync plan`, `apply` and `verify` treat it like an SSH target \
+(select it with --target NAME). Each apply stores the new file contents as age-encrypted objects \
+named by a keyed hash, then writes a new encrypted snapshot generation create-only.
+
+Keys: `mirror add` creates this controller's age identity ($OFFSYNC_HOME/age-identity.txt, \
+0600) once, and a mirror key per mirror. The mirror key encrypts every object and snapshot; the \
+mirror stores it only encrypted to the recipients (keys/mirror-key.age). Manual recovery with \
+the age CLI: `age -d -i IDENTITY keys/mirror-key.age > mirror-key.txt`, then \
+`age -d -i mirror-key.txt snapshots/0000000001.age` (line 1 is JSON listing paths and object \
+ids) and `age -d -i mirror-key.txt objects/ab/abcd… > file`.
+
+S3 credentials come only from the environment or the AWS shared files (AWS_ACCESS_KEY_ID, \
+AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL); they are \
+never stored in config.yaml.";
+
+#[derive(Debug, Subcommand)]
+pub enum MirrorCommand {
+    /// Create (or join) an encrypted mirror at URL and add it as a target
+    Add(MirrorAddArgs),
+    /// List a mirror's snapshot generations
+    Snapshots(MirrorShowArgs),
+    /// List the files of a snapshot (nothing is written)
+    Ls(MirrorLsArgs),
+    /// Manage who can open the mirror (rewraps only the mirror key)
+    #[command(subcommand)]
+    Recipients(RecipientsCommand),
+    /// Re-encrypt everything under a fresh mirror key (after removing a recipient)
+    #[command(long_about = REKEY_HELP)]
+    Rekey(MirrorRekeyArgs),
+    /// Write a snapshot (or part of it) into a directory, verifying every file
+    Restore(MirrorRestoreArgs),
+    /// Remove old generations and the objects no kept generation references
+    Prune(MirrorPruneArgs),
+}
+
+const REKEY_HELP: &str = "\
+Re-encrypt every object and snapshot under a fresh mirror key, then delete the old objects.
+
+`mirror recipients remove` only stops a recipient from opening the key file from now on: \
+anyone who could open the mirror before may have kept the old mirror key, and with it can \
+decrypt every object written under that key. Run `rekey` after removing a recipient so that \
+future data, and past data still in the mirror, is under a key they never had. Copies they \
+already downloaded cannot be taken back. An interrupted rekey is finished by running it again.";
+
+#[derive(Debug, Args)]
+pub struct S3Args {
+    /// S3 endpoint for S3-compatible stores (e.g. http://127.0.0.1:9000) [env: AWS_ENDPOINT_URL]
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// S3 region [env: AWS_REGION; default: us-east-1]
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorAddArgs {
+    /// Name used with --target
+    pub name: String,
+    /// `s3://BUCKET/PREFIX`, `file:///DIR` or an absolute directory (e.g. /mnt/usb/offsync)
+    pub url: String,
+    /// Another age X25519 recipient (`age1…`) that may open the mirror (repeatable)
+    #[arg(long = "recipient", value_name = "AGE_PUBKEY")]
+    pub recipients: Vec<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorShowArgs {
+    /// Mirror name
+    pub name: String,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorLsArgs {
+    /// Mirror name
+    pub name: String,
+    /// Generation to list [default: the newest]
+    #[arg(long, value_name = "GEN")]
+    pub snapshot: Option<u64>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecipientsCommand {
+    /// Let another age identity open the mirror
+    Add(RecipientArgs),
+    /// Stop a recipient from opening the mirror key from now on (see `mirror rekey`)
+    Remove(RecipientArgs),
+    /// List who can open the mirror
+    List(MirrorShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecipientArgs {
+    /// Mirror name
+    pub name: String,
+    /// age X25519 recipient (`age1…`)
+    #[arg(value_name = "AGE_PUBKEY")]
+    pub recipient: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorRekeyArgs {
+    /// Mirror name
+    pub name: String,
+    /// Don't ask for confirmation (required without a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorRestoreArgs {
+    /// Mirror name
+    pub name: String,
+    /// Directory to write into (must be empty unless --force)
+    pub dest: PathBuf,
+    /// Generation to restore [default: the newest]
+    #[arg(long, value_name = "GEN")]
+    pub snapshot: Option<u64>,
+    /// age identity file that opens the mirror [default: $OFFSYNC_HOME/age-identity.txt]
+    #[arg(long, env = "OFFSYNC_IDENTITY_FILE", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Only paths matching this gitignore-style glob (and their parents) (repeatable)
+    #[arg(long = "include", value_name = "GLOB")]
+    pub includes: Vec<String>,
+    /// Write into a non-empty DEST, replacing files the snapshot has
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorPruneArgs {
+    /// Mirror name
+    pub name: String,
+    /// How many of the newest generations to keep (at least 1)
+    #[arg(long, value_name = "N")]
+    pub keep: u64,
+    /// Only delete unreferenced objects older than this many seconds, so an apply that is
+    /// still uploading is never robbed of its objects
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub min_age: u64,
+    /// Delete (without it, only list what would be deleted)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The mirror: `s3://BUCKET/PREFIX`, `file:///DIR` or a directory
+    pub url: String,
+    /// Directory to bring up to date (created if missing)
+    pub dest: PathBuf,
+    /// age identity file that opens the mirror [default: $OFFSYNC_HOME/age-identity.txt]
+    #[arg(long, env = "OFFSYNC_IDENTITY_FILE", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Delete DEST-only paths the plan lists (and nothing else)
+    #[arg(long)]
+    pub delete: bool,
+    /// Only print the plan
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Print the plan as JSON (offsync-plan/1)
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 0 when DEST was already up to date, 2 when it changed (or would, with
+    /// --dry-run), 1 on error
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

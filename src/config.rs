@@ -54,6 +54,26 @@ pub struct Config {
     /// The targets, sorted by name.
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
+    /// Encrypted mirrors (S3 or a directory), sorted by name; targets like the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorConfig>,
+}
+
+/// One encrypted mirror. Holds no secrets: S3 credentials come from the environment or the
+/// AWS shared files, the age identity from `$OFFSYNC_HOME/age-identity.txt`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// Unique name used with `--target`.
+    pub name: String,
+    /// `s3://bucket/prefix` or `file:///dir`.
+    pub url: String,
+    /// S3 endpoint for S3-compatible stores (MinIO, Garage, moto).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// S3 region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 impl Default for Config {
@@ -67,6 +87,7 @@ impl Default for Config {
             exclude: Vec::new(),
             concurrency: None,
             targets: Vec::new(),
+            mirrors: Vec::new(),
         }
     }
 }
@@ -215,6 +236,17 @@ impl Config {
                 );
             }
         }
+        for m in &self.mirrors {
+            if m.name.is_empty() || !names.insert(m.name.clone()) {
+                anyhow::bail!(
+                    "{}: the mirror name {:?} is empty or used twice; give it a unique `name:`",
+                    path.display(),
+                    m.name
+                );
+            }
+            crate::mirror::store::Location::parse(&m.url)
+                .map_err(|e| anyhow::anyhow!("{}: mirror {:?}: {e}", path.display(), m.name))?;
+        }
         if self.concurrency == Some(0) {
             anyhow::bail!("{}: concurrency must be at least 1", path.display());
         }
@@ -224,12 +256,25 @@ impl Config {
     /// Serialise (targets sorted by name) and write atomically with mode 0600.
     pub fn save(&mut self, path: &Path) -> Result<()> {
         self.targets.sort_by_key(|t| t.name());
+        self.mirrors.sort_by(|a, b| a.name.cmp(&b.name));
         let text = serde_saphyr::to_string(&*self).context("cannot serialise config")?;
         fsutil::atomic_write(path, text.as_bytes(), fsutil::FILE_MODE)
     }
 
     pub fn find_target(&self, name: &str) -> Option<&TargetConfig> {
         self.targets.iter().find(|t| t.name() == name)
+    }
+
+    pub fn find_mirror(&self, name: &str) -> Option<&MirrorConfig> {
+        self.mirrors.iter().find(|m| m.name == name)
+    }
+
+    /// Every target and mirror name.
+    pub fn all_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.targets.iter().map(|t| t.name()).collect();
+        v.extend(self.mirrors.iter().map(|m| m.name.clone()));
+        v.sort();
+        v
     }
 }
 

@@ -130,7 +130,7 @@ pub fn apply_one(
     excludes: &Excludes,
     plan: &TargetPlan,
     policy: ApplyPolicy,
-    progress: &dyn Fn(u64),
+    progress: &(dyn Fn(u64) + Sync),
 ) -> ApplyResult {
     let start = Instant::now();
     let status = |s| ApplyResult {
@@ -203,10 +203,21 @@ pub fn verify_one(
     source: &Manifest,
     excludes: &Excludes,
 ) -> Result<TargetPlan> {
+    verify_deep(t, source, excludes, false)
+}
+
+/// [`verify_one`], plus the target's storage check (`deep`: re-read all content).
+pub fn verify_deep(
+    t: &mut dyn Target,
+    source: &Manifest,
+    excludes: &Excludes,
+    deep: bool,
+) -> Result<TargetPlan> {
     let mut p = plan_one(t, source, excludes);
     if let Some(e) = p.error.take() {
         anyhow::bail!(e);
     }
+    t.check(deep)?;
     p.changes.sort();
     p.summary = p.changes.summary();
     Ok(p)

@@ -12,7 +12,9 @@ pub mod init;
 pub mod install_deps;
 pub mod link;
 pub mod manifest;
+pub mod mirror;
 pub mod plan;
+pub mod pull;
 pub mod target;
 pub mod verify;
 
@@ -28,6 +30,8 @@ pub fn dispatch(ctx: &Context, command: Command) -> Result<ExitCode> {
         Command::Plan(a) => plan::run(ctx, a),
         Command::Apply(a) => apply::run(ctx, a),
         Command::Verify(a) => verify::run(ctx, a),
+        Command::Mirror(c) => mirror::dispatch(ctx, c),
+        Command::Pull(a) => pull::run(ctx, a),
         Command::Manifest(a) => manifest::run(ctx, a),
         Command::InstallDeps(a) => install_deps::run(ctx, a),
         Command::Completions(a) => completions::run(a),

@@ -214,6 +214,7 @@ fn validate_remote_path(p: &str) -> Result<String> {
 #[derive(Serialize)]
 struct TargetRow {
     name: String,
+    kind: &'static str,
     login: String,
     port: Option<u16>,
     remote_path: String,
@@ -224,6 +225,7 @@ struct TargetRow {
 fn row(t: &TargetConfig) -> TargetRow {
     TargetRow {
         name: t.name(),
+        kind: "ssh",
         login: login_of(t),
         port: t.port,
         remote_path: t.remote_path.clone(),
@@ -243,7 +245,17 @@ fn login_of(t: &TargetConfig) -> String {
 
 pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
     let config = Config::load(&ctx.config_path())?;
-    let rows: Vec<TargetRow> = config.targets.iter().map(row).collect();
+    let mut rows: Vec<TargetRow> = config.targets.iter().map(row).collect();
+    // Mirrors: LOGIN shows the URL; they have no port, remote path or host key.
+    rows.extend(config.mirrors.iter().map(|m| TargetRow {
+        name: m.name.clone(),
+        kind: "mirror",
+        login: m.url.clone(),
+        port: None,
+        remote_path: String::new(),
+        fingerprint: None,
+        delete_allowed: true,
+    }));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
@@ -281,6 +293,15 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
 pub fn remove(ctx: &Context, args: TargetRemoveArgs) -> Result<ExitCode> {
     let config_path = ctx.config_path();
     let mut config = Config::load(&config_path)?;
+    if let Some(idx) = config.mirrors.iter().position(|m| m.name == args.name) {
+        let m = config.mirrors.remove(idx);
+        config.save(&config_path)?;
+        eprintln!(
+            "removed mirror {} from config.yaml; its data at {} is untouched",
+            args.name, m.url
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let Some(idx) = config.targets.iter().position(|t| t.name() == args.name) else {
         return Err(unknown_target(&config, &args.name));
     };
@@ -305,7 +326,7 @@ pub fn remove(ctx: &Context, args: TargetRemoveArgs) -> Result<ExitCode> {
 }
 
 fn unknown_target(config: &Config, name: &str) -> anyhow::Error {
-    let names: Vec<String> = config.targets.iter().map(|t| t.name()).collect();
+    let names = config.all_names();
     input_err!(
         "no target named {:?}; known targets: {}",
         sanitize::for_terminal(name),

@@ -1,4 +1,5 @@
-//! `offsync verify`: a whole-tree checksum dry run per target, in parallel. Exit 0 when every
+//! `offsync verify`: a whole-tree checksum dry run per target, in parallel (mirrors: the
+//! newest snapshot plus an object check, `--deep` re-reads every object). Exit 0 when every
 //! target matches the source, 2 when any drifted (listing what differs, in plan categories),
 //! 1 on error.
 
@@ -11,7 +12,20 @@ use crate::error::exit;
 
 pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
     let mut prepared = super::plan::prepare(ctx, &args.targets)?;
-    let plan = prepared.plan();
+    let (manifest, excludes) = (&prepared.manifest, &prepared.excludes);
+    let deep = args.deep;
+    let plans = crate::engine::parallel(&mut prepared.targets, prepared.workers, |t| {
+        let mut p = crate::engine::plan_one(t.as_mut(), manifest, excludes);
+        // Storage checks (mirrors) only make sense when the listing itself could be read.
+        if p.error.is_none()
+            && let Err(e) = t.check(deep)
+        {
+            p.error = Some(format!("{e:#}"));
+        }
+        t.close();
+        p
+    });
+    let plan = crate::plan::Plan::new(manifest, excludes.patterns(), plans);
     if args.json {
         print!("{}", plan.to_json());
     } else {

@@ -63,7 +63,7 @@ impl Target for MemoryTarget {
         _excludes: &Excludes,
         plan: &TargetPlan,
         delete: bool,
-        progress: &dyn Fn(u64),
+        progress: &(dyn Fn(u64) + Sync),
     ) -> Result<ApplyOutcome> {
         let mut out = ApplyOutcome {
             bytes: plan.summary.bytes,

@@ -7,11 +7,12 @@
 //! in-memory target for fast engine tests.
 
 pub mod memory;
+pub mod mirror;
 pub mod ssh;
 
 use anyhow::Result;
 
-use crate::config::{Config, TargetConfig};
+use crate::config::Config;
 use crate::context::Context;
 use crate::plan::TargetPlan;
 use crate::plan::diff::TargetView;
@@ -55,44 +56,47 @@ pub trait Target: Send {
         excludes: &Excludes,
         plan: &TargetPlan,
         delete: bool,
-        progress: &dyn Fn(u64),
+        progress: &(dyn Fn(u64) + Sync),
     ) -> Result<ApplyOutcome>;
+    /// Check the target's own storage after a scan (mirrors: every referenced object exists
+    /// with the right size; `deep`: download, decrypt and re-hash them). SSH targets have
+    /// nothing beyond the scan, whose checksums already cover content.
+    fn check(&mut self, _deep: bool) -> Result<()> {
+        Ok(())
+    }
     /// Release connections (also done on drop).
     fn close(&mut self) {}
 }
 
-/// Build the targets named in `names` (all when empty), in config order.
+/// Build the targets named in `names` (all when empty): SSH targets then mirrors, in config
+/// order.
 pub fn build(ctx: &Context, config: &Config, names: &[String]) -> Result<Vec<Box<dyn Target>>> {
-    let selected: Vec<&TargetConfig> = if names.is_empty() {
-        config.targets.iter().collect()
-    } else {
-        let mut v = Vec::new();
-        for n in names {
-            match config.find_target(n) {
-                Some(t) => v.push(t),
-                None => {
-                    let known: Vec<String> = config.targets.iter().map(|t| t.name()).collect();
-                    return Err(crate::input_err!(
-                        "no target named {:?}; known targets: {}",
-                        crate::sanitize::for_terminal(n),
-                        if known.is_empty() {
-                            "none".into()
-                        } else {
-                            known.join(", ")
-                        }
-                    ));
+    for n in names {
+        if config.find_target(n).is_none() && config.find_mirror(n).is_none() {
+            let known = config.all_names();
+            return Err(crate::input_err!(
+                "no target named {:?}; known targets: {}",
+                crate::sanitize::for_terminal(n),
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
                 }
-            }
+            ));
         }
-        v
-    };
-    if selected.is_empty() {
+    }
+    let wanted = |name: String| names.is_empty() || names.contains(&name);
+    let mut out: Vec<Box<dyn Target>> = Vec::new();
+    for t in config.targets.iter().filter(|t| wanted(t.name())) {
+        out.push(Box::new(ssh::SshTarget::from_config(ctx, t)?));
+    }
+    for m in config.mirrors.iter().filter(|m| wanted(m.name.clone())) {
+        out.push(Box::new(mirror::MirrorTarget::from_config(ctx, m)?));
+    }
+    if out.is_empty() {
         anyhow::bail!(
-            "no targets configured; add one with `offsync target add USER@HOST --path DIR`"
+            "no targets configured; add one with `offsync target add USER@HOST --path DIR` or `offsync mirror add NAME URL`"
         );
     }
-    selected
-        .into_iter()
-        .map(|t| Ok(Box::new(ssh::SshTarget::from_config(ctx, t)?) as Box<dyn Target>))
-        .collect()
+    Ok(out)
 }

@@ -170,7 +170,7 @@ impl Target for SshTarget {
         excludes: &Excludes,
         plan: &TargetPlan,
         delete: bool,
-        progress: &dyn Fn(u64),
+        progress: &(dyn Fn(u64) + Sync),
     ) -> Result<ApplyOutcome> {
         self.connect()?;
         let c = &plan.changes;

@@ -1,0 +1,610 @@
+//! `offsync mirror …`: create, inspect, restore, prune and re-key encrypted mirrors.
+//!
+//! Invariants: `add` checks the store (credentials, bucket, reachability) before it writes
+//! anything, and saves config.yaml only after the mirror is initialised; `prune` and `rekey`
+//! change nothing without `--yes`; every read goes through the rollback check.
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::cli::{
+    MirrorAddArgs, MirrorCommand, MirrorLsArgs, MirrorPruneArgs, MirrorRekeyArgs,
+    MirrorRestoreArgs, MirrorShowArgs, RecipientArgs, RecipientsCommand,
+};
+use crate::config::{Config, MirrorConfig};
+use crate::context::Context;
+use crate::mirror::crypto::{self, Identity, MirrorKey};
+use crate::mirror::snapshot::{self, SnapEntry, Snapshot};
+use crate::mirror::store::{Location, S3Settings, Store};
+use crate::mirror::{self, Mirror, restore};
+use crate::plan::human_bytes;
+use crate::{fsutil, input_err, prompt, sanitize};
+
+pub fn dispatch(ctx: &Context, cmd: MirrorCommand) -> Result<ExitCode> {
+    match cmd {
+        MirrorCommand::Add(a) => add(ctx, a),
+        MirrorCommand::Snapshots(a) => snapshots(ctx, a),
+        MirrorCommand::Ls(a) => ls(ctx, a),
+        MirrorCommand::Recipients(RecipientsCommand::List(a)) => recipients_list(ctx, a),
+        MirrorCommand::Recipients(RecipientsCommand::Add(a)) => recipients_change(ctx, a, true),
+        MirrorCommand::Recipients(RecipientsCommand::Remove(a)) => {
+            recipients_change(ctx, a, false)
+        }
+        MirrorCommand::Rekey(a) => rekey(ctx, a),
+        MirrorCommand::Restore(a) => restore_cmd(ctx, a),
+        MirrorCommand::Prune(a) => prune(ctx, a),
+    }
+}
+
+/// The identities to open a mirror with: `--identity`/`OFFSYNC_IDENTITY_FILE`, else this
+/// machine's own.
+pub fn identities(ctx: &Context, explicit: Option<&Path>) -> Result<Vec<Identity>> {
+    match explicit {
+        Some(p) => crypto::read_identity_file(p),
+        None => {
+            let p = mirror::identity_path(&ctx.home);
+            if !p.exists() {
+                return Err(input_err!(
+                    "no age identity at {}; pass --identity FILE or set OFFSYNC_IDENTITY_FILE",
+                    p.display()
+                ));
+            }
+            crypto::read_identity_file(&p)
+        }
+    }
+}
+
+fn state_dir(ctx: &Context) -> PathBuf {
+    ctx.home.join("mirror-state")
+}
+
+fn find(config: &Config, name: &str) -> Result<MirrorConfig> {
+    config.find_mirror(name).cloned().ok_or_else(|| {
+        let names: Vec<&str> = config.mirrors.iter().map(|m| m.name.as_str()).collect();
+        input_err!(
+            "no mirror named {:?}; known mirrors: {}",
+            sanitize::for_terminal(name),
+            if names.is_empty() {
+                "none (add one with `offsync mirror add NAME URL`)".to_string()
+            } else {
+                names.join(", ")
+            }
+        )
+    })
+}
+
+/// Open the configured mirror `name`.
+pub fn open_named(ctx: &Context, name: &str, identity: Option<&Path>) -> Result<Mirror> {
+    let config = Config::load(&ctx.config_path())?;
+    let m = find(&config, name)?;
+    let location = Location::parse(&m.url)?;
+    let store = Store::open(
+        &location,
+        &S3Settings {
+            endpoint: m.endpoint.clone(),
+            region: m.region.clone(),
+        },
+        false,
+    )?;
+    Mirror::open(store, &identities(ctx, identity)?, &state_dir(ctx))
+}
+
+fn add(ctx: &Context, args: MirrorAddArgs) -> Result<ExitCode> {
+    let config_path = ctx.config_path();
+    let mut config = Config::load(&config_path)?;
+    let name = args.name.trim().to_string();
+    if name.is_empty() || name.starts_with('-') || name.chars().any(char::is_control) {
+        return Err(input_err!(
+            "mirror name {:?} is not usable; pick a plain name like `offsite`",
+            sanitize::for_terminal(&args.name)
+        ));
+    }
+    if config.all_names().contains(&name) {
+        return Err(input_err!(
+            "a target or mirror named {name:?} already exists; pick another name or remove it with `offsync target remove {name}`"
+        ));
+    }
+    let location = Location::parse(&args.url)?;
+    for r in &args.recipients {
+        crypto::parse_recipient(r)?;
+    }
+    let s3 = S3Settings {
+        endpoint: args.s3.endpoint.clone(),
+        region: args.s3.region.clone(),
+    };
+    if let Location::S3 { .. } = location {
+        // Reachability, credentials and bucket, before anything is written anywhere.
+        let store = Store::open(&location, &s3, false)?;
+        store.list("keys")?;
+    } else if let Location::Local(dir) = &location
+        && !dir.exists()
+        && !dir.parent().is_some_and(Path::is_dir)
+    {
+        return Err(input_err!(
+            "the parent of {} does not exist; create it (or mount the disk) first",
+            dir.display()
+        ));
+    }
+    let store = Store::open(&location, &s3, true)?;
+    let (me, created_identity) =
+        crypto::load_or_create_identity(&mirror::identity_path(&ctx.home))?;
+    if created_identity {
+        eprintln!(
+            "created this controller's age identity: {}",
+            mirror::identity_path(&ctx.home).display()
+        );
+    }
+    let (mut m, created) = Mirror::init(store, &me, &args.recipients, &state_dir(ctx))?;
+    if !created && !args.recipients.is_empty() {
+        let mut r = m.recipients.clone();
+        for x in &args.recipients {
+            if !r.contains(x) {
+                r.push(x.clone());
+            }
+        }
+        m.reseal(r)?;
+    }
+    config.mirrors.push(MirrorConfig {
+        name: name.clone(),
+        url: location.url(),
+        endpoint: args.s3.endpoint,
+        region: args.s3.region,
+    });
+    config.save(&config_path)?;
+    println!(
+        "{} mirror {name} at {} (mirror key {})",
+        if created { "created" } else { "joined existing" },
+        m.store.display(),
+        m.key.key_id()
+    );
+    println!("this controller's age recipient: {}", me.recipient);
+    println!("recipients who can open it: {}", m.recipients.join(", "));
+    println!("next: `offsync plan --target {name}`, then `offsync apply --target {name}`");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct SnapshotRow {
+    generation: u64,
+    created: String,
+    source_digest: String,
+    files: u64,
+    bytes: u64,
+}
+
+fn snapshots(ctx: &Context, args: MirrorShowArgs) -> Result<ExitCode> {
+    let m = open_named(ctx, &args.name, None)?;
+    m.latest()?;
+    let mut rows = Vec::new();
+    for g in m.generations()? {
+        let (s, _) = m.read_snapshot(g)?;
+        rows.push(SnapshotRow {
+            generation: g,
+            created: s.created,
+            source_digest: s.source.digest,
+            files: s.files,
+            bytes: s.bytes,
+        });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if rows.is_empty() {
+        eprintln!("no snapshots yet; run `offsync apply --target {}`", args.name);
+    } else {
+        println!("{:>10}  {:<24}  {:>8}  {:>10}  SOURCE DIGEST", "GEN", "CREATED", "FILES", "BYTES");
+        for r in &rows {
+            println!(
+                "{:>10}  {:<24}  {:>8}  {:>10}  {}",
+                r.generation,
+                r.created,
+                r.files,
+                human_bytes(r.bytes),
+                &r.source_digest
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The snapshot `generation` (newest when `None`), after the rollback check.
+fn pick(m: &Mirror, generation: Option<u64>) -> Result<Snapshot> {
+    let latest = m.latest()?;
+    match (generation, latest) {
+        (_, None) => Err(input_err!(
+            "{} has no snapshot yet; run `offsync apply` first",
+            m.store.display()
+        )),
+        (None, Some((s, _))) => Ok(s),
+        (Some(g), Some(_)) => {
+            if !m.generations()?.contains(&g) {
+                return Err(input_err!(
+                    "{} has no generation {g}; see `offsync mirror snapshots`",
+                    m.store.display()
+                ));
+            }
+            Ok(m.read_snapshot(g)?.0)
+        }
+    }
+}
+
+fn ls(ctx: &Context, args: MirrorLsArgs) -> Result<ExitCode> {
+    let m = open_named(ctx, &args.name, None)?;
+    let snap = pick(&m, args.snapshot)?;
+    if args.json {
+        #[derive(Serialize)]
+        struct Ls<'a> {
+            generation: u64,
+            created: &'a str,
+            entries: &'a [SnapEntry],
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Ls {
+                generation: snap.generation,
+                created: &snap.created,
+                entries: &snap.entries,
+            })?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in &snap.entries {
+        let when = chrono::DateTime::from_timestamp(e.mtime_s, 0)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        let mut line = format!(
+            "{:<7} {:04o} {:>10} {}  {}",
+            e.kind,
+            e.mode,
+            e.size.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            when,
+            sanitize::for_terminal(&e.path)
+        );
+        if let Some(t) = &e.target {
+            line.push_str(&format!(" -> {}", sanitize::for_terminal(t)));
+        }
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn recipients_list(ctx: &Context, args: MirrorShowArgs) -> Result<ExitCode> {
+    let m = open_named(ctx, &args.name, None)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&m.recipients)?);
+    } else {
+        for r in &m.recipients {
+            println!("{r}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn recipients_change(ctx: &Context, args: RecipientArgs, add: bool) -> Result<ExitCode> {
+    crypto::parse_recipient(&args.recipient)?;
+    let me = identities(ctx, None)?;
+    let mut m = open_named(ctx, &args.name, None)?;
+    let mut r = m.recipients.clone();
+    let key = args.recipient.trim().to_string();
+    if add {
+        if r.contains(&key) {
+            eprintln!("{key} can already open {}", args.name);
+            return Ok(ExitCode::SUCCESS);
+        }
+        r.push(key.clone());
+    } else {
+        if !r.contains(&key) {
+            return Err(input_err!(
+                "{key} is not a recipient of {}; see `offsync mirror recipients list {}`",
+                args.name,
+                args.name
+            ));
+        }
+        if me.iter().any(|i| i.recipient == key) {
+            return Err(input_err!(
+                "{key} is this controller's own recipient; removing it would lock this controller out of {}",
+                args.name
+            ));
+        }
+        r.retain(|x| x != &key);
+    }
+    m.reseal(r)?;
+    if add {
+        println!("{key} can now open {}", args.name);
+    } else {
+        println!(
+            "{key} can no longer open the key file of {}.\nIt may have kept the mirror key: run `offsync mirror rekey {}` so it cannot read past or future data.",
+            args.name, args.name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn restore_cmd(ctx: &Context, args: MirrorRestoreArgs) -> Result<ExitCode> {
+    let dest = crate::context::absolute(&args.dest)?;
+    if let Ok(mut rd) = std::fs::read_dir(&dest)
+        && rd.next().is_some()
+        && !args.force
+    {
+        return Err(input_err!(
+            "{} is not empty; restore into an empty directory, or pass --force to replace the files the snapshot has",
+            dest.display()
+        ));
+    }
+    if dest.exists() && !dest.is_dir() {
+        return Err(input_err!("{} is not a directory", dest.display()));
+    }
+    let includes = Includes::new(&args.includes)?;
+    let m = open_named(ctx, &args.name, args.identity.as_deref())?;
+    let snap = pick(&m, args.snapshot)?;
+    let map = snap.entry_map()?;
+    let selected: BTreeSet<Vec<u8>> = includes.select(&map);
+    if selected.is_empty() {
+        return Err(input_err!(
+            "no path in generation {} matches the --include patterns",
+            snap.generation
+        ));
+    }
+    fs_err::create_dir_all(&dest)?;
+    let work = restore::Work {
+        write: map
+            .iter()
+            .filter(|(p, _)| selected.contains(*p))
+            .map(|(p, e)| (p.clone(), *e))
+            .collect(),
+        ..Default::default()
+    };
+    let done = restore::apply(&m, &dest, &work, crate::target::mirror::WORKERS, &|_| {})?;
+    println!(
+        "restored {} entries ({}) of generation {} into {}, every file verified",
+        done.changed.len(),
+        human_bytes(done.bytes),
+        snap.generation,
+        dest.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--include` globs (gitignore syntax): an entry is selected when it or a parent matches;
+/// the parents of selected entries come along.
+struct Includes(Option<ignore::gitignore::Gitignore>);
+
+impl Includes {
+    fn new(globs: &[String]) -> Result<Includes> {
+        if globs.is_empty() {
+            return Ok(Includes(None));
+        }
+        let mut b = ignore::gitignore::GitignoreBuilder::new("/");
+        for g in globs {
+            b.add_line(None, g)
+                .map_err(|e| input_err!("--include {g:?}: {e}"))?;
+        }
+        Ok(Includes(Some(b.build().map_err(|e| input_err!("--include: {e}"))?)))
+    }
+
+    fn select(&self, map: &BTreeMap<Vec<u8>, &SnapEntry>) -> BTreeSet<Vec<u8>> {
+        let Some(gi) = &self.0 else {
+            return map.keys().cloned().collect();
+        };
+        let mut out = BTreeSet::new();
+        for (p, e) in map {
+            let path = Path::new(std::ffi::OsStr::from_bytes(p));
+            if gi
+                .matched_path_or_any_parents(path, e.kind == "dir")
+                .is_ignore()
+            {
+                out.insert(p.clone());
+                for a in path.ancestors().skip(1) {
+                    if !a.as_os_str().is_empty() {
+                        out.insert(a.as_os_str().as_encoded_bytes().to_vec());
+                    }
+                }
+            }
+        }
+        out.retain(|p| map.contains_key(p));
+        out
+    }
+}
+
+#[derive(Serialize)]
+struct PruneReport {
+    keep: Vec<u64>,
+    delete_generations: Vec<u64>,
+    delete_objects: usize,
+    delete_bytes: u64,
+    young_unreferenced_objects: usize,
+    deleted: bool,
+}
+
+fn prune(ctx: &Context, args: MirrorPruneArgs) -> Result<ExitCode> {
+    if args.keep == 0 {
+        return Err(input_err!(
+            "--keep 0 would delete every snapshot; keep at least 1"
+        ));
+    }
+    let m = open_named(ctx, &args.name, None)?;
+    m.latest()?;
+    let gens = m.generations()?;
+    let cut = gens.len().saturating_sub(args.keep as usize);
+    let (old, kept) = gens.split_at(cut);
+    let mut referenced = BTreeSet::new();
+    for g in kept {
+        let (s, _) = m.read_snapshot(*g)?;
+        referenced.extend(s.entries.into_iter().filter_map(|e| e.object));
+    }
+    let min_age = std::time::Duration::from_secs(args.min_age);
+    let mut doomed = Vec::new();
+    let mut bytes = 0u64;
+    let mut young = 0usize;
+    for o in m.store.list("objects")? {
+        let id = o.path.rsplit('/').next().unwrap_or("");
+        if referenced.contains(id) {
+            continue;
+        }
+        if o.age < min_age {
+            young += 1;
+            continue;
+        }
+        bytes += o.size;
+        doomed.push(o.path);
+    }
+    let report = PruneReport {
+        keep: kept.to_vec(),
+        delete_generations: old.to_vec(),
+        delete_objects: doomed.len(),
+        delete_bytes: bytes,
+        young_unreferenced_objects: young,
+        deleted: args.yes,
+    };
+    if args.yes {
+        let names: Vec<String> = old.iter().map(|g| snapshot::snapshot_path(*g)).collect();
+        m.store.delete(&names)?;
+        m.store.delete(&doomed)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let verb = if args.yes { "deleted" } else { "would delete" };
+        println!(
+            "{verb} {} generation(s) {:?} and {} unreferenced object(s) ({}); keeping generation(s) {:?}",
+            old.len(),
+            old,
+            doomed.len(),
+            human_bytes(bytes),
+            kept
+        );
+        if young > 0 {
+            println!(
+                "{young} unreferenced object(s) are younger than --min-age {}s and were kept (an apply may still be writing them)",
+                args.min_age
+            );
+        }
+        if !args.yes && (!old.is_empty() || !doomed.is_empty()) {
+            println!("run again with --yes to delete");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rekey(ctx: &Context, args: MirrorRekeyArgs) -> Result<ExitCode> {
+    if !args.yes && !ctx.interactive {
+        return Err(input_err!(
+            "rekey re-encrypts the whole mirror; pass --yes (needed without a terminal)"
+        ));
+    }
+    let _lock = crate::lock::acquire(&ctx.home)?;
+    let m = open_named(ctx, &args.name, None)?;
+    if m.rekey_pending().is_none() {
+        m.latest()?;
+        if !args.yes && !prompt::confirm(&format!("Re-encrypt all of {} under a new key?", args.name))? {
+            anyhow::bail!("cancelled; nothing was changed");
+        }
+    }
+    let new_key = match m.rekey_pending() {
+        Some(_) => None,
+        None => Some(MirrorKey::generate()),
+    };
+    if let Some(k) = &new_key {
+        // The next key is stored (sealed to the recipients) before any object uses it, so an
+        // interrupted rekey can always be finished.
+        m.store.put(mirror::NEXT_KEY_FILE, k.seal(&m.recipients)?)?;
+    }
+    let m = open_named(ctx, &args.name, None)?;
+    let next = m.rekey_pending().context("the new key was just stored")?;
+    let gens = m.generations()?;
+    let snaps: Vec<(Snapshot, String)> = gens
+        .iter()
+        .map(|g| m.read_snapshot(*g))
+        .collect::<Result<_>>()?;
+    let present: HashMap<String, u64> = m
+        .store
+        .list("objects")?
+        .into_iter()
+        .filter_map(|o| Some((o.path.rsplit('/').next()?.to_string(), o.size)))
+        .collect();
+    // Every distinct content, by plaintext hash, re-encrypted once.
+    let mut todo: BTreeMap<String, SnapEntry> = BTreeMap::new();
+    for (s, _) in &snaps {
+        if s.key_id == next.key_id() {
+            continue;
+        }
+        for e in s.entries.iter().filter(|e| e.kind == "file") {
+            let h = e.blake3.clone().unwrap_or_default();
+            todo.entry(h).or_insert_with(|| e.clone());
+        }
+    }
+    let scratch = fsutil::ScratchDir::new(&ctx.home, "rekey")?;
+    let mut items: Vec<(String, SnapEntry)> = todo.into_iter().collect();
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    let results = crate::engine::parallel(&mut items, crate::target::mirror::WORKERS, |(h, e)| -> Result<(String, (String, u64))> {
+        let hash: [u8; 32] = e.to_entry().and_then(|en| match en.kind {
+            crate::plan::manifest::Kind::File { hash, .. } => Ok(hash),
+            _ => anyhow::bail!("not a file"),
+        })?;
+        let new_id = next.object_id(&hash);
+        let size = e.size.unwrap_or(0);
+        if let Some(n) = present.get(&new_id) {
+            return Ok((h.clone(), (new_id, *n)));
+        }
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = scratch.path().join(n.to_string());
+        let mut f = fs_err::File::create(&tmp)?;
+        m.fetch_into(e, &mut f)?;
+        drop(f);
+        let (_, stored) = m.store_file_with(next, &tmp, size, &hash)?;
+        let _ = std::fs::remove_file(&tmp);
+        Ok((h.clone(), (new_id, stored)))
+    });
+    let mut new_ids: HashMap<String, (String, u64)> = HashMap::new();
+    for r in results {
+        let (h, v) = r?;
+        new_ids.insert(h, v);
+    }
+    // Rewrite every snapshot under the new key, re-chaining digests; each records the digest
+    // it had before, so machines that remember the old chain accept the rewrite.
+    let mut prev: Option<String> = None;
+    let mut keep: BTreeSet<String> = BTreeSet::new();
+    for (s, old_digest) in snaps {
+        let mut s = s;
+        if s.key_id != next.key_id() {
+            for e in s.entries.iter_mut().filter(|e| e.kind == "file") {
+                let (id, n) = new_ids
+                    .get(e.blake3.as_deref().unwrap_or(""))
+                    .context("an object was not re-encrypted")?;
+                e.object = Some(id.clone());
+                e.stored_size = Some(*n);
+            }
+            s.key_id = next.key_id();
+            s.rekeyed_from = Some(old_digest);
+            s.previous = prev.clone();
+            let pt = s.to_plaintext(next);
+            m.store.put(&snapshot::snapshot_path(s.generation), next.encrypt(&pt)?)?;
+            prev = Some(snapshot::chain_digest(&pt));
+        } else {
+            prev = Some(old_digest);
+        }
+        keep.extend(s.entries.iter().filter_map(|e| e.object.clone()));
+    }
+    m.store.put(mirror::KEY_FILE, next.seal(&m.recipients)?)?;
+    m.store.delete(&[mirror::NEXT_KEY_FILE.to_string()])?;
+    let stale: Vec<String> = present
+        .keys()
+        .filter(|id| !keep.contains(*id))
+        .map(|id| snapshot::object_path(id))
+        .collect();
+    m.store.delete(&stale)?;
+    let m = open_named(ctx, &args.name, None)?;
+    m.latest()?;
+    println!(
+        "re-encrypted {} object(s) and {} snapshot(s) of {} under mirror key {}; deleted {} old object(s)",
+        new_ids.len(),
+        gens.len(),
+        args.name,
+        m.key.key_id(),
+        stale.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,200 @@
+//! `offsync pull URL DEST`: a host brings DEST up to date from a mirror's newest snapshot.
+//!
+//! The roles of plan/apply are mirrored: the snapshot is the source, DEST the target. The same
+//! rules hold: the plan is printed first, DEST-only paths are deleted only with `--delete`
+//! (otherwise the pull is refused and nothing changes), every file is verified before it is
+//! moved into place, DEST is compared with the snapshot again afterwards, and a record goes
+//! to `$OFFSYNC_HOME/operations.log`. Only read access to the mirror is needed.
+
+use anyhow::{Context as _, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use crate::cli::PullArgs;
+use crate::context::Context;
+use crate::error::exit;
+use crate::mirror::store::{Location, S3Settings, Store};
+use crate::mirror::{Mirror, restore};
+use crate::plan::diff::{self, TargetView};
+use crate::plan::excludes::Excludes;
+use crate::plan::manifest;
+use crate::plan::{Plan, Summary, TargetPlan};
+use crate::{fsutil, input_err, lock, oplog};
+
+pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
+    let start = Instant::now();
+    let location = Location::parse(&args.url)?;
+    let dest = crate::context::absolute(&args.dest)?;
+    if dest.exists() && !dest.is_dir() {
+        return Err(input_err!("{} is not a directory", dest.display()));
+    }
+    let ids = super::mirror::identities(ctx, args.identity.as_deref())?;
+    let store = Store::open(
+        &location,
+        &S3Settings {
+            endpoint: args.s3.endpoint.clone(),
+            region: args.s3.region.clone(),
+        },
+        false,
+    )?;
+    fsutil::ensure_private_dir_keep(&ctx.home)?;
+    let mirror = Mirror::open(store, &ids, &ctx.home.join("mirror-state"))?;
+    let Some((snap, _)) = mirror.latest()? else {
+        anyhow::bail!("{} has no snapshot yet; nothing to pull", mirror.store.display());
+    };
+    let _lock = if args.dry_run {
+        None
+    } else {
+        fs_err::create_dir_all(&dest)?;
+        Some(lock::acquire(&ctx.home)?)
+    };
+    crate::interrupt::install();
+    let source = snap.to_manifest(PathBuf::from(mirror.store.display()))?;
+    let excludes = Excludes::new(&[])?;
+    let cache = manifest::cache_path(&ctx.home, &dest);
+    let scan = |dest: &std::path::Path| -> Result<TargetPlan> {
+        let listing = if dest.exists() {
+            manifest::build(dest, &excludes, Some(&cache))?.0.entries
+        } else {
+            Default::default()
+        };
+        let changes = diff::diff(&source, &TargetView::Listing(listing));
+        Ok(TargetPlan {
+            name: dest.display().to_string(),
+            kind: "local".into(),
+            address: dest.display().to_string(),
+            delete_allowed: true,
+            error: None,
+            changes,
+            summary: Summary::default(),
+        })
+    };
+    let plan = Plan::new(&source, excludes.patterns(), vec![scan(&dest)?]);
+    let tp = &plan.targets[0];
+    if args.json {
+        print!("{}", plan.to_json());
+    } else {
+        print!("{}", plan.to_text());
+    }
+    let changes_code = || {
+        if args.detailed_exitcode {
+            exit::CHANGES
+        } else {
+            exit::OK
+        }
+    };
+    if args.dry_run || !tp.has_changes() {
+        return Ok(ExitCode::from(if tp.has_changes() {
+            changes_code()
+        } else {
+            exit::OK
+        }));
+    }
+    let record = |status: &str, changed: &[Vec<u8>], deleted: &[Vec<u8>], bytes, error| {
+        let (c, ch) = oplog::encode_paths(changed);
+        let (d, dh) = oplog::encode_paths(deleted);
+        oplog::append(
+            &ctx.home.join("operations.log"),
+            &[oplog::Record {
+                timestamp: oplog::now(),
+                target: dest.display().to_string(),
+                host: crate::keys::hostname(),
+                operation: format!("pull {}", mirror.store.display()),
+                status: status.into(),
+                files_changed: c,
+                files_deleted: d,
+                files_changed_hex: ch,
+                files_deleted_hex: dh,
+                bytes,
+                duration_ms: start.elapsed().as_millis() as u64,
+                source_digest: plan.source.digest.clone(),
+                plan_digest: plan.digest.clone(),
+                error,
+            }],
+        )
+        .context("cannot write operations.log")
+    };
+    let missing = tp.changes.missing.len();
+    if missing > 0 && !args.delete {
+        let msg = format!(
+            "{missing} path(s) exist only in {}; nothing was changed; review the plan and pass --delete to delete exactly them",
+            dest.display()
+        );
+        record("refused", &[], &[], 0, Some(msg.clone()))?;
+        anyhow::bail!(msg);
+    }
+    let map = snap.entry_map()?;
+    let pick = |v: &[crate::plan::PlanEntry]| -> Result<Vec<_>> {
+        v.iter()
+            .map(|pe| {
+                let p = pe.raw_path();
+                let e = *map.get(&p).context("a planned path is not in the snapshot")?;
+                Ok((p, e))
+            })
+            .collect()
+    };
+    let mut write = pick(&tp.changes.added)?;
+    write.extend(pick(&tp.changes.modified)?);
+    let work = restore::Work {
+        write,
+        metadata: pick(&tp.changes.metadata)?,
+        delete: tp
+            .changes
+            .missing
+            .iter()
+            .map(|pe| pe.raw_path())
+            .collect(),
+    };
+    let result = restore::apply(
+        &mirror,
+        &dest,
+        &work,
+        crate::target::mirror::WORKERS,
+        &|_| {},
+    )
+    .and_then(|done| {
+        let after = scan(&dest)?;
+        if after.has_changes() {
+            let s = after.changes.summary();
+            anyhow::bail!(
+                "{} did not verify after the pull: {} added, {} modified, {} metadata, {} missing still differ",
+                dest.display(),
+                s.added,
+                s.modified,
+                s.metadata,
+                s.missing
+            );
+        }
+        Ok(done)
+    });
+    match result {
+        Ok(done) => {
+            record("ok", &done.changed, &done.deleted, done.bytes, None)?;
+            if !args.json {
+                println!(
+                    "\nok  {}  {} changed, {} deleted, {}, verified (generation {})",
+                    dest.display(),
+                    done.changed.len(),
+                    done.deleted.len(),
+                    crate::plan::human_bytes(done.bytes),
+                    snap.generation
+                );
+            }
+            Ok(ExitCode::from(changes_code()))
+        }
+        Err(e) => {
+            let status = if crate::interrupt::interrupted() {
+                "interrupted"
+            } else {
+                "failed"
+            };
+            record(status, &[], &[], 0, Some(format!("{e:#}")))?;
+            if crate::interrupt::interrupted() {
+                eprintln!("offsync: error: {e:#}");
+                return Ok(ExitCode::from(exit::INTERRUPTED));
+            }
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! Encrypted mirrors: a directory tree stored as age-encrypted, content-addressed objects plus
+//! one encrypted snapshot manifest per generation, in S3 or a local directory.
+//!
+//! Layout under the mirror root (nothing here reveals a path or a file's content):
+//! - `offsync-mirror` — plaintext marker: format name and where the format is documented;
+//! - `keys/mirror-key.age` — the mirror key, age-encrypted to every recipient;
+//! - `keys/mirror-key.next.age` — only while a `rekey` is in progress;
+//! - `objects/<id[0..2]>/<id>` — one age file per distinct content, encrypted to the mirror key;
+//! - `snapshots/<generation>.age` — one per apply, written create-only after all its objects.
+//!
+//! Invariants:
+//! - a snapshot is written only after every object it references is stored, and only with
+//!   a create-only write, so two writers can never replace each other's generation and a
+//!   killed apply leaves the previous generation intact;
+//! - every read of the latest generation checks rollback: this machine remembers the highest
+//!   generation (and its chain digest) it has seen per mirror URL and refuses an older one, a
+//!   different one under the same number, or a broken chain;
+//! - every file written out of the mirror is decrypted, hashed and compared with the
+//!   snapshot's BLAKE3 before it is renamed into place.
+
+pub mod crypto;
+pub mod restore;
+pub mod snapshot;
+pub mod store;
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::fsutil;
+use crypto::{Identity, MirrorKey, OpenError};
+use snapshot::{SnapEntry, Snapshot};
+use store::Store;
+
+pub const KEY_FILE: &str = "keys/mirror-key.age";
+pub const NEXT_KEY_FILE: &str = "keys/mirror-key.next.age";
+pub const MARKER: &str = "offsync-mirror";
+const MARKER_TEXT: &str = "offsync-mirror/1\nAn offsync encrypted mirror. Format and manual recovery: offsync-mirror(5) / README \"Mirror format\".\n";
+
+/// Files up to this size are encrypted in memory and stored with one PUT.
+pub const SMALL_OBJECT: u64 = 8 << 20;
+/// Multipart part size (S3 needs ≥ 5 MiB for all but the last part).
+const PART_SIZE: usize = 8 << 20;
+
+/// Where this controller's (or host's) own age identity lives.
+pub fn identity_path(home: &Path) -> PathBuf {
+    home.join("age-identity.txt")
+}
+
+/// An opened mirror: store, key and rollback state.
+pub struct Mirror {
+    pub store: Store,
+    pub key: MirrorKey,
+    /// Who can open the mirror key (recipient strings).
+    pub recipients: Vec<String>,
+    state_path: PathBuf,
+    /// A second key while a rekey is unfinished (snapshots may be under either).
+    next_key: Option<MirrorKey>,
+}
+
+/// What this machine remembers about a mirror, for rollback protection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SeenState {
+    url: String,
+    generation: u64,
+    digest: String,
+}
+
+fn state_path(state_dir: &Path, store: &Store) -> PathBuf {
+    let url = store.display().to_string();
+    let h = blake3::hash(url.as_bytes()).to_hex();
+    state_dir.join(format!("{}.json", &h[..24]))
+}
+
+/// Open the key file with any of `identities`.
+fn open_key(store: &Store, name: &str, identities: &[Identity]) -> Result<Option<(MirrorKey, Vec<String>)>> {
+    let Some(sealed) = store.get(name)? else {
+        return Ok(None);
+    };
+    let ids: Vec<&age::x25519::Identity> = identities.iter().map(|i| &i.identity).collect();
+    match crypto::decrypt_with(&ids, &sealed) {
+        Ok(text) => {
+            let text = String::from_utf8(text).context("the mirror key file is not text")?;
+            Ok(Some(MirrorKey::parse_key_file(&text)?))
+        }
+        Err(OpenError::NoMatchingKey) => {
+            let mine: Vec<&str> = identities.iter().map(|i| i.recipient.as_str()).collect();
+            Err(crate::input_err!(
+                "no matching key: {} is not encrypted to this identity ({}); ask its admin to run `offsync mirror recipients add NAME {}`, or pass the right --identity",
+                store.display(),
+                mine.join(", "),
+                mine.first().copied().unwrap_or("age1…")
+            ))
+        }
+        Err(OpenError::Corrupt) => anyhow::bail!(
+            "{name} in {} failed authentication (changed or truncated); restore it from a backup of the mirror or re-create the mirror",
+            store.display()
+        ),
+    }
+}
+
+impl Mirror {
+    /// Initialise a mirror (or join an existing one this identity can open).
+    /// Returns the mirror and whether it was created now.
+    pub fn init(
+        store: Store,
+        me: &Identity,
+        extra: &[String],
+        state_dir: &Path,
+    ) -> Result<(Mirror, bool)> {
+        if store.get(KEY_FILE)?.is_some() {
+            let m = Mirror::open(store, std::slice::from_ref(me), state_dir)?;
+            return Ok((m, false));
+        }
+        let key = MirrorKey::generate();
+        let mut recipients = vec![me.recipient.clone()];
+        for r in extra {
+            crypto::parse_recipient(r)?;
+            if !recipients.contains(r) {
+                recipients.push(r.clone());
+            }
+        }
+        store.put_create(MARKER, MARKER_TEXT.as_bytes().to_vec())?;
+        if !store.put_create(KEY_FILE, key.seal(&recipients)?)? {
+            // Another controller initialised it at the same moment: join theirs.
+            let m = Mirror::open(store, std::slice::from_ref(me), state_dir)?;
+            return Ok((m, false));
+        }
+        let state_path = state_path(state_dir, &store);
+        Ok((
+            Mirror {
+                store,
+                key,
+                recipients,
+                state_path,
+                next_key: None,
+            },
+            true,
+        ))
+    }
+
+    /// Open an existing mirror with any of `identities`.
+    pub fn open(store: Store, identities: &[Identity], state_dir: &Path) -> Result<Mirror> {
+        let Some((key, recipients)) = open_key(&store, KEY_FILE, identities)? else {
+            return Err(crate::input_err!(
+                "{} is not an offsync mirror (no {KEY_FILE}); check the URL, or create it with `offsync mirror add`",
+                store.display()
+            ));
+        };
+        let next_key = open_key(&store, NEXT_KEY_FILE, identities)?.map(|(k, _)| k);
+        let state_path = state_path(state_dir, &store);
+        Ok(Mirror {
+            store,
+            key,
+            recipients,
+            state_path,
+            next_key,
+        })
+    }
+
+    /// Whether a rekey was started and not finished.
+    pub fn rekey_pending(&self) -> Option<&MirrorKey> {
+        self.next_key.as_ref()
+    }
+
+    /// All generations present, ascending.
+    pub fn generations(&self) -> Result<Vec<u64>> {
+        let mut g: Vec<u64> = self
+            .store
+            .list("snapshots")?
+            .iter()
+            .filter_map(|m| snapshot::parse_snapshot_path(&m.path))
+            .collect();
+        g.sort_unstable();
+        Ok(g)
+    }
+
+    /// Read and authenticate one generation; returns it with its chain digest.
+    pub fn read_snapshot(&self, generation: u64) -> Result<(Snapshot, String)> {
+        let name = snapshot::snapshot_path(generation);
+        let sealed = self
+            .store
+            .get(&name)?
+            .with_context(|| format!("{name} is missing from {}", self.store.display()))?;
+        let keys = std::iter::once(&self.key).chain(self.next_key.as_ref());
+        let mut last_err = None;
+        for key in keys {
+            match key.decrypt(&sealed) {
+                Ok(pt) => {
+                    let snap = Snapshot::from_plaintext(&pt, key, &name)?;
+                    if snap.generation != generation {
+                        anyhow::bail!(
+                            "{name} claims generation {}: the mirror was tampered with",
+                            snap.generation
+                        );
+                    }
+                    return Ok((snap, snapshot::chain_digest(&pt)));
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        match last_err {
+            Some(OpenError::NoMatchingKey) => anyhow::bail!(
+                "{name} in {} is not encrypted to the mirror key (tampered with, or written under another key)",
+                self.store.display()
+            ),
+            _ => anyhow::bail!(
+                "{name} in {} failed authentication (changed or truncated, e.g. a torn write); nothing was written; remove that generation's file by hand only if it is the newest and a write was interrupted",
+                self.store.display()
+            ),
+        }
+    }
+
+    fn load_seen(&self) -> Result<Option<SeenState>> {
+        match fsutil::read_optional(&self.state_path)? {
+            Some(b) => Ok(serde_json::from_slice(&b).ok()),
+            None => Ok(None),
+        }
+    }
+
+    /// Remember `generation` as the highest seen (never lowers what is remembered).
+    fn remember(&self, generation: u64, digest: &str) -> Result<()> {
+        if let Some(s) = self.load_seen()?
+            && s.generation > generation
+        {
+            return Ok(());
+        }
+        if let Some(dir) = self.state_path.parent() {
+            fsutil::ensure_private_dir_keep(dir)?;
+        }
+        let s = SeenState {
+            url: self.store.display().to_string(),
+            generation,
+            digest: digest.to_string(),
+        };
+        fsutil::atomic_write(
+            &self.state_path,
+            serde_json::to_string_pretty(&s)?.as_bytes(),
+            fsutil::FILE_MODE,
+        )
+    }
+
+    /// The newest generation, checked against what this machine has seen before.
+    pub fn latest(&self) -> Result<Option<(Snapshot, String)>> {
+        let gens = self.generations()?;
+        let seen = self.load_seen()?;
+        let Some(&last) = gens.last() else {
+            if let Some(s) = seen.filter(|s| s.generation > 0) {
+                anyhow::bail!(
+                    "rollback: {} shows no snapshot, but this machine has seen generation {}; refusing to use it (check the URL, or restore the mirror's snapshots)",
+                    self.store.display(),
+                    s.generation
+                );
+            }
+            return Ok(None);
+        };
+        let Some(seen) = seen else {
+            let (snap, digest) = self.read_snapshot(last)?;
+            self.remember(last, &digest)?;
+            return Ok(Some((snap, digest)));
+        };
+        if last < seen.generation {
+            anyhow::bail!(
+                "rollback: {} shows generation {last} as the newest, but this machine has seen generation {}; refusing an older mirror state",
+                self.store.display(),
+                seen.generation
+            );
+        }
+        // Walk the chain from the remembered generation (or the oldest kept after it, when a
+        // prune removed it) up to the newest.
+        let start = gens
+            .iter()
+            .copied()
+            .find(|&g| g >= seen.generation)
+            .unwrap_or(last);
+        let (mut snap, mut digest) = self.read_snapshot(start)?;
+        if start == seen.generation
+            && digest != seen.digest
+            && snap.rekeyed_from.as_deref() != Some(seen.digest.as_str())
+        {
+            anyhow::bail!(
+                "rollback: generation {start} of {} is not the one this machine saw before (digest differs); refusing a rewritten mirror history",
+                self.store.display()
+            );
+        }
+        for g in start + 1..=last {
+            if !gens.contains(&g) {
+                anyhow::bail!(
+                    "broken chain: {} has generation {last} but not {g}; refusing it",
+                    self.store.display()
+                );
+            }
+            let (next, next_digest) = self.read_snapshot(g)?;
+            if next.previous.as_deref() != Some(digest.as_str()) {
+                anyhow::bail!(
+                    "broken chain: generation {g} of {} does not follow generation {} (previous-digest mismatch); refusing it",
+                    self.store.display(),
+                    g - 1
+                );
+            }
+            snap = next;
+            digest = next_digest;
+        }
+        self.remember(last, &digest)?;
+        Ok(Some((snap, digest)))
+    }
+
+    /// Write generation `snap.generation` create-only. `Ok(false)` if it already exists.
+    pub fn write_snapshot(&self, snap: &Snapshot) -> Result<bool> {
+        let pt = snap.to_plaintext(&self.key);
+        let digest = snapshot::chain_digest(&pt);
+        let sealed = self.key.encrypt(&pt)?;
+        if !self
+            .store
+            .put_create(&snapshot::snapshot_path(snap.generation), sealed)?
+        {
+            return Ok(false);
+        }
+        self.remember(snap.generation, &digest)?;
+        Ok(true)
+    }
+
+    /// Replace the sealed key file (recipients change, rekey).
+    pub fn reseal(&mut self, recipients: Vec<String>) -> Result<()> {
+        self.store.put(KEY_FILE, self.key.seal(&recipients)?)?;
+        self.recipients = recipients;
+        Ok(())
+    }
+
+    /// Encrypt and store the file at `src`, whose content must hash to `hash` (it is hashed
+    /// again while it is read, so a file that changed since planning is never stored under
+    /// the old id). Returns the object id and stored size.
+    pub fn store_file(&self, src: &Path, size: u64, hash: &[u8; 32]) -> Result<(String, u64)> {
+        self.store_file_with(&self.key, src, size, hash)
+    }
+
+    /// [`Mirror::store_file`] under another key (the next key, during a rekey).
+    pub fn store_file_with(
+        &self,
+        key: &MirrorKey,
+        src: &Path,
+        size: u64,
+        hash: &[u8; 32],
+    ) -> Result<(String, u64)> {
+        let id = key.object_id(hash);
+        let name = snapshot::object_path(&id);
+        let changed = || {
+            anyhow::anyhow!(
+                "{} changed while it was being uploaded; run `offsync plan` again",
+                src.display()
+            )
+        };
+        if size <= SMALL_OBJECT {
+            let data = fs_err::read(src)?;
+            if data.len() as u64 != size || blake3::hash(&data).as_bytes() != hash {
+                return Err(changed());
+            }
+            let sealed = key.encrypt(&data)?;
+            let stored = sealed.len() as u64;
+            self.store.put(&name, sealed)?;
+            return Ok((id, stored));
+        }
+        let mut file = fs_err::File::open(src)?;
+        let upload = self.store.upload(&name)?;
+        let mut parts = PartWriter {
+            upload: Some(upload),
+            buf: Vec::with_capacity(PART_SIZE + (64 << 10)),
+            part_size: part_size(size),
+            written: 0,
+        };
+        let result = (|| -> Result<()> {
+            let mut hasher = blake3::Hasher::new();
+            let mut enc = key.encrypt_stream(&mut parts)?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut n_total = 0u64;
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                n_total += n as u64;
+                hasher.update(&buf[..n]);
+                enc.write_all(&buf[..n])?;
+            }
+            enc.finish()?;
+            if n_total != size || hasher.finalize().as_bytes() != hash {
+                return Err(changed());
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                let stored = parts.finish()?;
+                Ok((id, stored))
+            }
+            Err(e) => {
+                if let Some(u) = parts.upload.take() {
+                    u.abort();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Download, decrypt and verify one file's object into `out`. Nothing is trusted until
+    /// the BLAKE3 of the plaintext matches the snapshot.
+    pub fn fetch_into(&self, e: &SnapEntry, out: &mut dyn Write) -> Result<()> {
+        let object = e
+            .object
+            .as_deref()
+            .with_context(|| format!("snapshot entry {:?} has no object", e.path))?;
+        let name = snapshot::object_path(object);
+        let reader = self.store.reader(&name)?;
+        let mut plain = self.key.decrypt_stream(reader).map_err(|err| {
+            anyhow::anyhow!("{}: object {name} for {:?}: {err}", self.store.display(), e.path)
+        })?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 256 << 10];
+        let mut n_total = 0u64;
+        loop {
+            let n = plain.read(&mut buf).map_err(|err| {
+                anyhow::anyhow!(
+                    "{}: object {name} for {:?} failed decryption ({err}); it was changed or truncated",
+                    self.store.display(),
+                    e.path
+                )
+            })?;
+            if n == 0 {
+                break;
+            }
+            n_total += n as u64;
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+        }
+        let want = e.blake3.as_deref().unwrap_or("");
+        if hasher.finalize().to_hex().as_str() != want || Some(n_total) != e.size {
+            anyhow::bail!(
+                "{}: object {name} for {:?} does not match the snapshot's BLAKE3; it was tampered with",
+                self.store.display(),
+                e.path
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Part size for a file of `size` bytes: 8 MiB, larger for files that would need more than
+/// 9,000 parts (S3 allows 10,000).
+fn part_size(size: u64) -> usize {
+    let min = PART_SIZE as u64;
+    let needed = size.div_ceil(9000).div_ceil(1 << 20) << 20;
+    min.max(needed) as usize
+}
+
+/// A `Write` that sends fixed-size parts of a multipart upload as they fill.
+struct PartWriter {
+    upload: Option<store::Upload>,
+    buf: Vec<u8>,
+    part_size: usize,
+    written: u64,
+}
+
+impl Write for PartWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        self.written += data.len() as u64;
+        while self.buf.len() >= self.part_size {
+            let rest = self.buf.split_off(self.part_size);
+            let part = std::mem::replace(&mut self.buf, rest);
+            self.upload
+                .as_mut()
+                .ok_or_else(|| std::io::Error::other("upload already finished"))?
+                .put_part(part)
+                .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl PartWriter {
+    fn finish(&mut self) -> Result<u64> {
+        let mut upload = self.upload.take().context("upload already finished")?;
+        if !self.buf.is_empty() {
+            upload.put_part(std::mem::take(&mut self.buf))?;
+        }
+        upload.complete()?;
+        Ok(self.written)
+    }
+}
