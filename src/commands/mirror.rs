@@ -31,9 +31,7 @@ pub fn dispatch(ctx: &Context, cmd: MirrorCommand) -> Result<ExitCode> {
         MirrorCommand::Ls(a) => ls(ctx, a),
         MirrorCommand::Recipients(RecipientsCommand::List(a)) => recipients_list(ctx, a),
         MirrorCommand::Recipients(RecipientsCommand::Add(a)) => recipients_change(ctx, a, true),
-        MirrorCommand::Recipients(RecipientsCommand::Remove(a)) => {
-            recipients_change(ctx, a, false)
-        }
+        MirrorCommand::Recipients(RecipientsCommand::Remove(a)) => recipients_change(ctx, a, false),
         MirrorCommand::Rekey(a) => rekey(ctx, a),
         MirrorCommand::Restore(a) => restore_cmd(ctx, a),
         MirrorCommand::Prune(a) => prune(ctx, a),
@@ -157,7 +155,11 @@ fn add(ctx: &Context, args: MirrorAddArgs) -> Result<ExitCode> {
     config.save(&config_path)?;
     println!(
         "{} mirror {name} at {} (mirror key {})",
-        if created { "created" } else { "joined existing" },
+        if created {
+            "created"
+        } else {
+            "joined existing"
+        },
         m.store.display(),
         m.key.key_id()
     );
@@ -193,9 +195,15 @@ fn snapshots(ctx: &Context, args: MirrorShowArgs) -> Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else if rows.is_empty() {
-        eprintln!("no snapshots yet; run `offsync apply --target {}`", args.name);
+        eprintln!(
+            "no snapshots yet; run `offsync apply --target {}`",
+            args.name
+        );
     } else {
-        println!("{:>10}  {:<24}  {:>8}  {:>10}  SOURCE DIGEST", "GEN", "CREATED", "FILES", "BYTES");
+        println!(
+            "{:>10}  {:<24}  {:>8}  {:>10}  SOURCE DIGEST",
+            "GEN", "CREATED", "FILES", "BYTES"
+        );
         for r in &rows {
             println!(
                 "{:>10}  {:<24}  {:>8}  {:>10}  {}",
@@ -382,7 +390,9 @@ impl Includes {
             b.add_line(None, g)
                 .map_err(|e| input_err!("--include {g:?}: {e}"))?;
         }
-        Ok(Includes(Some(b.build().map_err(|e| input_err!("--include: {e}"))?)))
+        Ok(Includes(Some(
+            b.build().map_err(|e| input_err!("--include: {e}"))?,
+        )))
     }
 
     fn select(&self, map: &BTreeMap<Vec<u8>, &SnapEntry>) -> BTreeSet<Vec<u8>> {
@@ -499,7 +509,9 @@ fn rekey(ctx: &Context, args: MirrorRekeyArgs) -> Result<ExitCode> {
     let m = open_named(ctx, &args.name, None)?;
     if m.rekey_pending().is_none() {
         m.latest()?;
-        if !args.yes && !prompt::confirm(&format!("Re-encrypt all of {} under a new key?", args.name))? {
+        if !args.yes
+            && !prompt::confirm(&format!("Re-encrypt all of {} under a new key?", args.name))?
+        {
             anyhow::bail!("cancelled; nothing was changed");
         }
     }
@@ -539,25 +551,29 @@ fn rekey(ctx: &Context, args: MirrorRekeyArgs) -> Result<ExitCode> {
     let scratch = fsutil::ScratchDir::new(&ctx.home, "rekey")?;
     let mut items: Vec<(String, SnapEntry)> = todo.into_iter().collect();
     let counter = std::sync::atomic::AtomicU64::new(0);
-    let results = crate::engine::parallel(&mut items, crate::target::mirror::WORKERS, |(h, e)| -> Result<(String, (String, u64))> {
-        let hash: [u8; 32] = e.to_entry().and_then(|en| match en.kind {
-            crate::plan::manifest::Kind::File { hash, .. } => Ok(hash),
-            _ => anyhow::bail!("not a file"),
-        })?;
-        let new_id = next.object_id(&hash);
-        let size = e.size.unwrap_or(0);
-        if let Some(n) = present.get(&new_id) {
-            return Ok((h.clone(), (new_id, *n)));
-        }
-        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = scratch.path().join(n.to_string());
-        let mut f = fs_err::File::create(&tmp)?;
-        m.fetch_into(e, &mut f)?;
-        drop(f);
-        let (_, stored) = m.store_file_with(next, &tmp, size, &hash)?;
-        let _ = std::fs::remove_file(&tmp);
-        Ok((h.clone(), (new_id, stored)))
-    });
+    let results = crate::engine::parallel(
+        &mut items,
+        crate::target::mirror::WORKERS,
+        |(h, e)| -> Result<(String, (String, u64))> {
+            let hash: [u8; 32] = e.to_entry().and_then(|en| match en.kind {
+                crate::plan::manifest::Kind::File { hash, .. } => Ok(hash),
+                _ => anyhow::bail!("not a file"),
+            })?;
+            let new_id = next.object_id(&hash);
+            let size = e.size.unwrap_or(0);
+            if let Some(n) = present.get(&new_id) {
+                return Ok((h.clone(), (new_id, *n)));
+            }
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = scratch.path().join(n.to_string());
+            let mut f = fs_err::File::create(&tmp)?;
+            m.fetch_into(e, &mut f)?;
+            drop(f);
+            let (_, stored) = m.store_file_with(next, &tmp, size, &hash)?;
+            let _ = std::fs::remove_file(&tmp);
+            Ok((h.clone(), (new_id, stored)))
+        },
+    );
     let mut new_ids: HashMap<String, (String, u64)> = HashMap::new();
     for r in results {
         let (h, v) = r?;
@@ -581,7 +597,8 @@ fn rekey(ctx: &Context, args: MirrorRekeyArgs) -> Result<ExitCode> {
             s.rekeyed_from = Some(old_digest);
             s.previous = prev.clone();
             let pt = s.to_plaintext(next);
-            m.store.put(&snapshot::snapshot_path(s.generation), next.encrypt(&pt)?)?;
+            m.store
+                .put(&snapshot::snapshot_path(s.generation), next.encrypt(&pt)?)?;
             prev = Some(snapshot::chain_digest(&pt));
         } else {
             prev = Some(old_digest);

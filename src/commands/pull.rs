@@ -41,7 +41,10 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
     fsutil::ensure_private_dir_keep(&ctx.home)?;
     let mirror = Mirror::open(store, &ids, &ctx.home.join("mirror-state"))?;
     let Some((snap, _)) = mirror.latest()? else {
-        anyhow::bail!("{} has no snapshot yet; nothing to pull", mirror.store.display());
+        anyhow::bail!(
+            "{} has no snapshot yet; nothing to pull",
+            mirror.store.display()
+        );
     };
     let _lock = if args.dry_run {
         None
@@ -129,7 +132,9 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
         v.iter()
             .map(|pe| {
                 let p = pe.raw_path();
-                let e = *map.get(&p).context("a planned path is not in the snapshot")?;
+                let e = *map
+                    .get(&p)
+                    .context("a planned path is not in the snapshot")?;
                 Ok((p, e))
             })
             .collect()
@@ -139,12 +144,7 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
     let work = restore::Work {
         write,
         metadata: pick(&tp.changes.metadata)?,
-        delete: tp
-            .changes
-            .missing
-            .iter()
-            .map(|pe| pe.raw_path())
-            .collect(),
+        delete: tp.changes.missing.iter().map(|pe| pe.raw_path()).collect(),
     };
     let result = restore::apply(
         &mirror,

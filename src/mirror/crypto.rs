@@ -5,9 +5,9 @@
 //!   snapshot; it is stored in the mirror only as `keys/mirror-key.age`, an age file
 //!   encrypted to the recipients (each controller's or host's own identity);
 //! - the decrypted key file is a valid age identity file (comments + one
-//!   `AGE-SECRET-KEY-1…` line), so recovery by hand is `age -d -i mine.txt keys/mirror-key.age
-//!   > mirror.txt` then `age -d -i mirror.txt OBJECT`; its `# recipient:` comment lines are the
-//!   list of who can open it;
+//!   `AGE-SECRET-KEY-1…` line), so recovery by hand is
+//!   `age -d -i mine.txt -o mirror.txt keys/mirror-key.age` then
+//!   `age -d -i mirror.txt OBJECT`; its `# recipient:` comment lines list who can open it;
 //! - object ids are `BLAKE3-keyed(K_id, BLAKE3(plaintext))` with `K_id` derived from the mirror
 //!   key, so names reveal nothing about content but identical content is stored once;
 //! - snapshots carry a MAC under `K_mac` (also derived from the mirror key): age alone
@@ -138,7 +138,10 @@ pub enum OpenError {
 }
 
 /// Decrypt a whole age file with any of `identities`.
-pub fn decrypt_with(identities: &[&age::x25519::Identity], data: &[u8]) -> Result<Vec<u8>, OpenError> {
+pub fn decrypt_with(
+    identities: &[&age::x25519::Identity],
+    data: &[u8],
+) -> Result<Vec<u8>, OpenError> {
     let dec = age::Decryptor::new_buffered(data).map_err(|_| OpenError::Corrupt)?;
     let mut r = dec
         .decrypt(identities.iter().map(|i| *i as &dyn age::Identity))
@@ -195,7 +198,9 @@ impl MirrorKey {
 
     /// A streaming encryptor writing ciphertext into `out`.
     pub fn encrypt_stream<W: Write>(&self, out: W) -> Result<age::stream::StreamWriter<W>> {
-        let enc = age::Encryptor::with_recipients(std::iter::once(&self.recipient as &dyn age::Recipient))?;
+        let enc = age::Encryptor::with_recipients(std::iter::once(
+            &self.recipient as &dyn age::Recipient,
+        ))?;
         Ok(enc.wrap_output(out)?)
     }
 

@@ -74,7 +74,11 @@ fn state_path(state_dir: &Path, store: &Store) -> PathBuf {
 }
 
 /// Open the key file with any of `identities`.
-fn open_key(store: &Store, name: &str, identities: &[Identity]) -> Result<Option<(MirrorKey, Vec<String>)>> {
+fn open_key(
+    store: &Store,
+    name: &str,
+    identities: &[Identity],
+) -> Result<Option<(MirrorKey, Vec<String>)>> {
     let Some(sealed) = store.get(name)? else {
         return Ok(None);
     };
@@ -413,7 +417,11 @@ impl Mirror {
         let name = snapshot::object_path(object);
         let reader = self.store.reader(&name)?;
         let mut plain = self.key.decrypt_stream(reader).map_err(|err| {
-            anyhow::anyhow!("{}: object {name} for {:?}: {err}", self.store.display(), e.path)
+            anyhow::anyhow!(
+                "{}: object {name} for {:?}: {err}",
+                self.store.display(),
+                e.path
+            )
         })?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 256 << 10];

@@ -171,8 +171,7 @@ fn apply_inner(
     for r in results {
         r?;
     }
-    done.changed
-        .extend(items.iter().map(|(p, _)| p.clone()));
+    done.changed.extend(items.iter().map(|(p, _)| p.clone()));
     for (p, e) in &work.metadata {
         let full = dest.join(rel(p));
         if e.kind == "file" {

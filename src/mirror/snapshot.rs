@@ -140,7 +140,9 @@ impl SnapEntry {
                     .as_deref()
                     .and_then(unhex)
                     .and_then(|v| <[u8; 32]>::try_from(v).ok())
-                    .with_context(|| format!("snapshot entry {:?} has no valid blake3", self.path))?;
+                    .with_context(|| {
+                        format!("snapshot entry {:?} has no valid blake3", self.path)
+                    })?;
                 Kind::File {
                     size: self.size.unwrap_or(0),
                     hash,

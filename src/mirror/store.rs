@@ -37,18 +37,16 @@ impl Location {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let valid = !bucket.is_empty()
                 && bucket.len() <= 63
-                && bucket
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
             if !valid {
                 return Err(crate::input_err!(
                     "mirror URL {url:?}: {bucket:?} is not an S3 bucket name; use s3://BUCKET/PREFIX with a lowercase bucket name"
                 ));
             }
             let prefix = prefix.trim_matches('/').to_string();
-            if prefix.split('/').any(|s| s == "." || s == "..")
-                || prefix.contains("//")
-            {
+            if prefix.split('/').any(|s| s == "." || s == "..") || prefix.contains("//") {
                 return Err(crate::input_err!(
                     "mirror URL {url:?}: the prefix must not contain `.`, `..` or empty segments"
                 ));
@@ -266,7 +264,10 @@ impl Store {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match block_on(self.inner.put_opts(&p, PutPayload::from(data.clone()), opts)) {
+        match block_on(
+            self.inner
+                .put_opts(&p, PutPayload::from(data.clone()), opts),
+        ) {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Ok(false),
@@ -347,8 +348,10 @@ impl Store {
     /// Delete objects (missing ones are fine).
     pub fn delete(&self, paths: &[String]) -> Result<()> {
         for chunk in paths.chunks(1000) {
-            let locations: Vec<object_store::Result<ObjPath>> =
-                chunk.iter().map(|p| Ok(ObjPath::from(p.as_str()))).collect();
+            let locations: Vec<object_store::Result<ObjPath>> = chunk
+                .iter()
+                .map(|p| Ok(ObjPath::from(p.as_str())))
+                .collect();
             let results: Vec<object_store::Result<ObjPath>> = block_on(
                 self.inner
                     .delete_stream(futures::stream::iter(locations).boxed())
@@ -396,12 +399,16 @@ pub struct Upload {
 impl Upload {
     pub fn put_part(&mut self, data: Vec<u8>) -> Result<()> {
         let fut = self.inner.put_part(PutPayload::from(data));
-        block_on(fut).map_err(|e| self.store.explain(e, &format!("cannot upload {}", self.path)))
+        block_on(fut).map_err(|e| {
+            self.store
+                .explain(e, &format!("cannot upload {}", self.path))
+        })
     }
     pub fn complete(mut self) -> Result<()> {
-        block_on(self.inner.complete())
-            .map(|_| ())
-            .map_err(|e| self.store.explain(e, &format!("cannot finish {}", self.path)))
+        block_on(self.inner.complete()).map(|_| ()).map_err(|e| {
+            self.store
+                .explain(e, &format!("cannot finish {}", self.path))
+        })
     }
     pub fn abort(mut self) {
         let _ = block_on(self.inner.abort());
@@ -423,7 +430,12 @@ fn no_hard_links(e: &object_store::Error) -> bool {
 }
 
 /// Turn an `object_store` error into one line that names the mirror and the fix.
-fn explain(e: object_store::Error, display: &str, location: &Location, what: &str) -> anyhow::Error {
+fn explain(
+    e: object_store::Error,
+    display: &str,
+    location: &Location,
+    what: &str,
+) -> anyhow::Error {
     let full = format!("{e}");
     let mut chain = full.clone();
     let mut src = std::error::Error::source(&e);
@@ -517,8 +529,7 @@ fn aws_file(var: &str, default: &str) -> Option<String> {
 }
 
 fn credentials() -> Option<Credentials> {
-    if let (Some(key_id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
-    {
+    if let (Some(key_id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
         return Some(Credentials {
             key_id,
             secret,
@@ -549,7 +560,10 @@ fn profile_config(key: &str) -> Option<String> {
 
 /// Build the S3 client: path-style requests (works with MinIO, Garage, moto), bounded
 /// retries, explicit credentials.
-fn s3_store(bucket: &str, s3: &S3Settings) -> Result<(object_store::aws::AmazonS3, Option<String>)> {
+fn s3_store(
+    bucket: &str,
+    s3: &S3Settings,
+) -> Result<(object_store::aws::AmazonS3, Option<String>)> {
     let endpoint = s3
         .endpoint
         .clone()
@@ -636,7 +650,13 @@ mod tests {
             Location::Local("/mnt/usb".into())
         );
         assert_eq!(Location::parse("/x").unwrap().url(), "file:///x");
-        for bad in ["s3://", "s3://Bad_Bucket/x", "gs://x", "relative/dir", "s3://b/../x"] {
+        for bad in [
+            "s3://",
+            "s3://Bad_Bucket/x",
+            "gs://x",
+            "relative/dir",
+            "s3://b/../x",
+        ] {
             assert!(Location::parse(bad).is_err(), "{bad}");
         }
     }
@@ -652,8 +672,12 @@ mod tests {
     #[test]
     fn local_create_only_and_fallback() {
         let d = tempfile::tempdir().unwrap();
-        let s = Store::open(&Location::Local(d.path().into()), &S3Settings::default(), false)
-            .unwrap();
+        let s = Store::open(
+            &Location::Local(d.path().into()),
+            &S3Settings::default(),
+            false,
+        )
+        .unwrap();
         assert!(s.put_create("snapshots/1", b"one".to_vec()).unwrap());
         assert!(!s.put_create("snapshots/1", b"two".to_vec()).unwrap());
         assert_eq!(s.get("snapshots/1").unwrap().unwrap(), b"one");
@@ -662,10 +686,15 @@ mod tests {
         assert!(!s.put_exclusive("snapshots/2", b"y").unwrap());
         assert_eq!(s.get("snapshots/2").unwrap().unwrap(), b"x");
         assert_eq!(
-            s.list("snapshots").unwrap().iter().map(|m| m.path.as_str()).collect::<Vec<_>>(),
+            s.list("snapshots")
+                .unwrap()
+                .iter()
+                .map(|m| m.path.as_str())
+                .collect::<Vec<_>>(),
             ["snapshots/1", "snapshots/2"]
         );
-        s.delete(&["snapshots/1".into(), "snapshots/none".into()]).unwrap();
+        s.delete(&["snapshots/1".into(), "snapshots/none".into()])
+            .unwrap();
         assert!(s.get("snapshots/1").unwrap().is_none());
     }
 }

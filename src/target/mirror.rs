@@ -28,6 +28,9 @@ use crate::plan::manifest::{Kind, Manifest};
 /// Parallel uploads/downloads per mirror.
 pub const WORKERS: usize = 16;
 
+/// One object to upload: source path, size, BLAKE3.
+type Upload = (Vec<u8>, u64, [u8; 32]);
+
 pub struct MirrorTarget {
     info: TargetInfo,
     location: Location,
@@ -156,7 +159,7 @@ impl Target for MirrorTarget {
             .filter_map(|e| Some((e.object.clone()?, e.stored_size?)))
             .collect();
         let c = &plan.changes;
-        let mut wanted: BTreeMap<String, (Vec<u8>, u64, [u8; 32])> = BTreeMap::new();
+        let mut wanted: BTreeMap<String, Upload> = BTreeMap::new();
         let mut changed = Vec::new();
         for pe in c.added.iter().chain(&c.modified).chain(&c.metadata) {
             let p = pe.raw_path();
@@ -180,13 +183,13 @@ impl Target for MirrorTarget {
             }
             // Ciphertext size is a function of plaintext size: a leftover object of the
             // wrong size (a torn local write) is uploaded again.
-            let header = mirror.key.encrypt(b"")?.len() as u64
-                - mirror::crypto::ciphertext_len(0, 0);
+            let header =
+                mirror.key.encrypt(b"")?.len() as u64 - mirror::crypto::ciphertext_len(0, 0);
             wanted.retain(|id, (_, size, _)| {
                 known.get(id) != Some(&mirror::crypto::ciphertext_len(header, *size))
             });
         }
-        let mut jobs: Vec<(String, (Vec<u8>, u64, [u8; 32]))> = wanted.into_iter().collect();
+        let mut jobs: Vec<(String, Upload)> = wanted.into_iter().collect();
         // Large files last, two at a time, so memory stays bounded by two part buffers.
         let (mut large, mut small): (Vec<_>, Vec<_>) = jobs
             .drain(..)
@@ -247,7 +250,9 @@ impl Target for MirrorTarget {
             entries,
         );
         if crate::interrupt::interrupted() {
-            anyhow::bail!("interrupted before the snapshot was written; the mirror still shows generation {base_gen}");
+            anyhow::bail!(
+                "interrupted before the snapshot was written; the mirror still shows generation {base_gen}"
+            );
         }
         if !mirror.write_snapshot(&snap)? {
             anyhow::bail!(
@@ -295,7 +300,11 @@ pub fn check_objects(mirror: &Mirror, snap: &Snapshot, deep: bool) -> Result<()>
             continue;
         };
         match present.get(id) {
-            None => problems.push(format!("{:?}: object {} is missing", e.path, snapshot::object_path(id))),
+            None => problems.push(format!(
+                "{:?}: object {} is missing",
+                e.path,
+                snapshot::object_path(id)
+            )),
             Some(n) if *n != size => problems.push(format!(
                 "{:?}: object {} has {n} bytes, the snapshot says {size}",
                 e.path,

@@ -9,10 +9,12 @@
 //!   reads, or writes outside the sync dir)
 //! - `bad_input`: every rejected input exits 64 and changes no file
 //! - `apply`: `plan`, `apply`, `verify` against two targets
+//! - `mirror`: encrypted mirrors on moto (real S3 on loopback) and a local directory
 
 mod apply;
 mod bad_input;
 mod cli;
+mod mirror;
 mod security;
 mod setup;
 mod util;

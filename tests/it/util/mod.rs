@@ -591,3 +591,121 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// `moto_server` (a real S3-compatible server, Python): `$OFFSYNC_MOTO_SERVER`, PATH, or the
+/// virtualenvs `scripts/test` creates.
+pub fn moto_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("OFFSYNC_MOTO_SERVER") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let home_venv = std::env::var_os("HOME")
+        .map(|h| Path::new(&h).join(".cache/offsync/moto-venv/bin/moto_server"));
+    which("moto_server")
+        .or_else(|| {
+            Some(PathBuf::from("/opt/offsync-moto/bin/moto_server")).filter(|p| p.is_file())
+        })
+        .or_else(|| home_venv.filter(|p| p.is_file()))
+}
+
+/// True when moto is available (else SKIP, or panic under `OFFSYNC_REQUIRE_E2E=1`).
+pub fn skip_unless_moto() -> bool {
+    if moto_path().is_some() {
+        return true;
+    }
+    if e2e_required() {
+        panic!("OFFSYNC_REQUIRE_E2E=1 but moto_server is missing (scripts/test installs it)");
+    }
+    eprintln!("SKIP: moto_server missing (scripts/test installs it)");
+    false
+}
+
+/// True when the `age` CLI is available (else SKIP, or panic under `OFFSYNC_REQUIRE_E2E=1`).
+pub fn skip_unless_age() -> bool {
+    if which("age").is_some() && which("age-keygen").is_some() {
+        return true;
+    }
+    if e2e_required() {
+        panic!("OFFSYNC_REQUIRE_E2E=1 but the age CLI is missing (scripts/test installs it)");
+    }
+    eprintln!("SKIP: age CLI missing");
+    false
+}
+
+/// One moto server per test binary, on a free loopback port. A small Python watchdog owns
+/// it and kills it when this test process exits, so no server outlives the tests.
+pub fn moto_endpoint() -> &'static str {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT.get_or_init(|| {
+        let moto = moto_path().expect("checked by skip_unless_moto");
+        let port = free_port();
+        let watchdog = r#"
+import os, subprocess, sys, time
+parent = os.getppid()
+p = subprocess.Popen([sys.argv[1], "-H", "127.0.0.1", "-p", sys.argv[2]],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+while p.poll() is None and os.getppid() == parent:
+    time.sleep(0.2)
+p.kill()
+"#;
+        let child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(watchdog)
+            .arg(&moto)
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("python3 starts the moto watchdog");
+        std::mem::forget(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if http("PUT", port, "/offsync-probe").is_some_and(|s| s == 200) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        format!("http://127.0.0.1:{port}")
+    })
+}
+
+/// A plain HTTP request to moto on loopback (bucket admin for tests); returns the status.
+pub fn http(method: &str, port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let line = String::from_utf8_lossy(&buf);
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A fresh bucket on the shared moto server; returns its name.
+pub fn new_bucket() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "b{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let port: u16 = moto_endpoint().rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(
+        http("PUT", port, &format!("/{name}")),
+        Some(200),
+        "create bucket {name}"
+    );
+    name
+}
+
+/// Dummy S3 credentials (moto accepts any signed request).
+pub const AWS_ENV: [(&str, &str); 2] = [
+    ("AWS_ACCESS_KEY_ID", "offsync-test"),
+    ("AWS_SECRET_ACCESS_KEY", "offsync-test-secret"),
+];

@@ -1,0 +1,942 @@
+//! Encrypted mirrors against a real S3 server (moto on loopback) and a local directory:
+//! plan/apply/verify like SSH targets, restore, pull, the age CLI by hand, recipients, rekey,
+//! prune, and the faults the format must survive.
+
+use crate::util::{
+    AWS_ENV, Home, listing, moto_endpoint, new_bucket, skip_unless_age, skip_unless_moto, stderr,
+    stdout,
+};
+use assert_cmd::Command;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    S3,
+    Local,
+}
+
+/// A controller with a source directory and one mirror named `m`.
+struct Mirror {
+    home: Home,
+    source: PathBuf,
+    url: String,
+    endpoint: Option<String>,
+    /// The mirror directory (local backend only).
+    dir: Option<PathBuf>,
+}
+
+fn write_raw(root: &Path, rel: &[u8], content: &[u8]) {
+    let p = root.join(std::ffi::OsStr::from_bytes(rel));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+fn json(out: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(out).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(out)))
+}
+
+impl Mirror {
+    fn new(backend: Backend) -> Option<Mirror> {
+        if matches!(backend, Backend::S3) && !skip_unless_moto() {
+            return None;
+        }
+        let home = Home::new();
+        let source = home.tmp.path().join("src");
+        std::fs::create_dir_all(&source).unwrap();
+        let (url, endpoint, dir) = match backend {
+            Backend::S3 => (
+                format!("s3://{}/deploy/site", new_bucket()),
+                Some(moto_endpoint().to_string()),
+                None,
+            ),
+            Backend::Local => {
+                let d = home.tmp.path().join("usb disk").join("offsync");
+                std::fs::create_dir_all(d.parent().unwrap()).unwrap();
+                (d.display().to_string(), None, Some(d))
+            }
+        };
+        home.init(Some(&source));
+        let m = Mirror {
+            home,
+            source,
+            url,
+            endpoint,
+            dir,
+        };
+        let mut add = vec!["mirror", "add", "m", m.url.as_str()];
+        if let Some(e) = &m.endpoint {
+            add.extend(["--endpoint", e.as_str()]);
+        }
+        let out = m.off(&add).assert().success().get_output().clone();
+        assert!(
+            stdout(&out).contains("created mirror m"),
+            "{}",
+            stdout(&out)
+        );
+        Some(m)
+    }
+
+    /// `offsync ARGS` for this controller, with S3 credentials in the environment.
+    fn off(&self, args: &[&str]) -> Command {
+        let mut c = self.home.offsync(args);
+        c.envs(AWS_ENV);
+        c
+    }
+
+    fn identity(&self) -> PathBuf {
+        self.home.home.join("age-identity.txt")
+    }
+
+    fn pull_cmd(&self, home: &Home, dest: &Path, identity: &Path) -> Command {
+        let mut c = home.offsync(["pull", self.url.as_str()]);
+        c.arg(dest).arg("--identity").arg(identity).envs(AWS_ENV);
+        if let Some(e) = &self.endpoint {
+            c.args(["--endpoint", e]);
+        }
+        c
+    }
+
+    fn apply(&self, extra: &[&str]) -> std::process::Output {
+        let mut args = vec!["apply", "--yes", "--target", "m"];
+        args.extend(extra);
+        self.off(&args).output().unwrap()
+    }
+}
+
+/// Listing with mtimes of regular files, for byte-identical restore checks.
+fn full_listing(dir: &Path) -> Vec<(Vec<u8>, u32, Vec<u8>, i64)> {
+    listing(dir)
+        .into_iter()
+        .map(|(p, m, c)| {
+            let full = dir.join(std::ffi::OsStr::from_bytes(&p));
+            let meta = std::fs::symlink_metadata(&full).unwrap();
+            let mtime = if meta.is_file() {
+                std::os::unix::fs::MetadataExt::mtime(&meta)
+            } else {
+                0
+            };
+            (p, m, c, mtime)
+        })
+        .collect()
+}
+
+fn fill(source: &Path) {
+    for (name, content) in [
+        (&b"index.html"[..], &b"<h1>hello</h1>"[..]),
+        (b"secret-plan name.txt", b"top secret contents"),
+        (b"new\nline", b"newline in name"),
+        (b"bad\xffbyte", b"non-utf8 name"),
+        (b"dir/nested/deep.txt", b"deep"),
+        (b"dir/same-as-index", b"<h1>hello</h1>"),
+    ] {
+        write_raw(source, name, content);
+    }
+    // Bigger than the single-PUT limit: exercises the streaming multipart upload.
+    let big: Vec<u8> = (0..9_500_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(source.join("big.bin"), big).unwrap();
+    std::os::unix::fs::symlink("index.html", source.join("link")).unwrap();
+    std::fs::set_permissions(
+        source.join("index.html"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        source.join("dir/nested"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+}
+
+fn full_flow(backend: Backend) {
+    let Some(m) = Mirror::new(backend) else {
+        return;
+    };
+    fill(&m.source);
+
+    // Listed like any target.
+    let list = json(
+        &m.off(&["target", "list", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(list[0]["name"], "m");
+    assert_eq!(list[0]["kind"], "mirror");
+
+    // plan: everything added, JSON says kind mirror; exit 2 with --detailed-exitcode.
+    let out = m
+        .off(&["plan", "--json", "--detailed-exitcode", "--target", "m"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let plan = json(&out.stdout);
+    assert_eq!(plan["targets"][0]["kind"], "mirror");
+    assert_eq!(plan["targets"][0]["summary"]["added"], 10);
+
+    let out = m.apply(&[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("verified"), "{}", stdout(&out));
+
+    // In sync: byte-identical plans, exit 0, verify (and --deep) pass.
+    let p1 = m.off(&["plan", "--detailed-exitcode"]).output().unwrap();
+    assert_eq!(p1.status.code(), Some(0), "{}{}", stdout(&p1), stderr(&p1));
+    let p2 = m.off(&["plan", "--detailed-exitcode"]).output().unwrap();
+    assert_eq!(p1.stdout, p2.stdout);
+    m.off(&["verify"]).assert().code(0);
+    m.off(&["verify", "--deep"]).assert().code(0);
+
+    // Restore elsewhere: byte-identical, modes and mtimes included.
+    let dest = m.home.tmp.path().join("restored");
+    let out = m
+        .off(&["mirror", "restore", "m", dest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(full_listing(&dest), full_listing(&m.source));
+
+    // Pull onto a second "host": its own home, only the identity file and read access.
+    let host = Home::new();
+    let host_id = host.tmp.path().join("mirror.id");
+    std::fs::copy(m.identity(), &host_id).unwrap();
+    let host_dir = host.tmp.path().join("srv");
+    let out = m
+        .pull_cmd(&host, &host_dir, &host_id)
+        .arg("--detailed-exitcode")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(full_listing(&host_dir), full_listing(&m.source));
+    let again = m
+        .pull_cmd(&host, &host_dir, &host_id)
+        .arg("--detailed-exitcode")
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let log = std::fs::read_to_string(host.home.join("operations.log")).unwrap();
+    assert!(log.contains("\"status\":\"ok\""), "{log}");
+
+    // An incremental change: exactly the changed paths; a deletion needs --delete.
+    std::fs::write(m.source.join("index.html"), b"<h1>v2</h1>").unwrap();
+    std::fs::remove_file(m.source.join("dir/nested/deep.txt")).unwrap();
+    let plan = json(&m.off(&["plan", "--json"]).output().unwrap().stdout);
+    let t = &plan["targets"][0];
+    assert_eq!(t["modified"][0]["path"], "index.html");
+    assert_eq!(t["missing"][0]["path"], "dir/nested/deep.txt");
+    assert_eq!(t["summary"]["added"], 0);
+    let out = m.apply(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("REFUSED"), "{}", stdout(&out));
+    let snaps = json(
+        &m.off(&["mirror", "snapshots", "m", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(
+        snaps.as_array().unwrap().len(),
+        1,
+        "a refused apply writes no generation"
+    );
+    let out = m.apply(&["--delete"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let snaps = json(
+        &m.off(&["mirror", "snapshots", "m", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(snaps[1]["generation"], 2);
+    assert_eq!(snaps[1]["files"], 7);
+
+    // ls lists a snapshot without writing anything.
+    let ls = json(
+        &m.off(&["mirror", "ls", "m", "--snapshot", "1", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(
+        ls["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"] == "dir/nested/deep.txt")
+    );
+
+    // The host takes the new release; the deletion only with --delete.
+    let out = m.pull_cmd(&host, &host_dir, &host_id).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("--delete"), "{}", stderr(&out));
+    assert!(
+        host_dir.join("dir/nested/deep.txt").exists(),
+        "refused pull changed nothing"
+    );
+    let out = m
+        .pull_cmd(&host, &host_dir, &host_id)
+        .arg("--delete")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(full_listing(&host_dir), full_listing(&m.source));
+
+    // An older generation can still be restored, and only part of it.
+    let part = m.home.tmp.path().join("part");
+    m.off(&[
+        "mirror",
+        "restore",
+        "m",
+        part.to_str().unwrap(),
+        "--snapshot",
+        "1",
+        "--include",
+        "dir/nested/",
+    ])
+    .assert()
+    .success();
+    assert_eq!(
+        std::fs::read(part.join("dir/nested/deep.txt")).unwrap(),
+        b"deep"
+    );
+    assert!(!part.join("index.html").exists());
+}
+
+#[test]
+fn s3_mirror_plan_apply_verify_restore_pull() {
+    full_flow(Backend::S3);
+}
+
+#[test]
+fn local_mirror_plan_apply_verify_restore_pull() {
+    full_flow(Backend::Local);
+}
+
+/// Every name and byte in the mirror directory.
+fn mirror_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    listing(dir)
+        .into_iter()
+        .map(|(p, _, c)| (String::from_utf8_lossy(&p).into_owned(), c))
+        .collect()
+}
+
+#[test]
+fn nothing_in_the_mirror_is_plaintext_and_age_alone_recovers_a_file() {
+    if !skip_unless_age() {
+        return;
+    }
+    let Some(m) = Mirror::new(Backend::Local) else {
+        return;
+    };
+    fill(&m.source);
+    assert!(m.apply(&[]).status.success());
+    let dir = m.dir.clone().unwrap();
+    let files = mirror_files(&dir);
+    for (name, content) in &files {
+        for needle in [
+            &b"secret-plan"[..],
+            b"top secret contents",
+            b"index.html",
+            b"nested",
+        ] {
+            assert!(
+                !name.as_bytes().windows(needle.len()).any(|w| w == needle),
+                "{name}"
+            );
+            assert!(
+                !content.windows(needle.len()).any(|w| w == needle),
+                "{name} leaks"
+            );
+        }
+    }
+    // Identical content is stored once: 7 files, 6 distinct contents.
+    let objects = files
+        .iter()
+        .filter(|(n, c)| n.starts_with("objects/") && c != b"<dir>")
+        .count();
+    assert_eq!(objects, 6);
+
+    // By hand: mirror key first, then the snapshot, then the object.
+    let work = m.home.tmp.path();
+    let mk = work.join("mirror-key.txt");
+    let st = std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(m.identity())
+        .arg("-o")
+        .arg(&mk)
+        .arg(dir.join("keys/mirror-key.age"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let snap = std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&mk)
+        .arg(dir.join("snapshots/0000000001.age"))
+        .output()
+        .unwrap();
+    assert!(snap.status.success());
+    let first = snap.stdout.split(|b| *b == b'\n').next().unwrap();
+    let snap = json(first);
+    let entry = snap["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "secret-plan name.txt")
+        .unwrap();
+    let id = entry["object"].as_str().unwrap();
+    let plain = std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&mk)
+        .arg(dir.join("objects").join(&id[..2]).join(id))
+        .output()
+        .unwrap();
+    assert!(plain.status.success());
+    assert_eq!(plain.stdout, b"top secret contents");
+    // The big file too (multipart on S3, one file locally: same age format).
+    let big = snap["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "big.bin")
+        .unwrap();
+    let id = big["object"].as_str().unwrap();
+    let plain = std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&mk)
+        .arg(dir.join("objects").join(&id[..2]).join(id))
+        .output()
+        .unwrap();
+    assert_eq!(
+        plain.stdout,
+        std::fs::read(m.source.join("big.bin")).unwrap()
+    );
+}
+
+#[test]
+fn bad_input_names_the_problem_and_changes_nothing() {
+    if !skip_unless_moto() {
+        return;
+    }
+    let home = Home::new();
+    let source = home.tmp.path().join("src");
+    std::fs::create_dir_all(&source).unwrap();
+    home.init(Some(&source));
+    let before = listing(&home.home);
+    let bucket = new_bucket();
+    let url = format!("s3://{bucket}/x");
+    // Missing credentials: caught before any request.
+    let out = home
+        .offsync(["mirror", "add", "m", &url, "--endpoint", moto_endpoint()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("AWS_ACCESS_KEY_ID"),
+        "{}",
+        stderr(&out)
+    );
+    // A bucket that does not exist.
+    let out = home
+        .offsync([
+            "mirror",
+            "add",
+            "m",
+            "s3://no-such-bucket-here/x",
+            "--endpoint",
+            moto_endpoint(),
+        ])
+        .envs(AWS_ENV)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    // An unreachable endpoint fails fast and says so.
+    let dead = format!("http://127.0.0.1:{}", crate::util::free_port());
+    let t = std::time::Instant::now();
+    let out = home
+        .offsync(["mirror", "add", "m", &url, "--endpoint", &dead])
+        .envs(AWS_ENV)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+    assert!(t.elapsed() < std::time::Duration::from_secs(60));
+    // Bad URL and bad recipient.
+    for args in [
+        vec!["mirror", "add", "m", "relative/dir"],
+        vec!["mirror", "add", "m", "gs://x/y"],
+        vec!["mirror", "add", "m", "/tmp/x", "--recipient", "age1notakey"],
+    ] {
+        let out = home.offsync(&args).envs(AWS_ENV).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
+    for line in stderr(&out).lines() {
+        assert!(!line.contains("offsync-test-secret"));
+    }
+    assert_eq!(listing(&home.home), before, "no state file changed");
+
+    // Wrong identity: a clear "no matching key", nothing written.
+    let Some(m) = Mirror::new(Backend::S3) else {
+        return;
+    };
+    fill(&m.source);
+    assert!(m.apply(&[]).status.success());
+    // A stranger with an identity of its own (made by its own `mirror add`).
+    let stranger = Home::new();
+    stranger.init(None);
+    let own = stranger.tmp.path().join("own-mirror");
+    stranger
+        .offsync(["mirror", "add", "own", own.to_str().unwrap()])
+        .assert()
+        .success();
+    let id = stranger.home.join("age-identity.txt");
+    let dest = stranger.tmp.path().join("dest");
+    let out = m.pull_cmd(&stranger, &dest, &id).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("no matching key"), "{}", stderr(&out));
+    assert!(!dest.exists());
+}
+
+#[test]
+fn tampering_is_detected_named_and_nothing_is_written() {
+    let Some(m) = Mirror::new(Backend::Local) else {
+        return;
+    };
+    fill(&m.source);
+    assert!(m.apply(&[]).status.success());
+    let dir = m.dir.clone().unwrap();
+    let ls = json(
+        &m.off(&["mirror", "ls", "m", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let entry = ls["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "secret-plan name.txt")
+        .unwrap()
+        .clone();
+    let id = entry["object"].as_str().unwrap();
+    let obj = dir.join("objects").join(&id[..2]).join(id);
+    let mut bytes = std::fs::read(&obj).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x40;
+    std::fs::write(&obj, &bytes).unwrap();
+
+    // The cheap verify sees a well-formed mirror; --deep finds and names the object.
+    let out = m.off(&["verify", "--deep"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("secret-plan name.txt"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Restore stops, and the tampered path never appears at its final name.
+    let dest = m.home.tmp.path().join("restore");
+    let out = m
+        .off(&["mirror", "restore", "m", dest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("secret-plan name.txt"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dest.join("secret-plan name.txt").exists());
+    assert!(!dest.join(".~tmp~").exists(), "no leftovers");
+
+    // A truncated object (torn write) fails authentication too.
+    std::fs::write(&obj, &bytes[..n / 2]).unwrap();
+    let out = m.off(&["verify", "--deep"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+
+    // A tampered snapshot: plan fails naming it, and apply writes no generation.
+    let snap = dir.join("snapshots/0000000001.age");
+    let mut s = std::fs::read(&snap).unwrap();
+    let k = s.len() - 3;
+    s[k] ^= 1;
+    std::fs::write(&snap, &s).unwrap();
+    let out = m.off(&["plan"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("0000000001.age"), "{}", stderr(&out));
+    std::fs::write(m.source.join("index.html"), b"changed").unwrap();
+    assert_eq!(m.apply(&[]).status.code(), Some(1));
+    assert!(!dir.join("snapshots/0000000002.age").exists());
+}
+
+#[test]
+fn a_mirror_that_goes_backwards_or_rewrites_history_is_refused() {
+    let Some(m) = Mirror::new(Backend::Local) else {
+        return;
+    };
+    fill(&m.source);
+    assert!(m.apply(&[]).status.success());
+    let dir = m.dir.clone().unwrap();
+    let gen1 = std::fs::read(dir.join("snapshots/0000000001.age")).unwrap();
+    std::fs::write(m.source.join("index.html"), b"v2").unwrap();
+    assert!(m.apply(&[]).status.success());
+    let gen2 = std::fs::read(dir.join("snapshots/0000000002.age")).unwrap();
+
+    // Rolled back to generation 1 (an attacker replays an old bucket state).
+    std::fs::remove_file(dir.join("snapshots/0000000002.age")).unwrap();
+    let out = m.off(&["plan"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("rollback"), "{}", stderr(&out));
+    assert_eq!(m.apply(&[]).status.code(), Some(1));
+    assert!(
+        !dir.join("snapshots/0000000002.age").exists(),
+        "nothing written"
+    );
+
+    // A different generation 2 (history rewritten): refused as well.
+    std::fs::write(dir.join("snapshots/0000000002.age"), &gen1).unwrap();
+    let out = m.off(&["plan"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("tampered") || stderr(&out).contains("rollback"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Restored: fine again.
+    std::fs::write(dir.join("snapshots/0000000002.age"), &gen2).unwrap();
+    m.off(&["verify"]).assert().code(0);
+}
+
+#[test]
+fn two_concurrent_applies_exactly_one_wins_and_prune_cleans_up() {
+    let Some(a) = Mirror::new(Backend::Local) else {
+        return;
+    };
+    for i in 0..300 {
+        write_raw(
+            &a.source,
+            format!("a/{i}").as_bytes(),
+            format!("A {i}").repeat(200).as_bytes(),
+        );
+    }
+    // A second controller sharing the identity joins the same mirror with another source.
+    let b_home = Home::new();
+    let b_src = b_home.tmp.path().join("src");
+    std::fs::create_dir_all(&b_src).unwrap();
+    for i in 0..300 {
+        write_raw(
+            &b_src,
+            format!("b/{i}").as_bytes(),
+            format!("B {i}").repeat(200).as_bytes(),
+        );
+    }
+    b_home.init(Some(&b_src));
+    std::fs::copy(a.identity(), b_home.home.join("age-identity.txt")).unwrap();
+    let out = b_home
+        .offsync(["mirror", "add", "m", &a.url])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("joined existing mirror"),
+        "{}",
+        stdout(&out)
+    );
+
+    let spawn = |h: &Home| {
+        h.offsync_std()
+            .args(["apply", "--yes", "--target", "m"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (ca, cb) = (spawn(&a.home), spawn(&b_home));
+    let (oa, ob) = (
+        ca.wait_with_output().unwrap(),
+        cb.wait_with_output().unwrap(),
+    );
+    let wins = [&oa, &ob].iter().filter(|o| o.status.success()).count();
+    assert_eq!(
+        wins,
+        1,
+        "A: {}{}\nB: {}{}",
+        stdout(&oa),
+        stderr(&oa),
+        stdout(&ob),
+        stderr(&ob)
+    );
+    let loser = if oa.status.success() { &ob } else { &oa };
+    assert!(
+        stdout(loser).contains("another apply wrote generation 1"),
+        "{}",
+        stdout(loser)
+    );
+    let dir = a.dir.clone().unwrap();
+    let snaps: Vec<_> = std::fs::read_dir(dir.join("snapshots")).unwrap().collect();
+    assert_eq!(snaps.len(), 1);
+    a.off(&["verify", "--target", "m", "--deep"])
+        .output()
+        .unwrap();
+
+    // The loser's objects are unreferenced: prune lists them, and deletes them with --yes.
+    let count = || walk_count(&dir.join("objects"));
+    assert_eq!(count(), 600);
+    let dry = json(
+        &a.off(&[
+            "mirror",
+            "prune",
+            "m",
+            "--keep",
+            "1",
+            "--min-age",
+            "0",
+            "--json",
+        ])
+        .output()
+        .unwrap()
+        .stdout,
+    );
+    assert_eq!(dry["delete_objects"], 300);
+    assert_eq!(count(), 600, "without --yes nothing is deleted");
+    a.off(&[
+        "mirror",
+        "prune",
+        "m",
+        "--keep",
+        "1",
+        "--min-age",
+        "0",
+        "--yes",
+    ])
+    .assert()
+    .success();
+    assert_eq!(count(), 300);
+    // The winner's generation is intact (deep verify through whichever home won).
+    let winner_home = if oa.status.success() {
+        &a.home
+    } else {
+        &b_home
+    };
+    winner_home.offsync(["verify", "--deep"]).assert().code(0);
+}
+
+fn walk_count(dir: &Path) -> usize {
+    listing(dir)
+        .iter()
+        .filter(|(_, _, c)| c != b"<dir>")
+        .count()
+}
+
+#[test]
+fn an_apply_killed_half_way_leaves_the_previous_generation_and_the_next_finishes() {
+    let Some(m) = Mirror::new(Backend::Local) else {
+        return;
+    };
+    write_raw(&m.source, b"first", b"generation one");
+    assert!(m.apply(&[]).status.success());
+    for i in 0..400 {
+        write_raw(
+            &m.source,
+            format!("many/{i}").as_bytes(),
+            &vec![i as u8; 300_000],
+        );
+    }
+    let dir = m.dir.clone().unwrap();
+    let mut child = crate::util::KillOnDrop(
+        m.home
+            .offsync_std()
+            .args(["apply", "--yes", "--target", "m"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while walk_count(&dir.join("objects")) < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "apply never started uploading"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    assert!(
+        !dir.join("snapshots/0000000002.age").exists(),
+        "killed before the snapshot"
+    );
+    let snaps = json(
+        &m.off(&["mirror", "snapshots", "m", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    m.off(&["verify", "--deep"]).assert().code(2);
+    // The lock file of the killed apply does not block (the lock is an OS lock).
+    let out = m.apply(&[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    m.off(&["verify", "--deep"]).assert().code(0);
+}
+
+#[test]
+fn recipients_and_rekey() {
+    if !skip_unless_age() {
+        return;
+    }
+    let Some(m) = Mirror::new(Backend::Local) else {
+        return;
+    };
+    fill(&m.source);
+    assert!(m.apply(&[]).status.success());
+    let dir = m.dir.clone().unwrap();
+    // A second machine with its own age identity.
+    let other = Home::new();
+    let other_id = other.tmp.path().join("host.id");
+    assert!(
+        std::process::Command::new("age-keygen")
+            .arg("-o")
+            .arg(&other_id)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let recipient = String::from_utf8(
+        std::process::Command::new("age-keygen")
+            .arg("-y")
+            .arg(&other_id)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let dest = other.tmp.path().join("d");
+    assert!(
+        !m.pull_cmd(&other, &dest, &other_id)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    m.off(&["mirror", "recipients", "add", "m", &recipient])
+        .assert()
+        .success();
+    let list = stdout(
+        m.off(&["mirror", "recipients", "list", "m"])
+            .assert()
+            .success()
+            .get_output(),
+    );
+    assert!(list.contains(&recipient));
+    let out = m.pull_cmd(&other, &dest, &other_id).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The other machine keeps a copy of the mirror key (as anyone could).
+    let stolen = other.tmp.path().join("stolen-key.txt");
+    assert!(
+        std::process::Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(&other_id)
+            .arg("-o")
+            .arg(&stolen)
+            .arg(dir.join("keys/mirror-key.age"))
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    // remove: the key file no longer opens for it…
+    let out = m
+        .off(&["mirror", "recipients", "remove", "m", &recipient])
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("rekey"), "{}", stdout(&out));
+    let out = m.pull_cmd(&other, &dest, &other_id).output().unwrap();
+    assert!(stderr(&out).contains("no matching key"), "{}", stderr(&out));
+    // …but the stolen key still opens every object, until a rekey.
+    let ls = json(
+        &m.off(&["mirror", "ls", "m", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let id = ls["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "index.html")
+        .unwrap()["object"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let open_with_stolen = |id: &str| {
+        std::process::Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(&stolen)
+            .arg(dir.join("objects").join(&id[..2]).join(id))
+            .output()
+            .unwrap()
+    };
+    assert!(open_with_stolen(&id).status.success());
+    // Refuse removing our own recipient.
+    let own = std::fs::read_to_string(m.identity()).unwrap();
+    let own = own
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_string();
+    m.off(&["mirror", "recipients", "remove", "m", &own])
+        .assert()
+        .code(64);
+
+    m.off(&["mirror", "rekey", "m", "--yes"]).assert().success();
+    let ls = json(
+        &m.off(&["mirror", "ls", "m", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let new_id = ls["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "index.html")
+        .unwrap()["object"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(new_id, id);
+    assert!(
+        !dir.join("objects").join(&id[..2]).join(&id).exists(),
+        "old objects deleted"
+    );
+    assert!(
+        !open_with_stolen(&new_id).status.success(),
+        "the old key opens nothing now"
+    );
+    // Everything still plans, verifies and restores; no rollback alarm after the rewrite.
+    m.off(&["plan", "--detailed-exitcode"]).assert().code(0);
+    m.off(&["verify", "--deep"]).assert().code(0);
+    let r = m.home.tmp.path().join("after-rekey");
+    m.off(&["mirror", "restore", "m", r.to_str().unwrap()])
+        .assert()
+        .success();
+    assert_eq!(full_listing(&r), full_listing(&m.source));
+}
