@@ -239,19 +239,39 @@ pub struct VerifyArgs {
 
 const MIRROR_HELP: &str = "\
 A mirror is one more target: `offsync plan`, `apply` and `verify` treat it like an SSH target \
-(select it with --target NAME). Each apply stores the new file contents as age-encrypted objects \
-named by a keyed hash, then writes a new encrypted snapshot generation create-only.
+(select it with --target NAME). Each apply stores new file contents as age-encrypted objects, \
+then writes the next snapshot generation create-only; hosts bring a directory up to date with \
+`offsync pull URL DEST`.
+
+Format (offsync-mirror/1), under the mirror root:
+  offsync-mirror                 plaintext marker
+  keys/mirror-key.age            the mirror key (an age X25519 identity file whose
+                                 `# recipient:` comments list who can open it), encrypted
+                                 to every recipient
+  objects/<id[0..2]>/<id>        one age file per distinct content, encrypted to the mirror
+                                 key; id = BLAKE3-keyed(K_id, BLAKE3(plaintext)), K_id derived
+                                 from the mirror key
+  snapshots/<generation>.age     10-digit generation; encrypted to the mirror key; line 1 is
+                                 JSON (offsync-mirror-snapshot/1: generation, created, previous
+                                 chain digest, source digest, entries with path[, path_hex],
+                                 kind, mode, mtime_s, mtime_ns, size, blake3, object,
+                                 stored_size, target), line 2 is `mac <hex>` (BLAKE3-keyed
+                                 with a key derived from the mirror key)
+  keys/mirror-key.next.age       only while a rekey is unfinished
+No path or content is visible in plaintext. The chain digest of a generation is BLAKE3 of its \
+decrypted bytes; each machine remembers the newest generation it saw per mirror \
+($OFFSYNC_HOME/mirror-state/) and refuses an older one, a rewritten one or a broken chain.
+
+Manual recovery with the age CLI alone:
+  age -d -i ~/.offsync/age-identity.txt -o mirror-key.txt keys/mirror-key.age
+  age -d -i mirror-key.txt snapshots/0000000042.age | head -n 1 > snapshot.json
+  (each entry of snapshot.json names its object id and BLAKE3)
+  age -d -i mirror-key.txt -o FILE objects/ab/abcd…
 
 Keys: `mirror add` creates this controller's age identity ($OFFSYNC_HOME/age-identity.txt, \
-0600) once, and a mirror key per mirror. The mirror key encrypts every object and snapshot; the \
-mirror stores it only encrypted to the recipients (keys/mirror-key.age). Manual recovery with \
-the age CLI: `age -d -i IDENTITY keys/mirror-key.age > mirror-key.txt`, then \
-`age -d -i mirror-key.txt snapshots/0000000001.age` (line 1 is JSON listing paths and object \
-ids) and `age -d -i mirror-key.txt objects/ab/abcd… > file`.
-
-S3 credentials come only from the environment or the AWS shared files (AWS_ACCESS_KEY_ID, \
-AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL); they are \
-never stored in config.yaml.";
+0600) once, and a mirror key per mirror. S3 credentials come only from the environment or the \
+AWS shared files (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, \
+AWS_REGION, AWS_ENDPOINT_URL); they are never stored in config.yaml.";
 
 #[derive(Debug, Subcommand)]
 pub enum MirrorCommand {

@@ -36,7 +36,7 @@ use store::Store;
 pub const KEY_FILE: &str = "keys/mirror-key.age";
 pub const NEXT_KEY_FILE: &str = "keys/mirror-key.next.age";
 pub const MARKER: &str = "offsync-mirror";
-const MARKER_TEXT: &str = "offsync-mirror/1\nAn offsync encrypted mirror. Format and manual recovery: offsync-mirror(5) / README \"Mirror format\".\n";
+const MARKER_TEXT: &str = "offsync-mirror/1\nAn offsync encrypted mirror. Format and manual recovery: `man offsync-mirror`, or the README section \"Mirror format\".\n";
 
 /// Files up to this size are encrypted in memory and stored with one PUT.
 pub const SMALL_OBJECT: u64 = 8 << 20;

@@ -620,9 +620,8 @@ fn a_mirror_that_goes_backwards_or_rewrites_history_is_refused() {
     m.off(&["verify"]).assert().code(0);
 }
 
-#[test]
-fn two_concurrent_applies_exactly_one_wins_and_prune_cleans_up() {
-    let Some(a) = Mirror::new(Backend::Local) else {
+fn concurrent_applies(backend: Backend) {
+    let Some(a) = Mirror::new(backend) else {
         return;
     };
     for i in 0..300 {
@@ -645,19 +644,22 @@ fn two_concurrent_applies_exactly_one_wins_and_prune_cleans_up() {
     }
     b_home.init(Some(&b_src));
     std::fs::copy(a.identity(), b_home.home.join("age-identity.txt")).unwrap();
-    let out = b_home
-        .offsync(["mirror", "add", "m", &a.url])
-        .output()
-        .unwrap();
+    let mut add = vec!["mirror", "add", "m", a.url.as_str()];
+    if let Some(e) = &a.endpoint {
+        add.extend(["--endpoint", e.as_str()]);
+    }
+    let out = b_home.offsync(&add).envs(AWS_ENV).output().unwrap();
     assert!(
         stdout(&out).contains("joined existing mirror"),
-        "{}",
-        stdout(&out)
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
     );
 
     let spawn = |h: &Home| {
         h.offsync_std()
             .args(["apply", "--yes", "--target", "m"])
+            .envs(AWS_ENV)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -684,18 +686,17 @@ fn two_concurrent_applies_exactly_one_wins_and_prune_cleans_up() {
         "{}",
         stdout(loser)
     );
-    let dir = a.dir.clone().unwrap();
-    let snaps: Vec<_> = std::fs::read_dir(dir.join("snapshots")).unwrap().collect();
-    assert_eq!(snaps.len(), 1);
-    a.off(&["verify", "--target", "m", "--deep"])
-        .output()
-        .unwrap();
+    let snaps = json(
+        &a.off(&["mirror", "snapshots", "m", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
 
     // The loser's objects are unreferenced: prune lists them, and deletes them with --yes.
-    let count = || walk_count(&dir.join("objects"));
-    assert_eq!(count(), 600);
-    let dry = json(
-        &a.off(&[
+    let prune = |yes: bool| {
+        let mut args = vec![
             "mirror",
             "prune",
             "m",
@@ -704,33 +705,53 @@ fn two_concurrent_applies_exactly_one_wins_and_prune_cleans_up() {
             "--min-age",
             "0",
             "--json",
-        ])
-        .output()
-        .unwrap()
-        .stdout,
+        ];
+        if yes {
+            args.push("--yes");
+        }
+        json(&a.off(&args).output().unwrap().stdout)
+    };
+    assert_eq!(prune(false)["delete_objects"], 300);
+    assert_eq!(
+        prune(false)["delete_objects"],
+        300,
+        "without --yes nothing is deleted"
     );
-    assert_eq!(dry["delete_objects"], 300);
-    assert_eq!(count(), 600, "without --yes nothing is deleted");
-    a.off(&[
-        "mirror",
-        "prune",
-        "m",
-        "--keep",
-        "1",
-        "--min-age",
-        "0",
-        "--yes",
-    ])
-    .assert()
-    .success();
-    assert_eq!(count(), 300);
-    // The winner's generation is intact (deep verify through whichever home won).
+    assert_eq!(prune(true)["delete_objects"], 300);
+    assert_eq!(prune(false)["delete_objects"], 0);
+    // The winner's generation is intact.
     let winner_home = if oa.status.success() {
         &a.home
     } else {
         &b_home
     };
-    winner_home.offsync(["verify", "--deep"]).assert().code(0);
+    winner_home
+        .offsync(["verify", "--deep"])
+        .envs(AWS_ENV)
+        .assert()
+        .code(0);
+    // The loser plans again and applies on top.
+    let loser_home = if oa.status.success() {
+        &b_home
+    } else {
+        &a.home
+    };
+    let out = loser_home
+        .offsync(["apply", "--yes", "--delete"])
+        .envs(AWS_ENV)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
+#[test]
+fn two_concurrent_applies_to_s3_exactly_one_wins_and_prune_cleans_up() {
+    concurrent_applies(Backend::S3);
+}
+
+#[test]
+fn two_concurrent_applies_to_a_directory_exactly_one_wins_and_prune_cleans_up() {
+    concurrent_applies(Backend::Local);
 }
 
 fn walk_count(dir: &Path) -> usize {
