@@ -351,6 +351,12 @@ pub enum RecipientsCommand {
     /// Let another age identity open the mirror
     Add(RecipientArgs),
     /// Stop a recipient from opening the mirror key from now on (see `mirror rekey`)
+    #[command(
+        long_about = "Stop a recipient from opening the mirror key file from now on.\n\n\
+This cannot take back a key already handed out: a removed recipient may have kept a copy of \
+the mirror key and can still decrypt every object written under it. Run `offsync mirror rekey \
+NAME` afterwards to re-encrypt past and future data under a key it never had."
+    )]
     Remove(RecipientArgs),
     /// List who can open the mirror
     List(MirrorShowArgs),

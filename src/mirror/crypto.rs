@@ -252,10 +252,18 @@ impl MirrorKey {
     }
 }
 
-/// Ciphertext size of an age file with one X25519 recipient holding `n` plaintext bytes.
-pub fn ciphertext_len(header: u64, n: u64) -> u64 {
+/// Size of the age payload (nonce + chunks with their tags) for `n` plaintext bytes.
+pub fn payload_len(n: u64) -> u64 {
     let chunks = n.div_ceil(CHUNK).max(1);
-    header + 16 + n + 16 * chunks
+    16 + n + 16 * chunks
+}
+
+/// Whether `stored` bytes can be an age file (one X25519 recipient) of `n` plaintext bytes.
+/// The header's length varies (age adds random "grease" stanzas), so this is a range: a
+/// header of at least 100 bytes and at most 4 KiB.
+pub fn plausible_len(n: u64, stored: u64) -> bool {
+    let p = payload_len(n);
+    stored >= p + 100 && stored <= p + 4096
 }
 
 #[cfg(test)]
@@ -278,11 +286,18 @@ mod tests {
             decrypt_with(&[&other.identity], &sealed),
             Err(OpenError::NoMatchingKey)
         ));
-        let header = k.encrypt(b"").unwrap().len() as u64 - ciphertext_len(0, 0);
         for n in [0usize, 1, 65535, 65536, 65537, 200_000] {
-            let c = k.encrypt(&vec![7u8; n]).unwrap();
-            assert_eq!(c.len() as u64, ciphertext_len(header, n as u64), "n={n}");
-            assert_eq!(k.decrypt(&c).unwrap().len(), n);
+            for _ in 0..20 {
+                let c = k.encrypt(&vec![7u8; n]).unwrap();
+                assert!(
+                    plausible_len(n as u64, c.len() as u64),
+                    "n={n} len={}",
+                    c.len()
+                );
+                assert!(!plausible_len(n as u64 + 5000, c.len() as u64), "n={n}");
+                assert!(!plausible_len(n as u64, payload_len(n as u64)), "no header");
+                assert_eq!(k.decrypt(&c).unwrap().len(), n);
+            }
         }
         let mut c = k.encrypt(b"hello world").unwrap();
         let last = c.len() - 1;

@@ -63,26 +63,7 @@ pub struct SnapEntry {
     pub target_hex: Option<String>,
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(h: &str) -> Option<Vec<u8>> {
-    if !h.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..h.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-fn text_and_hex(b: &[u8]) -> (String, Option<String>) {
-    match std::str::from_utf8(b) {
-        Ok(s) => (s.to_string(), None),
-        Err(_) => (String::from_utf8_lossy(b).into_owned(), Some(hex(b))),
-    }
-}
+use crate::plan::{decode_hex as unhex, encode_path as text_and_hex};
 
 fn exact(text: &str, hex: &Option<String>) -> Result<Vec<u8>> {
     match hex {

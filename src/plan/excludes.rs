@@ -57,6 +57,16 @@ impl Excludes {
             .is_ignore()
     }
 
+    /// Whether the listed path `rel` (exact bytes) is hidden: it or any parent directory is
+    /// excluded. For listings that were not produced by our walker (mirror snapshots, tests).
+    pub fn hides(&self, rel: &[u8], is_dir: bool) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let path = Path::new(std::ffi::OsStr::from_bytes(rel));
+        path.ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .any(|a| self.is_excluded(a, a != path || is_dir))
+    }
+
     /// The same rules as rsync `--filter` rules, in rsync's order (first match wins, so the
     /// gitignore list is reversed).
     pub fn rsync_rules(&self) -> Vec<String> {

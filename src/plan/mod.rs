@@ -70,7 +70,8 @@ impl PlanEntry {
     }
 }
 
-fn encode_path(p: &[u8]) -> (String, Option<String>) {
+/// Lossy text plus exact hex (only when the bytes are not UTF-8).
+pub fn encode_path(p: &[u8]) -> (String, Option<String>) {
     match std::str::from_utf8(p) {
         Ok(s) => (s.to_string(), None),
         Err(_) => (
@@ -80,7 +81,8 @@ fn encode_path(p: &[u8]) -> (String, Option<String>) {
     }
 }
 
-fn decode_hex(h: &str) -> Option<Vec<u8>> {
+/// Bytes from lowercase or uppercase hex.
+pub fn decode_hex(h: &str) -> Option<Vec<u8>> {
     if !h.len().is_multiple_of(2) {
         return None;
     }

@@ -41,17 +41,7 @@ impl Target for MemoryTarget {
         let listing = self
             .files
             .iter()
-            .filter(|(p, (e, _))| {
-                let path = std::path::Path::new(std::ffi::OsStr::from_bytes(p));
-                // A path is hidden when it or any parent directory is excluded.
-                !path
-                    .ancestors()
-                    .filter(|a| !a.as_os_str().is_empty())
-                    .any(|a| {
-                        let is_dir = a != path || e.kind_name() == "dir";
-                        excludes.is_excluded(a, is_dir)
-                    })
-            })
+            .filter(|(p, (e, _))| !excludes.hides(p, e.kind_name() == "dir"))
             .map(|(p, (e, _))| (p.clone(), e.clone()))
             .collect();
         Ok(TargetView::Listing(listing))

@@ -103,14 +103,6 @@ impl MirrorTarget {
     }
 }
 
-/// Whether `path` (or a parent) is excluded.
-fn hidden(excludes: &Excludes, path: &[u8], is_dir: bool) -> bool {
-    let path = std::path::Path::new(OsStr::from_bytes(path));
-    path.ancestors()
-        .filter(|a| !a.as_os_str().is_empty())
-        .any(|a| excludes.is_excluded(a, a != path || is_dir))
-}
-
 impl Target for MirrorTarget {
     fn info(&self) -> &TargetInfo {
         &self.info
@@ -123,7 +115,7 @@ impl Target for MirrorTarget {
             Some((snap, _)) => snap
                 .listing()?
                 .into_iter()
-                .filter(|(p, e)| !hidden(excludes, p, e.kind_name() == "dir"))
+                .filter(|(p, e)| !excludes.hides(p, e.kind_name() == "dir"))
                 .collect(),
         };
         Ok(TargetView::Listing(listing))
@@ -181,12 +173,13 @@ impl Target for MirrorTarget {
                     known.insert(id.to_string(), m.size);
                 }
             }
-            // Ciphertext size is a function of plaintext size: a leftover object of the
-            // wrong size (a torn local write) is uploaded again.
-            let header =
-                mirror.key.encrypt(b"")?.len() as u64 - mirror::crypto::ciphertext_len(0, 0);
+            // Objects are written atomically (S3 PUT, temp file + rename locally), so a
+            // leftover of an interrupted apply is whole; the size check only rejects what
+            // cannot be an age file of that plaintext (tampering shows up in `verify --deep`).
             wanted.retain(|id, (_, size, _)| {
-                known.get(id) != Some(&mirror::crypto::ciphertext_len(header, *size))
+                !known
+                    .get(id)
+                    .is_some_and(|n| mirror::crypto::plausible_len(*size, *n))
             });
         }
         let mut jobs: Vec<(String, Upload)> = wanted.into_iter().collect();

@@ -328,6 +328,32 @@ fn mirror_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// `age -d -i IDENTITY FILE` with the real age CLI; the plaintext (asserted to succeed).
+fn age_d(identity: &Path, file: &Path) -> Vec<u8> {
+    let out = try_age_d(identity, file);
+    assert!(
+        out.status.success(),
+        "age -d {}: {}",
+        file.display(),
+        stderr(&out)
+    );
+    out.stdout
+}
+
+fn try_age_d(identity: &Path, file: &Path) -> std::process::Output {
+    std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(identity)
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
+fn object_file(dir: &Path, id: &str) -> PathBuf {
+    dir.join("objects").join(&id[..2]).join(id)
+}
+
 #[test]
 fn nothing_in_the_mirror_is_plaintext_and_age_alone_recovers_a_file() {
     if !skip_unless_age() {
@@ -365,61 +391,26 @@ fn nothing_in_the_mirror_is_plaintext_and_age_alone_recovers_a_file() {
     assert_eq!(objects, 6);
 
     // By hand: mirror key first, then the snapshot, then the object.
-    let work = m.home.tmp.path();
-    let mk = work.join("mirror-key.txt");
-    let st = std::process::Command::new("age")
-        .arg("-d")
-        .arg("-i")
-        .arg(m.identity())
-        .arg("-o")
-        .arg(&mk)
-        .arg(dir.join("keys/mirror-key.age"))
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let snap = std::process::Command::new("age")
-        .arg("-d")
-        .arg("-i")
-        .arg(&mk)
-        .arg(dir.join("snapshots/0000000001.age"))
-        .output()
-        .unwrap();
-    assert!(snap.status.success());
-    let first = snap.stdout.split(|b| *b == b'\n').next().unwrap();
-    let snap = json(first);
-    let entry = snap["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["path"] == "secret-plan name.txt")
-        .unwrap();
-    let id = entry["object"].as_str().unwrap();
-    let plain = std::process::Command::new("age")
-        .arg("-d")
-        .arg("-i")
-        .arg(&mk)
-        .arg(dir.join("objects").join(&id[..2]).join(id))
-        .output()
-        .unwrap();
-    assert!(plain.status.success());
-    assert_eq!(plain.stdout, b"top secret contents");
-    // The big file too (multipart on S3, one file locally: same age format).
-    let big = snap["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["path"] == "big.bin")
-        .unwrap();
-    let id = big["object"].as_str().unwrap();
-    let plain = std::process::Command::new("age")
-        .arg("-d")
-        .arg("-i")
-        .arg(&mk)
-        .arg(dir.join("objects").join(&id[..2]).join(id))
-        .output()
-        .unwrap();
+    let mk = m.home.tmp.path().join("mirror-key.txt");
+    std::fs::write(&mk, age_d(&m.identity(), &dir.join("keys/mirror-key.age"))).unwrap();
+    let snap = age_d(&mk, &dir.join("snapshots/0000000001.age"));
+    let snap = json(snap.split(|b| *b == b'\n').next().unwrap());
+    let object_of = |path: &str| {
+        let e = snap["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == path)
+            .unwrap();
+        object_file(&dir, e["object"].as_str().unwrap())
+    };
     assert_eq!(
-        plain.stdout,
+        age_d(&mk, &object_of("secret-plan name.txt")),
+        b"top secret contents"
+    );
+    // The big file too (multipart on S3, one file locally: same age format).
+    assert_eq!(
+        age_d(&mk, &object_of("big.bin")),
         std::fs::read(m.source.join("big.bin")).unwrap()
     );
 }
@@ -869,18 +860,7 @@ fn recipients_and_rekey() {
     assert!(out.status.success(), "{}", stderr(&out));
     // The other machine keeps a copy of the mirror key (as anyone could).
     let stolen = other.tmp.path().join("stolen-key.txt");
-    assert!(
-        std::process::Command::new("age")
-            .arg("-d")
-            .arg("-i")
-            .arg(&other_id)
-            .arg("-o")
-            .arg(&stolen)
-            .arg(dir.join("keys/mirror-key.age"))
-            .status()
-            .unwrap()
-            .success()
-    );
+    std::fs::write(&stolen, age_d(&other_id, &dir.join("keys/mirror-key.age"))).unwrap();
 
     // remove: the key file no longer opens for it…
     let out = m
@@ -906,15 +886,7 @@ fn recipients_and_rekey() {
         .as_str()
         .unwrap()
         .to_string();
-    let open_with_stolen = |id: &str| {
-        std::process::Command::new("age")
-            .arg("-d")
-            .arg("-i")
-            .arg(&stolen)
-            .arg(dir.join("objects").join(&id[..2]).join(id))
-            .output()
-            .unwrap()
-    };
+    let open_with_stolen = |id: &str| try_age_d(&stolen, &object_file(&dir, id));
     assert!(open_with_stolen(&id).status.success());
     // Refuse removing our own recipient.
     let own = std::fs::read_to_string(m.identity()).unwrap();
