@@ -356,11 +356,25 @@ impl Mirror {
             )
         };
         if size <= SMALL_OBJECT {
-            let data = fs_err::read(src)?;
-            if data.len() as u64 != size || blake3::hash(&data).as_bytes() != hash {
+            // Hash and encrypt while reading: only the ciphertext is held, never both.
+            let mut file = fs_err::File::open(src)?;
+            let mut hasher = blake3::Hasher::new();
+            let mut enc = key.encrypt_stream(Vec::with_capacity(size as usize + 512))?;
+            let mut buf = vec![0u8; 256 << 10];
+            let mut n_total = 0u64;
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                n_total += n as u64;
+                hasher.update(&buf[..n]);
+                enc.write_all(&buf[..n])?;
+            }
+            let sealed = enc.finish()?;
+            if n_total != size || hasher.finalize().as_bytes() != hash {
                 return Err(changed());
             }
-            let sealed = key.encrypt(&data)?;
             let stored = sealed.len() as u64;
             self.store.put(&name, sealed)?;
             return Ok((id, stored));

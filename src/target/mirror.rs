@@ -183,14 +183,19 @@ impl Target for MirrorTarget {
             });
         }
         let mut jobs: Vec<(String, Upload)> = wanted.into_iter().collect();
-        // Large files last, two at a time, so memory stays bounded by two part buffers.
-        let (mut large, mut small): (Vec<_>, Vec<_>) = jobs
+        // Memory stays bounded whatever the sizes: each small upload holds one ciphertext,
+        // so files over 1 MiB go four at a time, and multipart uploads (one part buffer
+        // each) two at a time; everything else sixteen at a time.
+        let (mut large, rest): (Vec<_>, Vec<_>) = jobs
             .drain(..)
             .partition(|(_, (_, size, _))| *size > mirror::SMALL_OBJECT);
+        let (mut medium, mut small): (Vec<_>, Vec<_>) = rest
+            .into_iter()
+            .partition(|(_, (_, size, _))| *size > 1 << 20);
         let done = AtomicU64::new(0);
         let root = source.root.clone();
         let mut stored: HashMap<String, u64> = HashMap::new();
-        for (batch, workers) in [(&mut small, WORKERS), (&mut large, 2)] {
+        for (batch, workers) in [(&mut small, WORKERS), (&mut medium, 4), (&mut large, 2)] {
             let results = crate::engine::parallel(batch, workers, |(id, (p, size, hash))| {
                 if crate::interrupt::interrupted() {
                     anyhow::bail!("interrupted");
