@@ -670,6 +670,18 @@ mod tests {
     }
 
     #[test]
+    fn missing_hard_links_are_recognised_through_the_error_chain() {
+        let wrap = |errno| object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::from_raw_os_error(errno)),
+        };
+        assert!(no_hard_links(&wrap(libc::EPERM)), "vfat/exfat answer EPERM");
+        assert!(no_hard_links(&wrap(libc::EOPNOTSUPP)));
+        assert!(!no_hard_links(&wrap(libc::ENOSPC)), "a full disk is a real error");
+        assert!(!no_hard_links(&wrap(libc::EACCES)));
+    }
+
+    #[test]
     fn local_create_only_and_fallback() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(
