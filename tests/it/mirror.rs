@@ -479,6 +479,26 @@ fn bad_input_names_the_problem_and_changes_nothing() {
     }
     assert_eq!(listing(&home.home), before, "no state file changed");
 
+    // Credentials from an AWS profile file instead of the environment.
+    let creds = home.tmp.path().join("aws-credentials");
+    std::fs::write(
+        &creds,
+        "[default]\naws_access_key_id = wrong\n\n[deploy]\naws_access_key_id = offsync-test\naws_secret_access_key = from-a-file\n",
+    )
+    .unwrap();
+    let out = home
+        .offsync(["mirror", "add", "m", &url, "--endpoint", moto_endpoint()])
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+        .env("AWS_PROFILE", "deploy")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !std::fs::read_to_string(home.config())
+            .unwrap()
+            .contains("from-a-file")
+    );
+
     // Wrong identity: a clear "no matching key", nothing written.
     let Some(m) = Mirror::new(Backend::S3) else {
         return;
@@ -529,7 +549,31 @@ fn tampering_is_detected_named_and_nothing_is_written() {
     bytes[n - 5] ^= 0x40;
     std::fs::write(&obj, &bytes).unwrap();
 
-    // The cheap verify sees a well-formed mirror; --deep finds and names the object.
+    // A missing object: the default verify (listing + sizes, no download) names it.
+    let other = ls["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "dir/nested/deep.txt")
+        .unwrap()["object"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other_obj = object_file(&dir, &other);
+    let saved = std::fs::read(&other_obj).unwrap();
+    std::fs::remove_file(&other_obj).unwrap();
+    let out = m.off(&["verify"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("dir/nested/deep.txt"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("missing"), "{}", stdout(&out));
+    std::fs::write(&other_obj, saved).unwrap();
+
+    // The tampered object keeps its size: the cheap verify passes, --deep finds and names it.
+    m.off(&["verify"]).assert().code(0);
     let out = m.off(&["verify", "--deep"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -606,9 +650,28 @@ fn a_mirror_that_goes_backwards_or_rewrites_history_is_refused() {
         stderr(&out)
     );
 
-    // Restored: fine again.
+    // A gap in the chain: another controller (same identity) writes generations 3 and 4,
+    // then generation 3 disappears; this controller remembers 2 and cannot link 4 to it.
     std::fs::write(dir.join("snapshots/0000000002.age"), &gen2).unwrap();
-    m.off(&["verify"]).assert().code(0);
+    let b = Home::new();
+    let b_src = b.tmp.path().join("src");
+    std::fs::create_dir_all(&b_src).unwrap();
+    b.init(Some(&b_src));
+    std::fs::copy(m.identity(), b.home.join("age-identity.txt")).unwrap();
+    b.offsync(["mirror", "add", "m", &m.url]).assert().success();
+    for v in ["v3", "v4"] {
+        std::fs::write(b_src.join("f"), v).unwrap();
+        b.offsync(["apply", "--yes", "--delete"]).assert().success();
+    }
+    let gen3 = std::fs::read(dir.join("snapshots/0000000003.age")).unwrap();
+    std::fs::remove_file(dir.join("snapshots/0000000003.age")).unwrap();
+    let out = m.off(&["plan"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("broken chain"), "{}", stderr(&out));
+    std::fs::write(dir.join("snapshots/0000000003.age"), &gen3).unwrap();
+
+    // Restored: fine again.
+    m.off(&["plan"]).assert().success();
 }
 
 fn concurrent_applies(backend: Backend) {
