@@ -677,7 +677,10 @@ mod tests {
         };
         assert!(no_hard_links(&wrap(libc::EPERM)), "vfat/exfat answer EPERM");
         assert!(no_hard_links(&wrap(libc::EOPNOTSUPP)));
-        assert!(!no_hard_links(&wrap(libc::ENOSPC)), "a full disk is a real error");
+        assert!(
+            !no_hard_links(&wrap(libc::ENOSPC)),
+            "a full disk is a real error"
+        );
         assert!(!no_hard_links(&wrap(libc::EACCES)));
     }
 
