@@ -579,6 +579,7 @@ fn rekey(ctx: &Context, args: MirrorRekeyArgs) -> Result<ExitCode> {
         let (h, v) = r?;
         new_ids.insert(h, v);
     }
+    m.store.flush()?;
     // Rewrite every snapshot under the new key, re-chaining digests; each records the digest
     // it had before, so machines that remember the old chain accept the rewrite.
     let mut prev: Option<String> = None;

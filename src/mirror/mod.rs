@@ -312,6 +312,7 @@ impl Mirror {
 
     /// Write generation `snap.generation` create-only. `Ok(false)` if it already exists.
     pub fn write_snapshot(&self, snap: &Snapshot) -> Result<bool> {
+        self.store.flush()?;
         let pt = snap.to_plaintext(&self.key);
         let digest = snapshot::chain_digest(&pt);
         let sealed = self.key.encrypt(&pt)?;
@@ -376,7 +377,7 @@ impl Mirror {
                 return Err(changed());
             }
             let stored = sealed.len() as u64;
-            self.store.put(&name, sealed)?;
+            self.store.put_object(&name, sealed)?;
             return Ok((id, stored));
         }
         let mut file = fs_err::File::open(src)?;
