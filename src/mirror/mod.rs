@@ -131,7 +131,12 @@ impl Mirror {
             let m = Mirror::open(store, std::slice::from_ref(me), state_dir)?;
             return Ok((m, false));
         }
+        // A mirror created now starts a new history at this URL: forget the old one (the
+        // user asked for it; an attacker who wipes a mirror cannot make us run `mirror add`).
         let state_path = state_path(state_dir, &store);
+        if state_path.exists() {
+            fs_err::remove_file(&state_path)?;
+        }
         Ok((
             Mirror {
                 store,
@@ -252,7 +257,7 @@ impl Mirror {
         let Some(&last) = gens.last() else {
             if let Some(s) = seen.filter(|s| s.generation > 0) {
                 anyhow::bail!(
-                    "rollback: {} shows no snapshot, but this machine has seen generation {}; refusing to use it (check the URL, or restore the mirror's snapshots)",
+                    "rollback: {} shows no snapshot, but this machine has seen generation {}; refusing to use it (check the URL or restore the mirror's snapshots; if it was wiped on purpose, remove it with `offsync target remove` and `offsync mirror add` it again)",
                     self.store.display(),
                     s.generation
                 );
