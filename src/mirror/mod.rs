@@ -257,7 +257,7 @@ impl Mirror {
         let Some(&last) = gens.last() else {
             if let Some(s) = seen.filter(|s| s.generation > 0) {
                 anyhow::bail!(
-                    "rollback: {} shows no snapshot, but this machine has seen generation {}; refusing to use it (check the URL or restore the mirror's snapshots; if it was wiped on purpose, remove it with `offsync target remove` and `offsync mirror add` it again)",
+                    "rollback: {} shows no snapshot, but this machine has seen generation {}; refusing to use it (check the URL or restore the mirror's snapshots; if it was wiped on purpose, delete what is left of it, then `offsync target remove` and `offsync mirror add` it again)",
                     self.store.display(),
                     s.generation
                 );
@@ -366,17 +366,7 @@ impl Mirror {
             let mut file = fs_err::File::open(src)?;
             let mut hasher = blake3::Hasher::new();
             let mut enc = key.encrypt_stream(Vec::with_capacity(size as usize + 512))?;
-            let mut buf = vec![0u8; 256 << 10];
-            let mut n_total = 0u64;
-            loop {
-                let n = file.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                n_total += n as u64;
-                hasher.update(&buf[..n]);
-                enc.write_all(&buf[..n])?;
-            }
+            let n_total = copy_hashing(&mut file, &mut enc, &mut hasher, 256 << 10)?;
             let sealed = enc.finish()?;
             if n_total != size || hasher.finalize().as_bytes() != hash {
                 return Err(changed());
@@ -396,17 +386,7 @@ impl Mirror {
         let result = (|| -> Result<()> {
             let mut hasher = blake3::Hasher::new();
             let mut enc = key.encrypt_stream(&mut parts)?;
-            let mut buf = vec![0u8; 1 << 20];
-            let mut n_total = 0u64;
-            loop {
-                let n = file.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                n_total += n as u64;
-                hasher.update(&buf[..n]);
-                enc.write_all(&buf[..n])?;
-            }
+            let n_total = copy_hashing(&mut file, &mut enc, &mut hasher, 1 << 20)?;
             enc.finish()?;
             if n_total != size || hasher.finalize().as_bytes() != hash {
                 return Err(changed());
@@ -470,6 +450,26 @@ impl Mirror {
             );
         }
         Ok(())
+    }
+}
+
+/// Copy `src` into `dst` in `chunk`-sized reads, hashing what passes; returns the byte count.
+fn copy_hashing(
+    src: &mut dyn Read,
+    dst: &mut dyn Write,
+    hasher: &mut blake3::Hasher,
+    chunk: usize,
+) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; chunk];
+    let mut total = 0u64;
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n as u64;
+        hasher.update(&buf[..n]);
+        dst.write_all(&buf[..n])?;
     }
 }
 

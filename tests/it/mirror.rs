@@ -98,6 +98,26 @@ impl Mirror {
         c
     }
 
+    /// The object id the newest snapshot lists for `path` (via `mirror ls --json`).
+    fn object_id(&self, path: &str) -> String {
+        let ls = json(
+            &self
+                .off(&["mirror", "ls", "m", "--json"])
+                .output()
+                .unwrap()
+                .stdout,
+        );
+        ls["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == path)
+            .unwrap_or_else(|| panic!("{path} not in the snapshot"))["object"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     fn apply(&self, extra: &[&str]) -> std::process::Output {
         let mut args = vec!["apply", "--yes", "--target", "m"];
         args.extend(extra);
@@ -529,37 +549,15 @@ fn tampering_is_detected_named_and_nothing_is_written() {
     fill(&m.source);
     assert!(m.apply(&[]).status.success());
     let dir = m.dir.clone().unwrap();
-    let ls = json(
-        &m.off(&["mirror", "ls", "m", "--json"])
-            .output()
-            .unwrap()
-            .stdout,
-    );
-    let entry = ls["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["path"] == "secret-plan name.txt")
-        .unwrap()
-        .clone();
-    let id = entry["object"].as_str().unwrap();
-    let obj = dir.join("objects").join(&id[..2]).join(id);
+    let obj = object_file(&dir, &m.object_id("secret-plan name.txt"));
+    // Read before anything is tampered with (ls itself reads only the snapshot).
+    let other_obj = object_file(&dir, &m.object_id("dir/nested/deep.txt"));
     let mut bytes = std::fs::read(&obj).unwrap();
     let n = bytes.len();
     bytes[n - 5] ^= 0x40;
     std::fs::write(&obj, &bytes).unwrap();
 
     // A missing object: the default verify (listing + sizes, no download) names it.
-    let other = ls["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["path"] == "dir/nested/deep.txt")
-        .unwrap()["object"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let other_obj = object_file(&dir, &other);
     let saved = std::fs::read(&other_obj).unwrap();
     std::fs::remove_file(&other_obj).unwrap();
     let out = m.off(&["verify"]).output().unwrap();
@@ -672,6 +670,25 @@ fn a_mirror_that_goes_backwards_or_rewrites_history_is_refused() {
 
     // Restored: fine again.
     m.off(&["plan"]).assert().success();
+
+    // Wiped: refused, until the user deliberately re-creates the mirror at that URL.
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    let out = m.off(&["plan"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not an offsync mirror"),
+        "{}",
+        stderr(&out)
+    );
+    m.off(&["target", "remove", "m"]).assert().success();
+    let out = m.off(&["mirror", "add", "m", &m.url]).output().unwrap();
+    assert!(
+        stdout(&out).contains("created mirror m"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(m.apply(&[]).status.success());
 }
 
 fn concurrent_applies(backend: Backend) {
@@ -934,21 +951,7 @@ fn recipients_and_rekey() {
     let out = m.pull_cmd(&other, &dest, &other_id).output().unwrap();
     assert!(stderr(&out).contains("no matching key"), "{}", stderr(&out));
     // …but the stolen key still opens every object, until a rekey.
-    let ls = json(
-        &m.off(&["mirror", "ls", "m", "--json"])
-            .output()
-            .unwrap()
-            .stdout,
-    );
-    let id = ls["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["path"] == "index.html")
-        .unwrap()["object"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = m.object_id("index.html");
     let open_with_stolen = |id: &str| try_age_d(&stolen, &object_file(&dir, id));
     assert!(open_with_stolen(&id).status.success());
     // Refuse removing our own recipient.
@@ -963,21 +966,7 @@ fn recipients_and_rekey() {
         .code(64);
 
     m.off(&["mirror", "rekey", "m", "--yes"]).assert().success();
-    let ls = json(
-        &m.off(&["mirror", "ls", "m", "--json"])
-            .output()
-            .unwrap()
-            .stdout,
-    );
-    let new_id = ls["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["path"] == "index.html")
-        .unwrap()["object"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let new_id = m.object_id("index.html");
     assert_ne!(new_id, id);
     assert!(
         !dir.join("objects").join(&id[..2]).join(&id).exists(),
