@@ -171,6 +171,15 @@ fn fill(source: &Path) {
     .unwrap();
 }
 
+/// A mirror holding [`fill`]'s tree as generation 1.
+fn filled(backend: Backend) -> Option<Mirror> {
+    let m = Mirror::new(backend)?;
+    fill(&m.source);
+    let out = m.apply(&[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    Some(m)
+}
+
 fn full_flow(backend: Backend) {
     let Some(m) = Mirror::new(backend) else {
         return;
@@ -379,11 +388,9 @@ fn nothing_in_the_mirror_is_plaintext_and_age_alone_recovers_a_file() {
     if !skip_unless_age() {
         return;
     }
-    let Some(m) = Mirror::new(Backend::Local) else {
+    let Some(m) = filled(Backend::Local) else {
         return;
     };
-    fill(&m.source);
-    assert!(m.apply(&[]).status.success());
     let dir = m.dir.clone().unwrap();
     let files = mirror_files(&dir);
     for (name, content) in &files {
@@ -543,11 +550,9 @@ fn bad_input_names_the_problem_and_changes_nothing() {
 
 #[test]
 fn tampering_is_detected_named_and_nothing_is_written() {
-    let Some(m) = Mirror::new(Backend::Local) else {
+    let Some(m) = filled(Backend::Local) else {
         return;
     };
-    fill(&m.source);
-    assert!(m.apply(&[]).status.success());
     let dir = m.dir.clone().unwrap();
     let obj = object_file(&dir, &m.object_id("secret-plan name.txt"));
     // Read before anything is tampered with (ls itself reads only the snapshot).
@@ -616,11 +621,9 @@ fn tampering_is_detected_named_and_nothing_is_written() {
 
 #[test]
 fn a_mirror_that_goes_backwards_or_rewrites_history_is_refused() {
-    let Some(m) = Mirror::new(Backend::Local) else {
+    let Some(m) = filled(Backend::Local) else {
         return;
     };
-    fill(&m.source);
-    assert!(m.apply(&[]).status.success());
     let dir = m.dir.clone().unwrap();
     let gen1 = std::fs::read(dir.join("snapshots/0000000001.age")).unwrap();
     std::fs::write(m.source.join("index.html"), b"v2").unwrap();
@@ -889,11 +892,9 @@ fn recipients_and_rekey() {
     if !skip_unless_age() {
         return;
     }
-    let Some(m) = Mirror::new(Backend::Local) else {
+    let Some(m) = filled(Backend::Local) else {
         return;
     };
-    fill(&m.source);
-    assert!(m.apply(&[]).status.success());
     let dir = m.dir.clone().unwrap();
     // A second machine with its own age identity.
     let other = Home::new();
