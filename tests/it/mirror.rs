@@ -828,11 +828,19 @@ fn two_concurrent_applies_to_a_directory_exactly_one_wins_and_prune_cleans_up() 
     concurrent_applies(Backend::Local);
 }
 
+/// Files below `dir`, counted while another process is writing there: entries that vanish
+/// between `readdir` and `stat` (staging files being renamed) are skipped, never a panic.
 fn walk_count(dir: &Path) -> usize {
-    listing(dir)
-        .iter()
-        .filter(|(_, _, c)| c != b"<dir>")
-        .count()
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => walk_count(&e.path()),
+            Ok(_) => 1,
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 #[test]
