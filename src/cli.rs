@@ -128,7 +128,15 @@ pub enum TargetCommand {
     List(TargetListArgs),
     /// Remove a target from the config (and its pinned host key when unused)
     Remove(TargetRemoveArgs),
-    /// Re-run the probe on targets in parallel and report per target
+    /// Re-run the probe on targets and mirrors in parallel and report per target
+    #[command(
+        long_about = "Re-run the probe on targets and mirrors in parallel and report per target.\n\n\
+An SSH target passes when offsync's key can push there and cannot read or run commands. A \
+mirror passes when its credentials work, this controller's identity opens the mirror key, the \
+newest generation decrypts and passes its MAC and rollback check, every object it references is \
+present, and the store accepts a create-only write. Nothing on a target is changed.\n\n\
+Exit status: 0 when every target passes, 1 otherwise."
+    )]
     Check(TargetCheckArgs),
 }
 

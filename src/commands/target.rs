@@ -10,13 +10,14 @@ use serde::Serialize;
 use std::process::ExitCode;
 
 use crate::cli::{TargetAddArgs, TargetCheckArgs, TargetListArgs, TargetRemoveArgs};
-use crate::config::{Config, RrsyncSetting, TargetConfig};
+use crate::config::{Config, MirrorConfig, RrsyncSetting, TargetConfig};
 use crate::context::Context;
 use crate::fsutil::{self, ScratchDir};
 use crate::known_hosts;
 use crate::probe::{self, ProbeReport};
 use crate::process::Cmd;
 use crate::ssh::{Login, SshFailure, SshSettings};
+use crate::target::mirror::MirrorTarget;
 use crate::{input_err, keys, prompt, sanitize};
 
 /// Host key algorithms to ask for, in turn, when the first key ssh negotiates does not match
@@ -341,45 +342,75 @@ fn unknown_target(config: &Config, name: &str) -> anyhow::Error {
 #[derive(Serialize)]
 struct CheckRow {
     name: String,
+    /// `ssh` or `mirror`.
+    kind: &'static str,
+    /// The SSH login, or the mirror's URL.
     login: String,
     #[serde(flatten)]
     report: ProbeReport,
+    /// Mirrors: the newest generation (absent while the mirror is empty or unreadable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation: Option<u64>,
+    /// Mirrors: files in the newest generation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<u64>,
+}
+
+/// One thing `target check` looks at.
+enum Checked<'a> {
+    Ssh(&'a TargetConfig),
+    Mirror(&'a MirrorConfig),
 }
 
 pub fn check(ctx: &Context, args: TargetCheckArgs) -> Result<ExitCode> {
     let config = Config::load(&ctx.config_path())?;
-    let selected: Vec<&TargetConfig> = if args.names.is_empty() {
-        config.targets.iter().collect()
+    let mut selected: Vec<Checked> = if args.names.is_empty() {
+        let ssh = config.targets.iter().map(Checked::Ssh);
+        ssh.chain(config.mirrors.iter().map(Checked::Mirror))
+            .collect()
     } else {
         args.names
             .iter()
             .map(|n| {
-                config
-                    .find_target(n)
-                    .ok_or_else(|| unknown_target(&config, n))
+                if let Some(t) = config.find_target(n) {
+                    Ok(Checked::Ssh(t))
+                } else if let Some(m) = config.find_mirror(n) {
+                    Ok(Checked::Mirror(m))
+                } else {
+                    Err(unknown_target(&config, n))
+                }
             })
             .collect::<Result<_>>()?
     };
     if selected.is_empty() {
-        anyhow::bail!("no targets to check; add one with `offsync target add`");
+        anyhow::bail!(
+            "no targets to check; add one with `offsync target add` or `offsync mirror add`"
+        );
     }
-    require_key(ctx)?;
+    if selected.iter().any(|c| matches!(c, Checked::Ssh(_))) {
+        require_key(ctx)?;
+    }
     let settings = SshSettings::new(&ctx.key_path(), &ctx.known_hosts_path());
     let scratch = ctx.home.join("tmp");
     let workers = config.concurrency.unwrap_or(8).min(selected.len());
-    let mut selected = selected;
-    let rows = crate::engine::parallel(&mut selected, workers, |t| {
-        let login_text = login_of(t);
-        let report = match Login::parse(&login_text) {
-            Ok(login) => probe::probe(&settings, &login, t.port, &scratch)
-                .unwrap_or_else(|e| failed_report(format!("{e:#}"))),
-            Err(e) => failed_report(format!("invalid login in config: {e}")),
-        };
-        CheckRow {
-            name: t.name(),
-            login: login_text,
-            report,
+    let rows = crate::engine::parallel(&mut selected, workers, |c| match c {
+        Checked::Ssh(t) => {
+            let login_text = login_of(t);
+            let report = match Login::parse(&login_text) {
+                Ok(login) => probe::probe(&settings, &login, t.port, &scratch)
+                    .unwrap_or_else(|e| failed_report(format!("{e:#}"))),
+                Err(e) => failed_report(format!("invalid login in config: {e}")),
+            };
+            CheckRow {
+                name: t.name(),
+                kind: "ssh",
+                login: login_text,
+                report,
+                generation: None,
+                files: None,
+            }
         }
+        Checked::Mirror(m) => check_mirror(ctx, m),
     });
     let all_ok = rows.iter().all(|r| r.report.ok);
     if args.json {
@@ -389,7 +420,23 @@ pub fn check(ctx: &Context, args: TargetCheckArgs) -> Result<ExitCode> {
         );
     } else {
         for r in &rows {
-            if r.report.ok {
+            if !r.report.ok {
+                println!(
+                    "FAIL  {}  {}  {}",
+                    r.name,
+                    r.login,
+                    sanitize::for_terminal(&r.report.problem)
+                );
+            } else if r.kind == "mirror" {
+                let state = match (r.generation, r.files) {
+                    (Some(g), Some(f)) => format!("generation {g}, {f} files"),
+                    _ => "empty".to_string(),
+                };
+                println!(
+                    "ok    {}  {}  encrypted mirror, {state}, key opens, writable",
+                    r.name, r.login
+                );
+            } else {
                 println!(
                     "ok    {}  {}  write-only, no shell{}",
                     r.name,
@@ -400,13 +447,6 @@ pub fn check(ctx: &Context, args: TargetCheckArgs) -> Result<ExitCode> {
                         ""
                     }
                 );
-            } else {
-                println!(
-                    "FAIL  {}  {}  {}",
-                    r.name,
-                    r.login,
-                    sanitize::for_terminal(&r.report.problem)
-                );
             }
         }
     }
@@ -415,6 +455,34 @@ pub fn check(ctx: &Context, args: TargetCheckArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(crate::error::exit::FAILURE)
     })
+}
+
+/// Check one mirror (see [`MirrorTarget::probe`]); failures become the row's problem.
+fn check_mirror(ctx: &Context, m: &MirrorConfig) -> CheckRow {
+    let mut row = CheckRow {
+        name: m.name.clone(),
+        kind: "mirror",
+        login: m.url.clone(),
+        report: failed_report(String::new()),
+        generation: None,
+        files: None,
+    };
+    let probed = MirrorTarget::from_config(ctx, m).and_then(|mut t| {
+        let newest = t.probe()?.map(|s| (s.generation, s.files));
+        Ok(newest)
+    });
+    match probed {
+        Ok(newest) => {
+            row.report.ok = true;
+            row.report.write = "create-only".into();
+            if let Some((g, f)) = newest {
+                row.generation = Some(g);
+                row.files = Some(f);
+            }
+        }
+        Err(e) => row.report.problem = format!("{e:#}"),
+    }
+    row
 }
 
 fn failed_report(problem: String) -> ProbeReport {

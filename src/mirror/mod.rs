@@ -168,6 +168,15 @@ impl Mirror {
         })
     }
 
+    /// Prove the store accepts writes without changing it: a create-only write of the format
+    /// marker, which already exists (and, were it missing, would be exactly right to create).
+    /// A store that refuses the write (read-only directory, no `s3:PutObject`) fails here.
+    pub fn probe_write(&self) -> Result<()> {
+        self.store
+            .put_create(MARKER, MARKER_TEXT.as_bytes().to_vec())
+            .map(|_| ())
+    }
+
     /// Whether a rekey was started and not finished.
     pub fn rekey_pending(&self) -> Option<&MirrorKey> {
         self.next_key.as_ref()

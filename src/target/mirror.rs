@@ -95,6 +95,21 @@ impl MirrorTarget {
         Ok(self.mirror.as_ref().expect("opened above"))
     }
 
+    /// The mirror side of `target check`, changing nothing: the credentials and the bucket
+    /// work, this controller's identity opens the mirror key, the newest generation
+    /// decrypts and passes its MAC and the rollback check, every object it references is
+    /// present with its size, and the store accepts a create-only write. Returns the newest
+    /// generation (`None`: the mirror is empty).
+    pub fn probe(&mut self) -> Result<Option<&Snapshot>> {
+        self.scan_base()?;
+        let m = self.mirror.as_ref().expect("opened by scan_base");
+        if let Some((snap, _)) = &self.base {
+            check_objects(m, snap, false)?;
+        }
+        m.probe_write()?;
+        Ok(self.base.as_ref().map(|(s, _)| s))
+    }
+
     fn scan_base(&mut self) -> Result<()> {
         let base = self.mirror()?.latest()?;
         self.base = base;

@@ -3,8 +3,8 @@
 //! prune, and the faults the format must survive.
 
 use crate::util::{
-    AWS_ENV, Home, listing, moto_endpoint, new_bucket, skip_unless_age, skip_unless_moto, stderr,
-    stdout,
+    AWS_ENV, Home, is_root, listing, moto_endpoint, new_bucket, skip_unless_age, skip_unless_moto,
+    stderr, stdout,
 };
 use assert_cmd::Command;
 use std::os::unix::ffi::OsStrExt;
@@ -617,6 +617,89 @@ fn tampering_is_detected_named_and_nothing_is_written() {
     std::fs::write(m.source.join("index.html"), b"changed").unwrap();
     assert_eq!(m.apply(&[]).status.code(), Some(1));
     assert!(!dir.join("snapshots/0000000002.age").exists());
+}
+
+/// Entries below `dir` that are not directories (files and symlinks: what a snapshot counts).
+fn non_dirs(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let t = e.file_type().unwrap();
+            if t.is_dir() { non_dirs(&e.path()) } else { 1 }
+        })
+        .sum()
+}
+
+#[test]
+fn target_check_proves_a_mirror_usable_changes_nothing_and_names_what_is_wrong() {
+    let Some(m) = filled(Backend::Local) else {
+        return;
+    };
+    let dir = m.dir.clone().unwrap();
+    let before = listing(&dir);
+    let out = m.off(&["target", "check", "--json"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let rows = json(&out.stdout);
+    let row = &rows.as_array().unwrap()[0];
+    assert_eq!(row["name"], "m");
+    assert_eq!(row["kind"], "mirror");
+    assert_eq!(row["ok"], true);
+    assert_eq!(row["generation"], 1);
+    assert_eq!(row["files"], non_dirs(&m.source));
+    let out = m.off(&["target", "check", "m"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).starts_with("ok    m  ") && stdout(&out).contains("generation 1"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(listing(&dir), before, "check changed the mirror");
+
+    // A missing object fails the check, named; the other rows still print.
+    let obj = object_file(&dir, &m.object_id("dir/nested/deep.txt"));
+    let saved = std::fs::read(&obj).unwrap();
+    std::fs::remove_file(&obj).unwrap();
+    let out = m.off(&["target", "check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).starts_with("FAIL  m  ") && stdout(&out).contains("dir/nested/deep.txt"),
+        "{}",
+        stdout(&out)
+    );
+    std::fs::write(&obj, saved).unwrap();
+
+    // A mirror this user cannot write to fails the write probe (root ignores modes).
+    if !is_root() {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let out = m.off(&["target", "check"]).output().unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        assert!(stdout(&out).starts_with("FAIL  m  "), "{}", stdout(&out));
+        assert!(stdout(&out).contains("offsync-mirror"), "{}", stdout(&out));
+    }
+    assert_eq!(listing(&dir), before);
+
+    // S3 without credentials: a failed row that says what to set, exit 1.
+    let Some(s3) = Mirror::new(Backend::S3) else {
+        return;
+    };
+    let out = s3.home.offsync(["target", "check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).starts_with("FAIL  m  ") && stdout(&out).contains("AWS_ACCESS_KEY_ID"),
+        "{}",
+        stdout(&out)
+    );
+    let out = s3.off(&["target", "check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("empty"), "{}", stdout(&out));
 }
 
 #[test]
