@@ -267,6 +267,7 @@ impl Target for MirrorTarget {
                 "interrupted before the snapshot was written; the mirror still shows generation {base_gen}"
             );
         }
+        snapshot_barrier();
         if !mirror.write_snapshot(&snap)? {
             anyhow::bail!(
                 "another apply wrote generation {} of {} first; nothing of this apply is visible (its objects are harmless and `mirror prune` removes them); run `offsync plan` again",
@@ -293,6 +294,28 @@ impl Target for MirrorTarget {
         };
         let mirror = self.mirror()?;
         check_objects(mirror, &snap, deep)
+    }
+}
+
+/// For the concurrency test only: with `OFFSYNC_TEST_SNAPSHOT_BARRIER=DIR:N`, an apply about to
+/// write its snapshot registers in DIR and waits (at most 60 s) until N applies have. Two
+/// applies then always write a snapshot for the same generation, however the scheduler
+/// staggers their starts; without it the test could see one finish before the other scanned.
+fn snapshot_barrier() {
+    let Some(spec) = std::env::var_os("OFFSYNC_TEST_SNAPSHOT_BARRIER") else {
+        return;
+    };
+    let spec = spec.to_string_lossy();
+    let Some((dir, n)) = spec.rsplit_once(':') else {
+        return;
+    };
+    let (dir, n) = (std::path::Path::new(dir), n.parse::<usize>().unwrap_or(1));
+    let _ = std::fs::write(dir.join(std::process::id().to_string()), b"");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_dir(dir).map_or(0, |d| d.count()) < n
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

@@ -813,10 +813,16 @@ fn concurrent_applies(backend: Backend) {
         stderr(&out)
     );
 
+    // Both applies wait for each other before writing their snapshot, so both have scanned
+    // the empty mirror and race for generation 1 on every run.
+    let barrier = a.home.tmp.path().join("barrier");
+    std::fs::create_dir(&barrier).unwrap();
+    let barrier = format!("{}:2", barrier.display());
     let spawn = |h: &Home| {
         h.offsync_std()
             .args(["apply", "--yes", "--target", "m"])
             .envs(AWS_ENV)
+            .env("OFFSYNC_TEST_SNAPSHOT_BARRIER", &barrier)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
