@@ -200,6 +200,11 @@ pub struct PlanArgs {
     /// Exit 0 when nothing would change, 2 when changes are pending, 1 on error
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Refuse a target where more than N paths would be deleted [default: config
+    /// `max_delete`, else refuse deleting over half of a target's paths, or anything when the
+    /// source has no files]
+    #[arg(long, value_name = "N")]
+    pub max_delete: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +218,11 @@ pub struct ApplyArgs {
     /// Delete the target-only paths the plan lists (and nothing else)
     #[arg(long)]
     pub delete: bool,
+    /// Refuse a target where more than N paths would be deleted [default: config
+    /// `max_delete`, else refuse deleting over half of a target's paths, or anything when the
+    /// source has no files]
+    #[arg(long, value_name = "N")]
+    pub max_delete: Option<u64>,
     /// Don't ask for confirmation (required without a terminal)
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -439,6 +449,10 @@ pub struct PullArgs {
     /// Delete DEST-only paths the plan lists (and nothing else)
     #[arg(long)]
     pub delete: bool,
+    /// Refuse when more than N paths would be deleted [default: refuse deleting over half of
+    /// DEST's paths, or anything when the snapshot has no files]
+    #[arg(long, value_name = "N")]
+    pub max_delete: Option<u64>,
     /// Only print the plan
     #[arg(long, short = 'n')]
     pub dry_run: bool,

@@ -41,6 +41,11 @@ pub struct Config {
     /// Overwrite files that differ on a target (the Python offsync's switch; default true).
     #[serde(default = "yes")]
     pub overwrite: bool,
+    /// Refuse an apply that would delete more than this many paths on a target (rsync's and
+    /// rclone's `--max-delete`). Unset: refuse deleting more than half of a target's paths, or
+    /// anything when the source has no files. `--max-delete N` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delete: Option<u64>,
     /// Verify every target after apply (default true).
     #[serde(default = "yes")]
     pub verify: bool,
@@ -83,6 +88,7 @@ impl Default for Config {
             source: None,
             delete: false,
             overwrite: true,
+            max_delete: None,
             verify: true,
             exclude: Vec::new(),
             concurrency: None,

@@ -1,8 +1,10 @@
 //! The backend-neutral engine: plan, apply and verify any [`Target`]s, in parallel.
 //!
 //! Invariants: `plan_all` is `scan` + the pure `diff` per target; `apply_one` executes exactly
-//! the `TargetPlan` it is given, refuses target-only deletions unless allowed, and verifies
-//! with a fresh scan afterwards; a failing target never stops the others.
+//! the `TargetPlan` it is given, refuses target-only deletions unless allowed (and above the
+//! mass-delete limit, see [`mass_delete`]), and verifies with a fresh scan afterwards; a
+//! failing target never stops the others; an apply that fails part-way reports what the
+//! target said changed, never "nothing".
 
 use anyhow::Result;
 use std::sync::Mutex;
@@ -12,7 +14,7 @@ use crate::plan::diff;
 use crate::plan::excludes::Excludes;
 use crate::plan::manifest::Manifest;
 use crate::plan::{Categories, Summary, TargetPlan};
-use crate::target::{ApplyOutcome, Target};
+use crate::target::{ApplyOutcome, PartialApply, Target};
 
 /// Run `f` on every item, at most `workers` at a time; results keep the input order.
 pub fn parallel<T: Send, R: Send>(
@@ -60,17 +62,61 @@ pub fn plan_one(t: &mut dyn Target, source: &Manifest, excludes: &Excludes) -> T
         error,
         summary: Summary::default(),
         changes,
+        warnings: Vec::new(),
     }
 }
 
-/// Plan every target in parallel.
+/// Plan every target in parallel; `max_delete` is the limit given by flag or config (see
+/// [`mass_delete`]), which the plan warns about.
 pub fn plan_all(
     targets: &mut [Box<dyn Target>],
     source: &Manifest,
     excludes: &Excludes,
     workers: usize,
+    max_delete: Option<u64>,
 ) -> Vec<TargetPlan> {
-    parallel(targets, workers, |t| plan_one(t.as_mut(), source, excludes))
+    parallel(targets, workers, |t| {
+        let mut p = plan_one(t.as_mut(), source, excludes);
+        if let Some(w) = mass_delete(&p, source.file_count(), max_delete) {
+            p.warnings.push(w);
+        }
+        p
+    })
+}
+
+/// The mass-delete guard (like rsync's and rclone's `--max-delete`): why deleting this plan's
+/// target-only paths needs an explicit limit, or `None` when it is within bounds. With a
+/// limit (`--max-delete N`, config `max_delete:`), more than N deletions are refused. Without
+/// one, deleting more than half of the paths on the target, or anything at all when the source
+/// has no files (an unmounted or wiped source), is refused.
+pub fn mass_delete(
+    plan: &TargetPlan,
+    source_files: u64,
+    max_delete: Option<u64>,
+) -> Option<String> {
+    let n = plan.changes.missing.len() as u64;
+    if n == 0 {
+        return None;
+    }
+    let allow = format!("pass --max-delete {n} (or set `max_delete:` in config.yaml) to allow it");
+    match max_delete {
+        Some(limit) if n > limit => Some(format!(
+            "would delete {n} path(s), more than the limit of {limit}; {allow}"
+        )),
+        Some(_) => None,
+        None if source_files == 0 => Some(format!(
+            "the source has no files, and {n} path(s) would be deleted (everything on the target); {allow}"
+        )),
+        None => {
+            let c = &plan.changes;
+            let on_target = c.unchanged + (c.modified.len() + c.metadata.len()) as u64 + n;
+            (n * 2 > on_target).then(|| {
+                format!(
+                    "would delete {n} of the {on_target} path(s) on the target (more than half); {allow}"
+                )
+            })
+        }
+    }
 }
 
 /// How applying one target ended.
@@ -121,6 +167,10 @@ pub struct ApplyPolicy {
     pub overwrite: bool,
     /// Verify after the transfer (`verify:` in config).
     pub verify: bool,
+    /// The mass-delete limit (`--max-delete`, `max_delete:`); see [`mass_delete`].
+    pub max_delete: Option<u64>,
+    /// Files in the source (for the mass-delete guard).
+    pub source_files: u64,
 }
 
 /// Apply `plan` to `t` exactly, then verify.
@@ -141,6 +191,12 @@ pub fn apply_one(
     if let Some(e) = &plan.error {
         return status(Status::Failed(e.clone()));
     }
+    if crate::interrupt::interrupted() {
+        return status(Status::Interrupted);
+    }
+    if let Err(e) = t.before_apply() {
+        return status(Status::Failed(format!("{e:#}")));
+    }
     if !plan.has_changes() {
         return status(Status::Unchanged);
     }
@@ -155,6 +211,13 @@ pub fn apply_one(
             "{missing} target-only path(s), but this target was linked with --no-delete; remove them there by hand, or link again without --no-delete"
         )));
     }
+    if missing > 0
+        && let Some(why) = mass_delete(plan, policy.source_files, policy.max_delete)
+    {
+        return status(Status::Refused(format!(
+            "{why}; nothing was changed on this target"
+        )));
+    }
     if !policy.overwrite && !plan.changes.modified.is_empty() {
         return status(Status::Refused(format!(
             "{} file(s) differ on the target and `overwrite: false` is set in config.yaml; nothing was changed on this target",
@@ -167,12 +230,26 @@ pub fn apply_one(
     let outcome = match t.apply(source, excludes, plan, policy.delete, progress) {
         Ok(o) => o,
         Err(e) => {
-            let s = if crate::interrupt::interrupted() {
-                Status::Interrupted
-            } else {
-                Status::Failed(format!("{e:#}"))
+            let partial = e.downcast_ref::<PartialApply>().map(|p| p.outcome.clone());
+            let mut msg = format!("{e:#}");
+            if let Some(p) = &partial
+                && p.partial
+            {
+                msg.push_str(&format!(
+                    " (before it failed, rsync reported {} path(s) sent and {} deleted; sent files may not be in place yet; run `offsync plan` to see what is left)",
+                    p.changed.len(),
+                    p.deleted.len()
+                ));
+            }
+            return ApplyResult {
+                status: if crate::interrupt::interrupted() {
+                    Status::Interrupted
+                } else {
+                    Status::Failed(msg)
+                },
+                outcome: partial.unwrap_or_default(),
+                duration_ms: start.elapsed().as_millis() as u64,
             };
-            return status(s);
         }
     };
     let mut result = ApplyResult {
@@ -243,6 +320,8 @@ mod tests {
         delete: false,
         overwrite: true,
         verify: true,
+        max_delete: None,
+        source_files: 2,
     };
 
     #[test]
@@ -252,14 +331,14 @@ mod tests {
             Box::new(MemoryTarget::new("m1", true)),
             Box::new(MemoryTarget::new("m2", true)),
         ];
-        let plans = Plan::new(&m, ex.patterns(), plan_all(&mut targets, &m, &ex, 2));
+        let plans = Plan::new(&m, ex.patterns(), plan_all(&mut targets, &m, &ex, 2, None));
         assert_eq!(plans.targets[0].summary.added, 3);
         for (t, p) in targets.iter_mut().zip(&plans.targets) {
             let r = apply_one(t.as_mut(), &m, &ex, p, ALL, &|_| {});
             assert_eq!(r.status, Status::Ok, "{:?}", r.status);
             assert_eq!(r.outcome.changed.len(), 3);
         }
-        let again = Plan::new(&m, ex.patterns(), plan_all(&mut targets, &m, &ex, 2));
+        let again = Plan::new(&m, ex.patterns(), plan_all(&mut targets, &m, &ex, 2, None));
         assert!(!again.has_changes());
     }
 
@@ -282,6 +361,7 @@ mod tests {
             "nothing changed on refusal"
         );
         assert!(!t.files.contains_key(&b"a"[..]));
+        // The target's only path is the one to delete: over the default mass-delete limit.
         let r = apply_one(
             &mut t,
             &m,
@@ -293,12 +373,70 @@ mod tests {
             },
             &|_| {},
         );
+        assert!(
+            matches!(r.status, Status::Refused(ref s) if s.contains("--max-delete 1")),
+            "{:?}",
+            r.status
+        );
+        assert!(t.files.contains_key(&b"extra"[..]));
+        let r = apply_one(
+            &mut t,
+            &m,
+            &ex,
+            &p,
+            ApplyPolicy {
+                delete: true,
+                max_delete: Some(1),
+                ..ALL
+            },
+            &|_| {},
+        );
         assert_eq!(r.status, Status::Ok);
         assert_eq!(r.outcome.deleted, vec![b"extra".to_vec()]);
         assert!(
             t.files.contains_key(&b"keep.tmp"[..]),
             "excluded paths are never deleted"
         );
+    }
+
+    fn plan_with(missing: usize, unchanged: u64) -> TargetPlan {
+        let mut p = TargetPlan {
+            name: "t".into(),
+            kind: "memory".into(),
+            address: "m".into(),
+            delete_allowed: true,
+            error: None,
+            changes: Categories::default(),
+            summary: Summary::default(),
+            warnings: Vec::new(),
+        };
+        p.changes.unchanged = unchanged;
+        for i in 0..missing {
+            p.changes.missing.push(crate::plan::PlanEntry::bare(
+                format!("x{i}").as_bytes(),
+                "file",
+            ));
+        }
+        p
+    }
+
+    #[test]
+    fn mass_delete_guard() {
+        // Half or less of the target: fine by default; more than half: refused.
+        assert_eq!(mass_delete(&plan_with(5, 5), 10, None), None);
+        let w = mass_delete(&plan_with(6, 5), 10, None).unwrap();
+        assert!(
+            w.contains("6 of the 11") && w.contains("--max-delete 6"),
+            "{w}"
+        );
+        // An empty source: any delete is refused.
+        let w = mass_delete(&plan_with(1, 100), 0, None).unwrap();
+        assert!(w.contains("no files"), "{w}");
+        // An explicit limit replaces the default rule, both ways.
+        assert_eq!(mass_delete(&plan_with(6, 5), 10, Some(6)), None);
+        assert_eq!(mass_delete(&plan_with(1, 0), 0, Some(1)), None);
+        assert!(mass_delete(&plan_with(4, 100), 10, Some(3)).is_some());
+        assert_eq!(mass_delete(&plan_with(0, 0), 0, None), None);
     }
 
     #[test]

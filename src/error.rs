@@ -17,7 +17,8 @@ pub mod exit {
     pub const CHANGES: u8 = 2;
     /// The command line or an input value was wrong (EX_USAGE); nothing was changed.
     pub const USAGE: u8 = 64;
-    /// Interrupted by Ctrl-C (128 + SIGINT).
+    /// Interrupted by Ctrl-C (128 + SIGINT). SIGTERM gives 143 and SIGHUP 129: always
+    /// 128 + the signal (see `interrupt::exit_code`).
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -40,7 +41,7 @@ pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
         if let Some(crate::process::ProcessError::Interrupted { .. }) = cause.downcast_ref() {
-            return ExitCode::from(exit::INTERRUPTED);
+            return ExitCode::from(crate::interrupt::exit_code());
         }
     }
     ExitCode::from(exit::FAILURE)

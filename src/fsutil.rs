@@ -165,6 +165,22 @@ mod tests {
     }
 
     #[test]
+    fn stale_scratch_of_dead_processes_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A pid that cannot exist (above the kernel's pid_max limit of 2^22).
+        let dead = dir.path().join("apply-99999999-0");
+        let live = dir.path().join(format!("apply-{}-7", std::process::id()));
+        let parent_pid = dir.path().join("cm-1-0");
+        let other = dir.path().join("not-a-scratch");
+        for d in [&dead, &live, &parent_pid, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        remove_stale_scratch(dir.path());
+        assert!(!dead.exists());
+        assert!(live.exists() && parent_pid.exists() && other.exists());
+    }
+
+    #[test]
     fn private_dir_is_created_and_tightened() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a/b");
@@ -182,7 +198,9 @@ mod tests {
     }
 }
 
-/// A private scratch directory that is removed on drop.
+/// A private scratch directory that is removed on drop. Its name carries the creating
+/// process's id, so a directory left behind by a killed offsync is recognised and removed by
+/// the next one that uses the same parent (see [`remove_stale_scratch`]).
 #[derive(Debug)]
 pub struct ScratchDir {
     path: PathBuf,
@@ -192,6 +210,14 @@ impl ScratchDir {
     /// Create a fresh, empty, 0700 directory under `parent` (created if missing).
     pub fn new(parent: &Path, prefix: &str) -> Result<ScratchDir> {
         ensure_private_dir(parent)?;
+        static CLEANED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        {
+            let mut cleaned = CLEANED.lock().unwrap_or_else(|p| p.into_inner());
+            if !cleaned.iter().any(|p| p == parent) {
+                remove_stale_scratch(parent);
+                cleaned.push(parent.to_path_buf());
+            }
+        }
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         loop {
             let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -208,6 +234,34 @@ impl ScratchDir {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Remove scratch directories (`PREFIX-PID-N`) in `parent` whose process no longer exists:
+/// what a killed run left behind. A directory of a live process is never touched.
+pub fn remove_stale_scratch(parent: &Path) {
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.rsplit('-').nth(1))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid <= 0 || pid == std::process::id() as i32 {
+            continue;
+        }
+        let dead = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if dead && e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 

@@ -111,6 +111,21 @@ pub fn parse_output(out: &[u8]) -> (Vec<Item>, Vec<Vec<u8>>) {
     (items, other)
 }
 
+/// rsync's message for a target-only directory it will not delete because it still holds
+/// excluded (protected) files. A dry run prints it *and* may still itemize `*deleting dir/`.
+const UNDELETABLE: &[u8] = b"cannot delete non-empty directory: ";
+
+/// Paths (unescaped) that rsync said it cannot delete, from the non-item lines of its output.
+/// The message is printed by rsync itself (not from a file name), and names are escaped in it
+/// like in item lines, so a name cannot forge one.
+pub fn undeletable(other: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    other
+        .iter()
+        .filter_map(|l| l.strip_prefix(UNDELETABLE))
+        .map(|name| unescape(name.strip_suffix(b"/").unwrap_or(name)))
+        .collect()
+}
+
 /// Undo rsync's `\#ooo` escapes.
 pub fn unescape(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
@@ -187,6 +202,17 @@ mod tests {
         assert_eq!(p("cLc.t...... l").unwrap().change, ItemChange::Content);
         assert_eq!(p(".f          a").unwrap().change, ItemChange::Unchanged);
         assert_eq!(p(".d..t...... ./"), None, "the root itself is not an entry");
+    }
+
+    #[test]
+    fn undeletable_directories() {
+        let out = b"cannot delete non-empty directory: old/sub\n*deleting   old/sub/\ncannot delete non-empty directory: o\\#012ld\n";
+        let (items, other) = parse_output(out);
+        assert_eq!(items.len(), 1);
+        assert_eq!(
+            undeletable(&other),
+            vec![b"old/sub".to_vec(), b"o\nld".to_vec()]
+        );
     }
 
     #[test]

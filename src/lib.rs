@@ -22,6 +22,7 @@ pub mod keys;
 pub mod known_hosts;
 pub mod lock;
 pub mod man;
+pub mod marker;
 pub mod mirror;
 pub mod oplog;
 pub mod plan;

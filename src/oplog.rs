@@ -35,6 +35,10 @@ pub struct Record {
     pub plan_digest: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The apply failed part-way: `files_changed`/`files_deleted` are what the target
+    /// reported before the failure (rsync's own lines), not what the plan intended.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 /// Split raw paths into display strings and, for non-UTF-8 ones, hex.

@@ -5,6 +5,15 @@
 //! and framed into the error; a missing program is reported as such with the `install-deps`
 //! hint; a child killed by a signal is reported with the signal. Secrets never travel in argv:
 //! callers pass them through files or stdin.
+//!
+//! Children die with offsync, on every path: each one starts in its own process group (so a
+//! terminal's Ctrl-C reaches offsync alone, which then stops them deliberately and logs it),
+//! with `PR_SET_PDEATHSIG = SIGKILL`, so even a `kill -9` of offsync takes its ssh
+//! ControlMasters and rsyncs with it. The kernel sends that signal when the *thread* that forked
+//! the child ends, not the process, so every child is forked by one spawner thread that lives
+//! as long as offsync (engine workers come and go). Live children are registered; once an
+//! interrupt is recorded ([`crate::interrupt`]) no new child starts and every registered group
+//! is signalled — the check and the registration share one lock, so no child slips between.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
@@ -172,6 +181,11 @@ impl Cmd {
 
     fn spawn_error(&self, e: std::io::Error) -> ProcessError {
         let program = self.program.to_string_lossy().into_owned();
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return ProcessError::Interrupted {
+                command: self.display(),
+            };
+        }
         if e.kind() == std::io::ErrorKind::NotFound {
             ProcessError::NotFound { program }
         } else {
@@ -196,7 +210,8 @@ impl Cmd {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-        let mut child = c.spawn().map_err(|e| self.spawn_error(e))?;
+        let mut child = children::spawn(c, true).map_err(|e| self.spawn_error(e))?;
+        let guard = children::Registered(child.id());
         let stdin = child.stdin.take();
         let feed = self.stdin.clone();
         let writer = std::thread::spawn(move || {
@@ -226,6 +241,7 @@ impl Cmd {
             }
         }
         let status = child.wait().map_err(|e| self.spawn_error(e))?;
+        drop(guard);
         let _ = writer.join();
         let stderr = err_reader.join().unwrap_or_default();
         Ok(Output {
@@ -243,11 +259,13 @@ impl Cmd {
 
     /// Run with the terminal attached (package managers that ask questions, show progress).
     pub fn run_interactive(&self) -> Result<(), ProcessError> {
-        let status = self
-            .command()
-            .stdin(Stdio::inherit())
-            .status()
-            .map_err(|e| self.spawn_error(e))?;
+        // Stays in offsync's process group: it may ask questions on the terminal.
+        let mut c = self.command();
+        c.stdin(Stdio::inherit());
+        let mut child = children::spawn(c, false).map_err(|e| self.spawn_error(e))?;
+        let guard = children::Registered(child.id());
+        let status = child.wait().map_err(|e| self.spawn_error(e))?;
+        drop(guard);
         if status.success() {
             return Ok(());
         }
@@ -345,13 +363,9 @@ impl Cmd {
             program: self.program.to_string_lossy().into_owned(),
             source: e,
         })?;
-        let child = self
-            .command()
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .map_err(|e| self.spawn_error(e))?;
+        let mut c = self.command();
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
+        let child = children::spawn(c, true).map_err(|e| self.spawn_error(e))?;
         Ok(Background {
             child,
             command: self.display(),
@@ -378,9 +392,10 @@ impl Background {
     /// Stop the child and wait for it.
     pub fn stop(&mut self) {
         if self.exited().is_none() {
-            let _ = self.child.kill();
+            children::kill_group(self.child.id(), nix::sys::signal::Signal::SIGKILL);
         }
         let _ = self.child.wait();
+        children::unregister(self.child.id());
         let _ = std::fs::remove_file(&self.stderr_path);
     }
 }
@@ -388,5 +403,159 @@ impl Background {
 impl Drop for Background {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The spawner thread and the registry of live children (see the module docs).
+pub mod children {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+    use std::collections::BTreeSet;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Child, Command};
+    use std::sync::mpsc;
+    use std::sync::{Mutex, OnceLock};
+
+    struct Request {
+        command: Command,
+        own_group: bool,
+        reply: mpsc::Sender<std::io::Result<Child>>,
+    }
+
+    /// Process ids (= group ids for children in their own group) of live children, and whether
+    /// new children may start.
+    struct Registry {
+        live: BTreeSet<u32>,
+        own_group: BTreeSet<u32>,
+        closed: bool,
+    }
+
+    static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+        live: BTreeSet::new(),
+        own_group: BTreeSet::new(),
+        closed: false,
+    });
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+
+    fn registry() -> std::sync::MutexGuard<'static, Registry> {
+        REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn spawner() -> mpsc::Sender<Request> {
+        SPAWNER
+            .get_or_init(|| {
+                let (tx, rx) = mpsc::channel::<Request>();
+                std::thread::Builder::new()
+                    .name("offsync-spawner".into())
+                    .spawn(move || {
+                        // Lives until the process exits: the parent-death signal of every
+                        // child is tied to this thread.
+                        for req in rx {
+                            let _ = req.reply.send(spawn_here(req.command, req.own_group));
+                        }
+                    })
+                    .expect("start the spawner thread");
+                Mutex::new(tx)
+            })
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    // The one `unsafe` in offsync: `pre_exec` is how std lets a child set its parent-death
+    // signal before exec; there is no safe equivalent.
+    #[allow(unsafe_code)]
+    fn spawn_here(mut c: Command, own_group: bool) -> std::io::Result<Child> {
+        let parent = nix::unistd::getpid();
+        if own_group {
+            c.process_group(0);
+        }
+        // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+        unsafe {
+            c.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                // offsync may have died between fork and prctl: then nobody would kill us.
+                if nix::unistd::getppid() != parent {
+                    return Err(std::io::Error::other("offsync exited"));
+                }
+                Ok(())
+            });
+        }
+        let mut reg = registry();
+        if reg.closed {
+            return Err(std::io::Error::from(std::io::ErrorKind::Interrupted));
+        }
+        let child = c.spawn()?;
+        reg.live.insert(child.id());
+        if own_group {
+            reg.own_group.insert(child.id());
+        }
+        Ok(child)
+    }
+
+    /// Start `c` on the spawner thread; `own_group`: in a new process group. The child is
+    /// registered; pair it with [`Registered`] so it is unregistered once reaped.
+    pub fn spawn(c: Command, own_group: bool) -> std::io::Result<Child> {
+        let (tx, rx) = mpsc::channel();
+        spawner()
+            .send(Request {
+                command: c,
+                own_group,
+                reply: tx,
+            })
+            .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+        rx.recv()
+            .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+    }
+
+    /// Unregisters a child when dropped (after it was reaped).
+    pub struct Registered(pub u32);
+
+    impl Drop for Registered {
+        fn drop(&mut self) {
+            unregister(self.0);
+        }
+    }
+
+    pub fn unregister(pid: u32) {
+        let mut reg = registry();
+        reg.live.remove(&pid);
+        reg.own_group.remove(&pid);
+    }
+
+    /// Signal a live child's whole group (rsync and the ssh it started), or the child alone
+    /// when it shares offsync's group.
+    pub fn kill_group(pid: u32, sig: Signal) {
+        let reg = registry();
+        if reg.live.contains(&pid) {
+            signal_one(pid, reg.own_group.contains(&pid), sig);
+        }
+    }
+
+    /// Refuse new children from now on and signal every live one (its group).
+    pub fn stop_all(sig: Signal) {
+        let mut reg = registry();
+        reg.closed = true;
+        signal_locked(&reg, sig);
+    }
+
+    /// Signal every live child without refusing new ones.
+    pub fn signal_all(sig: Signal) {
+        signal_locked(&registry(), sig);
+    }
+
+    fn signal_locked(reg: &Registry, sig: Signal) {
+        for pid in &reg.live {
+            signal_one(*pid, reg.own_group.contains(pid), sig);
+        }
+    }
+
+    fn signal_one(pid: u32, own_group: bool, sig: Signal) {
+        let target = Pid::from_raw(pid as i32);
+        let _ = if own_group {
+            killpg(target, sig)
+        } else {
+            nix::sys::signal::kill(target, sig)
+        };
     }
 }

@@ -61,6 +61,9 @@ pub enum Diagnosis {
     ReadRefused,
     /// The restricted directory does not exist on the target.
     PathMissing,
+    /// rrsync's single-run lock is held: another rsync (perhaps the server side of a run that
+    /// was just killed) is still working in the directory. Worth retrying shortly.
+    Locked,
     /// The forced command could not run rrsync (missing, or its interpreter is missing).
     RrsyncBroken(String),
     /// Some other rrsync refusal, with its message.
@@ -82,6 +85,9 @@ impl Diagnosis {
             }
             if msg.contains("reading from write-only server") {
                 return Diagnosis::ReadRefused;
+            }
+            if msg.contains("Another instance of rrsync") {
+                return Diagnosis::Locked;
             }
             return Diagnosis::RrsyncRefused(msg);
         }
@@ -114,6 +120,9 @@ impl Diagnosis {
                 "the target refuses deletions (linked with --no-delete)".to_string()
             }
             Diagnosis::ReadRefused => "the target refuses reads (write-only)".to_string(),
+            Diagnosis::Locked => {
+                "another rsync is still working in the target's directory (rrsync's lock is held); try again when it has finished".to_string()
+            }
             Diagnosis::PathMissing => {
                 "the directory that `link --path` allowed no longer exists on the target; run `offsync link` there again".to_string()
             }
@@ -164,10 +173,21 @@ pub const HOLDING_DIR: &str = ".~tmp~";
 /// whenever a file inside changes, and `--delay-updates` renames after rsync set them).
 const COMMON: &[&str] = &["-l", "-p", "-t", "-O", "--out-format=%i %n"];
 
+/// A target marker sent along with a dry run: the directory holding only the marker file,
+/// and the file's name (see `marker`).
+#[derive(Debug, Clone, Copy)]
+pub struct MarkerSource<'a> {
+    pub dir: &'a Path,
+    pub name: &'a str,
+}
+
 /// argv (after `rsync`) for the whole-tree checksum dry run that plans and verifies a target.
+/// With a marker, its directory is a second source and the marker is included ahead of every
+/// other rule (which exclude all markers): the output names it only when the target lacks it.
 pub fn dry_run_argv(
     rsh: &str,
     src: &Path,
+    marker: Option<MarkerSource<'_>>,
     dest: &str,
     delete: bool,
     filters: &[String],
@@ -177,25 +197,51 @@ pub fn dry_run_argv(
     if delete {
         a.push("--delete".into());
     }
+    if let Some(m) = marker {
+        a.push(format!("--filter=+ /{}", m.name).into());
+    }
     a.extend(filters.iter().map(OsString::from));
     a.push("-e".into());
     a.push(rsh.into());
     a.push(dir_arg(src));
+    if let Some(m) = marker {
+        a.push(dir_arg(m.dir));
+    }
     a.push(dest.into());
     a
+}
+
+/// argv (after `rsync`) that writes a target marker: the directory `marker_dir` holds only the
+/// marker file; no permissions or directory times are touched.
+pub fn marker_push_argv(rsh: &str, marker_dir: &Path, dest: &str) -> Vec<OsString> {
+    vec![
+        "-r".into(),
+        "-O".into(),
+        "-e".into(),
+        rsh.into(),
+        dir_arg(marker_dir),
+        dest.into(),
+    ]
 }
 
 /// argv (after `rsync`) that transfers exactly the paths listed (NUL-separated) in
 /// `files_from`: `-I` so a planned file is sent even when size and mtime look equal,
 /// `--delay-updates` so the new files appear together at the end, `--partial` so an
-/// interrupted transfer resumes from the holding dir ([`HOLDING_DIR`]), and `--delete-missing-args` so that listed paths missing
-/// from the source (the planned deletions, and nothing else) are deleted.
+/// interrupted transfer resumes from the holding dir ([`HOLDING_DIR`]).
+///
+/// Deletions (`max_delete` = the number of planned deletions, 0 for none): listed paths
+/// missing from the source are deleted (`--delete-missing-args`); a listed target-only
+/// directory goes with its whole planned content (`--force`), so the caller lists only the
+/// topmost planned paths — listing a directory and its children too makes rsync delete the
+/// directory first and then fail on the children ("file has vanished", exit 24). rsync's own
+/// `--max-delete` bounds the run to the planned count, so a file that appeared below a planned
+/// directory after planning can never make rsync delete more than the plan said.
 pub fn transfer_argv(
     rsh: &str,
     src: &Path,
     dest: &str,
     files_from: &Path,
-    delete_listed: bool,
+    max_delete: usize,
     filters: &[String],
 ) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec!["-i".into(), "-I".into()];
@@ -206,8 +252,10 @@ pub fn transfer_argv(
     a.push("--from0".into());
     a.push("--delay-updates".into());
     a.push("--partial".into());
-    if delete_listed {
+    if max_delete > 0 {
         a.push("--delete-missing-args".into());
+        a.push("--force".into());
+        a.push(format!("--max-delete={max_delete}").into());
     }
     a.extend(filters.iter().map(OsString::from));
     a.push("-e".into());

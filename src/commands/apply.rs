@@ -45,15 +45,20 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
             "apply changes targets: review `offsync plan` and pass --yes (needed without a terminal), or apply a saved plan file with --yes"
         ));
     }
-    let _lock = lock::acquire(&ctx.home)?;
     interrupt::install();
+    let _lock = lock::acquire(&ctx.home)?;
 
     let names: Vec<String> = match (&saved, args.targets.is_empty()) {
         (Some(p), true) => p.targets.iter().map(|t| t.name.clone()).collect(),
         _ => args.targets.clone(),
     };
     let mut prepared = super::plan::prepare(ctx, &names)?;
-    let plan = prepared.plan();
+    let max_delete = prepared.max_delete(args.max_delete);
+    let plan = prepared.plan(max_delete);
+    if interrupt::interrupted() {
+        eprintln!("offsync: interrupted while planning; nothing was changed");
+        return Ok(ExitCode::from(interrupt::exit_code()));
+    }
 
     if let Some(saved) = &saved {
         let mut stale = Vec::new();
@@ -63,7 +68,7 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         for t in &plan.targets {
             match saved.targets.iter().find(|s| s.name == t.name) {
                 None => stale.push(format!("target {} is not in the plan file", t.name)),
-                Some(s) if s != t => stale.push(format!("target {} changed", t.name)),
+                Some(s) if !s.same_work(t) => stale.push(format!("target {} changed", t.name)),
                 _ => {}
             }
         }
@@ -108,6 +113,8 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         delete: args.delete || prepared.config.delete,
         overwrite: prepared.config.overwrite,
         verify: prepared.config.verify,
+        max_delete,
+        source_files: prepared.manifest.file_count(),
     };
     let manifest = &prepared.manifest;
     let excludes = &prepared.excludes;
@@ -163,12 +170,15 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
     let mut records = Vec::new();
     let mut rows = Vec::new();
     let mut ok = true;
+    let mut stopped = false;
     for (info, r) in &results {
         let mut status = r.status.clone();
-        // Ctrl-C reaches rsync and ssh too; whatever they reported then is an interruption.
+        // A signal stops every child; whatever failed after it is an interruption. Work that
+        // completed before it stays what it was.
         if interrupt::interrupted() && !status.is_success() {
             status = Status::Interrupted;
         }
+        stopped |= status == Status::Interrupted;
         if source_moved && status.is_success() && !r.outcome.changed.is_empty() {
             status =
                 Status::Failed("the source changed during apply; run plan and apply again".into());
@@ -191,6 +201,7 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
             source_digest: plan.source.digest.clone(),
             plan_digest: plan.digest.clone(),
             error: status.error(),
+            partial: r.outcome.partial,
         });
         rows.push(ResultRow {
             target: info.name.clone(),
@@ -233,8 +244,13 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
             }
         }
     }
+    if stopped {
+        return Ok(ExitCode::from(interrupt::exit_code()));
+    }
     if interrupt::interrupted() {
-        return Ok(ExitCode::from(exit::INTERRUPTED));
+        eprintln!(
+            "offsync: the signal arrived after the apply had finished; nothing was interrupted"
+        );
     }
     Ok(ExitCode::from(if ok { exit::OK } else { exit::FAILURE }))
 }

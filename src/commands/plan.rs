@@ -71,14 +71,20 @@ pub fn prepare(ctx: &Context, names: &[String]) -> Result<Prepared> {
 }
 
 impl Prepared {
-    /// Scan every target and build the plan.
-    pub fn plan(&mut self) -> Plan {
+    /// The mass-delete limit: the flag, else `max_delete:` from config.
+    pub fn max_delete(&self, flag: Option<u64>) -> Option<u64> {
+        flag.or(self.config.max_delete)
+    }
+
+    /// Scan every target and build the plan (warning about mass deletes beyond `max_delete`).
+    pub fn plan(&mut self, max_delete: Option<u64>) -> Plan {
         let spinner = progress(&format!("planning {} target(s)", self.targets.len()));
         let plans = engine::plan_all(
             &mut self.targets,
             &self.manifest,
             &self.excludes,
             self.workers,
+            max_delete,
         );
         if let Some(s) = spinner {
             s.finish_and_clear();
@@ -103,8 +109,16 @@ pub fn run(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
         Some(p) => Some(crate::context::absolute(p)?),
         None => None,
     };
+    crate::interrupt::install();
     let mut prepared = prepare(ctx, &args.targets)?;
-    let plan = prepared.plan();
+    let max_delete = prepared.max_delete(args.max_delete);
+    let plan = prepared.plan(max_delete);
+    drop(prepared);
+    // An interrupted plan is no plan: its targets' errors are only the interruption.
+    if crate::interrupt::interrupted() {
+        eprintln!("offsync: interrupted; no plan was printed or saved");
+        return Ok(ExitCode::from(crate::interrupt::exit_code()));
+    }
     if let Some(p) = &out_path {
         fsutil::atomic_write(p, plan.to_json().as_bytes(), fsutil::FILE_MODE)
             .with_context(|| format!("cannot save the plan to {}", p.display()))?;

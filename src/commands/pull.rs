@@ -71,9 +71,14 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
             error: None,
             changes,
             summary: Summary::default(),
+            warnings: Vec::new(),
         })
     };
-    let plan = Plan::new(&source, excludes.patterns(), vec![scan(&dest)?]);
+    let mut dest_plan = scan(&dest)?;
+    if let Some(w) = crate::engine::mass_delete(&dest_plan, source.file_count(), args.max_delete) {
+        dest_plan.warnings.push(w);
+    }
+    let plan = Plan::new(&source, excludes.patterns(), vec![dest_plan]);
     let tp = &plan.targets[0];
     if args.json {
         print!("{}", plan.to_json());
@@ -114,6 +119,7 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
                 source_digest: plan.source.digest.clone(),
                 plan_digest: plan.digest.clone(),
                 error,
+                partial: false,
             }],
         )
         .context("cannot write operations.log")
@@ -124,6 +130,11 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
             "{missing} path(s) exist only in {}; nothing was changed; review the plan and pass --delete to delete exactly them",
             dest.display()
         );
+        record("refused", &[], &[], 0, Some(msg.clone()))?;
+        anyhow::bail!(msg);
+    }
+    if let Some(why) = crate::engine::mass_delete(tp, source.file_count(), args.max_delete) {
+        let msg = format!("{}: {why}; nothing was changed", dest.display());
         record("refused", &[], &[], 0, Some(msg.clone()))?;
         anyhow::bail!(msg);
     }
@@ -192,7 +203,7 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
             record(status, &[], &[], 0, Some(format!("{e:#}")))?;
             if crate::interrupt::interrupted() {
                 eprintln!("offsync: error: {e:#}");
-                return Ok(ExitCode::from(exit::INTERRUPTED));
+                return Ok(ExitCode::from(crate::interrupt::exit_code()));
             }
             Err(e)
         }

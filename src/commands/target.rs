@@ -83,6 +83,17 @@ pub fn add(ctx: &Context, args: TargetAddArgs) -> Result<ExitCode> {
     {
         anyhow::bail!("cancelled; nothing was saved");
     }
+    // The marker every later dry run checks for (see `marker`): proves that the forced command
+    // still allows this directory.
+    crate::marker::push(
+        &ctx.home,
+        &name,
+        &crate::marker::new_id(),
+        &settings.rsync_rsh(args.port),
+        &login.rsync_dest(),
+        &|argv| Ok(Cmd::new("rsync").args(argv).output()?),
+    )
+    .with_context(|| format!("{login}: nothing was saved"))?;
 
     // 3. Save: host key first, then the config that refers to it.
     let kh_path = ctx.known_hosts_path();
@@ -308,6 +319,7 @@ pub fn remove(ctx: &Context, args: TargetRemoveArgs) -> Result<ExitCode> {
     };
     let removed = config.targets.remove(idx);
     config.save(&config_path)?;
+    crate::marker::forget(&ctx.home, &args.name)?;
     // Drop the pinned host key unless another target still connects to the same host:port.
     let pattern_of = |t: &TargetConfig| {
         known_hosts::pattern(&t.resolved_host().unwrap_or_default(), t.port.unwrap_or(22))

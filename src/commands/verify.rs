@@ -11,6 +11,7 @@ use crate::context::Context;
 use crate::error::exit;
 
 pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
+    crate::interrupt::install();
     let mut prepared = super::plan::prepare(ctx, &args.targets)?;
     let (manifest, excludes) = (&prepared.manifest, &prepared.excludes);
     let deep = args.deep;
@@ -26,6 +27,10 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
         p
     });
     let plan = crate::plan::Plan::new(manifest, excludes.patterns(), plans);
+    if crate::interrupt::interrupted() {
+        eprintln!("offsync: interrupted; nothing was verified");
+        return Ok(ExitCode::from(crate::interrupt::exit_code()));
+    }
     if args.json {
         print!("{}", plan.to_json());
     } else {

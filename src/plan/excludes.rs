@@ -19,6 +19,11 @@ use std::path::Path;
 /// `--delay-updates` holding directory, which may hold a partly sent file for resuming.
 pub const DEFAULT_EXCLUDES: &[&str] = &[".git/", ".~tmp~/"];
 
+/// offsync's target markers (see `marker`) at the root of a target: never part of a source,
+/// never planned, never deleted. Matched after (so above) every other rule, and not listed in
+/// [`Excludes::patterns`], because it is offsync's own business rather than the user's.
+pub const MARKER_RULE: &str = "/.offsync-marker-*";
+
 /// Compiled exclude rules.
 #[derive(Debug, Clone)]
 pub struct Excludes {
@@ -36,7 +41,7 @@ impl Excludes {
         }
         // Matching happens against relative paths; the root given here is only a label.
         let mut b = GitignoreBuilder::new("/");
-        for p in &patterns {
+        for p in patterns.iter().map(String::as_str).chain([MARKER_RULE]) {
             b.add_line(None, p)
                 .with_context(|| format!("exclude pattern {p:?} is not valid"))?;
         }
@@ -92,10 +97,10 @@ impl Excludes {
             .collect()
     }
 
-    /// The `--filter` arguments for rsync.
+    /// The `--filter` arguments for rsync (the marker rule first).
     pub fn rsync_args(&self) -> Vec<String> {
-        self.rsync_rules()
-            .into_iter()
+        std::iter::once(format!("- {MARKER_RULE}"))
+            .chain(self.rsync_rules())
             .map(|r| format!("--filter={r}"))
             .collect()
     }
@@ -143,6 +148,11 @@ mod tests {
         assert!(!e.is_excluded(Path::new("sub/build"), false));
         assert!(e.is_excluded(Path::new("docs/private"), false));
         assert!(!e.is_excluded(Path::new("x/docs/private"), false));
+        assert!(e.is_excluded(Path::new(".offsync-marker-0a1b"), false));
+        assert!(!e.is_excluded(Path::new("sub/.offsync-marker-0a1b"), false));
+        let bang = ex(&["!.offsync-marker-*"]);
+        assert!(bang.is_excluded(Path::new(".offsync-marker-0a1b"), false));
+        assert_eq!(bang.rsync_args()[0], "--filter=- /.offsync-marker-*");
     }
 
     #[test]

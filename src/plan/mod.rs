@@ -164,11 +164,24 @@ pub struct TargetPlan {
     #[serde(flatten)]
     pub changes: Categories,
     pub summary: Summary,
+    /// What apply will refuse or should make you look twice (the mass-delete guard); shown
+    /// before apply asks anything. Not part of the staleness check of a saved plan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl TargetPlan {
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
+    }
+
+    /// Whether `other` plans the same work (warnings, which depend on flags, aside).
+    pub fn same_work(&self, other: &TargetPlan) -> bool {
+        let strip = |t: &TargetPlan| TargetPlan {
+            warnings: Vec::new(),
+            ..t.clone()
+        };
+        strip(self) == strip(other)
     }
 }
 
@@ -333,6 +346,9 @@ impl Plan {
                 m.unchanged,
                 human_bytes(m.bytes)
             );
+            for w in &t.warnings {
+                let _ = writeln!(s, "{}: warning: {}", t.name, sanitize::for_terminal(w));
+            }
         }
         s
     }
@@ -390,6 +406,7 @@ mod tests {
             error: None,
             changes: changes.clone(),
             summary: Summary::default(),
+            warnings: Vec::new(),
         };
         Plan::new(&m, &[".git/".into()], vec![t("web2"), t("web1")])
     }

@@ -282,6 +282,7 @@ impl Target for MirrorTarget {
             changed,
             deleted,
             bytes: plan.summary.bytes,
+            partial: false,
         })
     }
 

@@ -42,6 +42,27 @@ pub struct ApplyOutcome {
     pub deleted: Vec<Vec<u8>>,
     /// Bytes of file content the plan sent.
     pub bytes: u64,
+    /// The apply failed part-way: `changed` and `deleted` are what the target reported before
+    /// the failure (rsync's own lines), not the plan.
+    pub partial: bool,
+}
+
+/// An apply that failed after it may have changed the target: the error, and what is known to
+/// have changed (the engine logs it instead of claiming nothing changed).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct PartialApply {
+    pub outcome: ApplyOutcome,
+    message: String,
+}
+
+impl PartialApply {
+    pub fn new(outcome: ApplyOutcome, error: anyhow::Error) -> PartialApply {
+        PartialApply {
+            outcome,
+            message: format!("{error:#}"),
+        }
+    }
 }
 
 /// A destination the engine can plan, apply and verify.
@@ -49,7 +70,13 @@ pub trait Target: Send {
     fn info(&self) -> &TargetInfo;
     /// Describe the target relative to `source` (excluded paths never appear).
     fn scan(&mut self, source: &Manifest, excludes: &Excludes) -> Result<TargetView>;
+    /// Called once before a plan is applied, even an empty one (SSH targets write their
+    /// marker here the first time).
+    fn before_apply(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Make exactly the changes in `plan`; delete the plan's `missing` paths only if `delete`.
+    /// A failure after the target may have changed is a [`PartialApply`] error.
     fn apply(
         &mut self,
         source: &Manifest,

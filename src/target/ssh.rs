@@ -4,17 +4,26 @@
 //! transfer, verification) rides on it, so plan + apply + verify costs one SSH connection and
 //! one authentication. The destination is always the relative `user@host:`. A failure is
 //! explained from rsync's exit code and rrsync's `error:` text (see `rsync::Diagnosis`).
+//!
+//! Confinement is proven on every connection before anything is listed, written or deleted:
+//! a read through the new connection must be refused by rrsync (a key line that lost its
+//! forced command would let it through), and every dry run carries the target's marker (see
+//! `marker`), so a forced command that now allows another directory is refused too.
+//!
+//! Deletions: only the planned target-only paths, topmost first (a directory goes with its
+//! planned content), bounded by rsync's `--max-delete`; what was really deleted is read from
+//! rsync's own `*deleting` lines, also when a transfer fails part-way.
 
 use anyhow::{Context as _, Result};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{ApplyOutcome, Target, TargetInfo};
+use super::{ApplyOutcome, PartialApply, Target, TargetInfo};
 use crate::config::TargetConfig;
 use crate::context::Context;
 use crate::fsutil::{self, ScratchDir};
-use crate::itemize;
+use crate::itemize::{self, ItemChange};
 use crate::plan::TargetPlan;
 use crate::plan::diff::TargetView;
 use crate::plan::excludes::Excludes;
@@ -22,15 +31,25 @@ use crate::plan::manifest::Manifest;
 use crate::process::{Background, Cmd};
 use crate::rsync::{self, Diagnosis};
 use crate::ssh::{self, Login, SshFailure, SshSettings};
+use crate::{marker, sanitize};
+
+/// How long to wait for rrsync's single-run lock, held by the server side of a run that was
+/// just killed (its connection is going away, but sshd may not have noticed yet).
+const LOCK_WAIT: Duration = Duration::from_secs(20);
 
 pub struct SshTarget {
     info: TargetInfo,
     login: Login,
     port: Option<u16>,
     settings: SshSettings,
+    home: PathBuf,
     scratch_root: PathBuf,
     master: Option<Background>,
     socket_dir: Option<ScratchDir>,
+    /// The marker id recorded for this target (`None`: not written yet).
+    marker: Option<String>,
+    /// The id a dry run used while no marker is recorded; the first apply writes it.
+    pending_marker: String,
 }
 
 impl SshTarget {
@@ -54,9 +73,12 @@ impl SshTarget {
             login,
             port: t.port,
             settings: SshSettings::new(&ctx.key_path(), &ctx.known_hosts_path()),
+            home: ctx.home.clone(),
             scratch_root: ctx.home.join("tmp"),
             master: None,
             socket_dir: None,
+            marker: marker::load(&ctx.home, &t.name())?,
+            pending_marker: marker::new_id(),
         })
     }
 
@@ -109,6 +131,84 @@ impl SshTarget {
         self.settings.control_path = Some(socket);
         self.master = Some(bg);
         self.socket_dir = Some(dir);
+        if let Err(e) = self.check_confined() {
+            self.close();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Prove on this connection that rrsync is in force: a read must be refused. Cheap (one
+    /// session on the open connection, nothing listed) and done before anything else.
+    fn check_confined(&mut self) -> Result<()> {
+        let scratch = ScratchDir::new(&self.scratch_root, "confined")?;
+        let out = self.rsync(rsync::probe_pull_argv(
+            &self.rsh(),
+            &self.login.rsync_dest(),
+            scratch.path(),
+        ))?;
+        let d = Diagnosis::from_output(out.code(), &out.stderr);
+        if d == Diagnosis::ReadRefused {
+            return Ok(());
+        }
+        if let Diagnosis::Ssh(_) | Diagnosis::PathMissing | Diagnosis::RrsyncBroken(_) = d {
+            anyhow::bail!("{}", d.explain());
+        }
+        anyhow::bail!(
+            "the key is not confined on {}: a read was not refused ({}), so rrsync is not in force for offsync's key; nothing was listed or changed there; run `offsync link` on the target",
+            self.login,
+            d.explain()
+        )
+    }
+
+    /// Run rsync (over the open connection), waiting a little while rrsync's single-run lock
+    /// is held by the server side of a killed run.
+    fn rsync(&self, argv: Vec<std::ffi::OsString>) -> Result<crate::process::Output> {
+        self.rsync_streaming(argv, &mut |_| {})
+    }
+
+    /// [`Self::rsync`], handing each stdout line to `on_line` as it arrives.
+    fn rsync_streaming(
+        &self,
+        argv: Vec<std::ffi::OsString>,
+        on_line: &mut dyn FnMut(&[u8]),
+    ) -> Result<crate::process::Output> {
+        let deadline = Instant::now() + LOCK_WAIT;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let out = Cmd::new("rsync").args(&argv).output_streaming(on_line)?;
+            if out.success()
+                || Diagnosis::from_output(out.code(), &out.stderr) != Diagnosis::Locked
+                || Instant::now() + pause > deadline
+            {
+                return Ok(out);
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// The marker id dry runs send: the recorded one, or the one the first apply will write.
+    fn marker_id(&self) -> &str {
+        self.marker.as_deref().unwrap_or(&self.pending_marker)
+    }
+
+    /// Write the marker if none is recorded yet, then record it.
+    fn ensure_marker(&mut self) -> Result<()> {
+        if self.marker.is_some() {
+            return Ok(());
+        }
+        self.connect()?;
+        let id = self.pending_marker.clone();
+        marker::push(
+            &self.home,
+            &self.info.name,
+            &id,
+            &self.rsh(),
+            &self.login.rsync_dest(),
+            &|argv| self.rsync(argv),
+        )?;
+        self.marker = Some(id);
         Ok(())
     }
 
@@ -118,20 +218,47 @@ impl SshTarget {
 
     fn dry_run(&mut self, source: &Manifest, excludes: &Excludes) -> Result<TargetView> {
         self.connect()?;
-        let out = Cmd::new("rsync")
-            .args(rsync::dry_run_argv(
-                &self.rsh(),
-                &source.root,
-                &self.login.rsync_dest(),
-                self.info.delete_allowed,
-                &excludes.rsync_args(),
-            ))
-            .output()?;
+        let marker_dir = ScratchDir::new(&self.scratch_root, "dry")?;
+        let marker_id = self.marker_id().to_string();
+        let marker_name = marker::file_name(&marker_id);
+        marker::write_source(marker_dir.path(), &marker_id)?;
+        let out = self.rsync(rsync::dry_run_argv(
+            &self.rsh(),
+            &source.root,
+            Some(rsync::MarkerSource {
+                dir: marker_dir.path(),
+                name: &marker_name,
+            }),
+            &self.login.rsync_dest(),
+            self.info.delete_allowed,
+            &excludes.rsync_args(),
+        ))?;
         if !out.success() {
             let d = Diagnosis::from_output(out.code(), &out.stderr);
             anyhow::bail!("{}", d.explain());
         }
-        let (items, _other) = itemize::parse_output(&out.stdout);
+        let (mut items, other) = itemize::parse_output(&out.stdout);
+        // Present, the marker shows at most as a time change (each dry run makes a fresh one).
+        let marker_missing = items
+            .iter()
+            .any(|i| i.path == marker_name.as_bytes() && i.change == ItemChange::Created);
+        items.retain(|i| i.path != marker_name.as_bytes());
+        if marker_missing && self.marker.is_some() {
+            anyhow::bail!(
+                "the key is not confined to the linked directory on {}: offsync's marker {marker_name} is missing there, so the forced command now allows another directory (or the directory was replaced); nothing was listed or changed; run `offsync link` there again, or, if the new directory is intended, `offsync target remove {name}` and `offsync target add` again",
+                self.login,
+                name = self.info.name
+            );
+        }
+        // A target-only directory that still holds excluded files stays (rsync protects
+        // them); its dry-run `*deleting dir/` line is not what will happen.
+        let kept = itemize::undeletable(&other);
+        if !kept.is_empty() {
+            items.retain(|i| {
+                i.change != ItemChange::Deleting
+                    || !kept.iter().any(|k| is_same_or_ancestor(&i.path, k))
+            });
+        }
         Ok(TargetView::Itemized(items))
     }
 }
@@ -140,9 +267,7 @@ impl SshTarget {
 /// which `$OFFSYNC_HOME/tmp/…` may not.
 fn socket_parent() -> Result<PathBuf> {
     use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(0);
+    let uid = nix::unistd::geteuid().as_raw();
     let dir = PathBuf::from("/tmp").join(format!("offsync-{uid}"));
     fsutil::ensure_private_dir(&dir)?;
     let meta = std::fs::symlink_metadata(&dir)?;
@@ -164,6 +289,10 @@ impl Target for SshTarget {
         self.dry_run(source, excludes)
     }
 
+    fn before_apply(&mut self) -> Result<()> {
+        self.ensure_marker()
+    }
+
     fn apply(
         &mut self,
         source: &Manifest,
@@ -173,6 +302,7 @@ impl Target for SshTarget {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<ApplyOutcome> {
         self.connect()?;
+        self.ensure_marker()?;
         let c = &plan.changes;
         let mut changed: Vec<Vec<u8>> = c
             .added
@@ -182,54 +312,100 @@ impl Target for SshTarget {
             .map(|e| e.raw_path())
             .collect();
         changed.sort();
-        let mut deleted: Vec<Vec<u8>> = if delete {
+        let planned_deletes: std::collections::BTreeSet<Vec<u8>> = if delete {
             c.missing.iter().map(|e| e.raw_path()).collect()
         } else {
-            Vec::new()
+            Default::default()
         };
-        // Deepest first, so a directory's contents go before the directory.
-        deleted.sort_by(|a, b| b.cmp(a));
+        let listed_deletes = topmost_deletions(&planned_deletes, source);
         let mut list = Vec::new();
-        for p in changed.iter().chain(&deleted) {
+        for p in changed.iter().chain(&listed_deletes) {
             if !listable(p) {
                 anyhow::bail!(
                     "the plan names an unsafe path {:?}; refusing to transfer",
-                    crate::sanitize::bytes_for_terminal(p)
+                    sanitize::bytes_for_terminal(p)
                 );
             }
             list.extend_from_slice(p);
             list.push(0);
         }
+        if changed.is_empty() && listed_deletes.is_empty() {
+            return Ok(ApplyOutcome {
+                bytes: 0,
+                ..Default::default()
+            });
+        }
         let scratch = ScratchDir::new(&self.scratch_root, "apply")?;
         let files_from = scratch.path().join("files");
         fsutil::atomic_write(&files_from, &list, fsutil::FILE_MODE)?;
-        if !changed.is_empty() || !deleted.is_empty() {
-            let mut done = 0u64;
-            let out = Cmd::new("rsync")
-                .args(rsync::transfer_argv(
-                    &self.rsh(),
-                    &source.root,
-                    &self.login.rsync_dest(),
-                    &files_from,
-                    !deleted.is_empty(),
-                    &excludes.rsync_args(),
-                ))
-                .output_streaming(&mut |line| {
-                    if itemize::parse_line(line).is_some() {
-                        done += 1;
-                        progress(done);
+        // A modified path may replace a directory, which is one more deletion than listed.
+        let max_delete = if planned_deletes.is_empty() {
+            0
+        } else {
+            planned_deletes.len() + c.modified.len()
+        };
+        let mut sent = std::collections::BTreeSet::new();
+        let mut deleted = std::collections::BTreeSet::new();
+        let out = self.rsync_streaming(
+            rsync::transfer_argv(
+                &self.rsh(),
+                &source.root,
+                &self.login.rsync_dest(),
+                &files_from,
+                max_delete,
+                &excludes.rsync_args(),
+            ),
+            &mut |line| {
+                if let Some(item) = itemize::parse_line(line) {
+                    if item.change == ItemChange::Deleting {
+                        deleted.insert(item.path);
+                    } else {
+                        sent.insert(item.path);
+                        progress(sent.len() as u64);
                     }
-                })?;
-            if !out.success() {
-                let d = Diagnosis::from_output(out.code(), &out.stderr);
-                anyhow::bail!("transfer failed: {}", d.explain());
-            }
+                }
+            },
+        )?;
+        let deleted: Vec<Vec<u8>> = deleted.into_iter().collect();
+        let unplanned: Vec<&Vec<u8>> = deleted
+            .iter()
+            .filter(|p| !planned_deletes.contains(*p))
+            .collect();
+        if !out.success() {
+            let d = Diagnosis::from_output(out.code(), &out.stderr);
+            let sent: Vec<Vec<u8>> = sent.into_iter().collect();
+            return Err(PartialApply::new(
+                ApplyOutcome {
+                    bytes: 0,
+                    changed: sent,
+                    deleted,
+                    partial: true,
+                },
+                anyhow::anyhow!("transfer failed: {}", d.explain()),
+            )
+            .into());
         }
-        deleted.sort();
+        if !unplanned.is_empty() {
+            let first = sanitize::bytes_for_terminal(unplanned[0]);
+            return Err(PartialApply::new(
+                ApplyOutcome {
+                    bytes: plan.summary.bytes,
+                    changed,
+                    deleted: deleted.clone(),
+                    partial: false,
+                },
+                anyhow::anyhow!(
+                    "rsync deleted {} path(s) that were not in the plan (they appeared on the target after planning), first {first:?}; every deleted path is in the log",
+                    unplanned.len()
+                ),
+            )
+            .into());
+        }
         Ok(ApplyOutcome {
             bytes: plan.summary.bytes,
             changed,
             deleted,
+            partial: false,
         })
     }
 
@@ -258,6 +434,42 @@ impl Drop for SshTarget {
     }
 }
 
+/// The planned deletions to list for rsync: those with no planned-deleted ancestor (rsync
+/// deletes a listed directory with its content) and no ancestor that the source has as a
+/// non-directory (replacing that ancestor removes them).
+fn topmost_deletions(
+    planned: &std::collections::BTreeSet<Vec<u8>>,
+    source: &Manifest,
+) -> Vec<Vec<u8>> {
+    planned
+        .iter()
+        .filter(|p| {
+            !ancestors(p).any(|a| {
+                planned.contains(a)
+                    || source
+                        .entries
+                        .get(a)
+                        .is_some_and(|e| !matches!(e.kind, crate::plan::manifest::Kind::Dir))
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// The proper ancestors of a relative path, nearest first (`a/b/c` → `a/b`, `a`).
+fn ancestors(p: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut end = p.len();
+    std::iter::from_fn(move || {
+        let i = p[..end].iter().rposition(|&b| b == b'/')?;
+        end = i;
+        Some(&p[..i])
+    })
+}
+
+fn is_same_or_ancestor(a: &[u8], of: &[u8]) -> bool {
+    a == of || ancestors(of).any(|x| x == a)
+}
+
 /// Whether a path is safe to hand to rsync's file list (no NUL; relative; no `..`).
 pub fn listable(p: &[u8]) -> bool {
     !p.is_empty()
@@ -266,4 +478,46 @@ pub fn listable(p: &[u8]) -> bool {
         && !Path::new(std::ffi::OsStr::from_bytes(p))
             .components()
             .any(|c| matches!(c, std::path::Component::ParentDir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn ancestors_nearest_first() {
+        let a: Vec<&[u8]> = ancestors(b"a/b/c").collect();
+        assert_eq!(a, [&b"a/b"[..], &b"a"[..]]);
+        assert_eq!(ancestors(b"top").count(), 0);
+        assert!(is_same_or_ancestor(b"a", b"a/b"));
+        assert!(is_same_or_ancestor(b"a/b", b"a/b"));
+        assert!(!is_same_or_ancestor(b"a/b", b"a"));
+        assert!(!is_same_or_ancestor(b"a/b", b"a/bc"));
+    }
+
+    #[test]
+    fn only_topmost_deletions_are_listed() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("x"), b"now a file").unwrap();
+        let ex = Excludes::new(&[]).unwrap();
+        let (m, _) = crate::plan::manifest::build(d.path(), &ex, None).unwrap();
+        let planned: BTreeSet<Vec<u8>> = [
+            "old",
+            "old/f2",
+            "old/sub",
+            "old/sub/f1",
+            "oldish",
+            "x/a",
+            "x/deep",
+            "x/deep/d",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        assert_eq!(
+            topmost_deletions(&planned, &m),
+            vec![b"old".to_vec(), b"oldish".to_vec()]
+        );
+    }
 }

@@ -745,7 +745,10 @@ fn a_mirror_that_goes_backwards_or_rewrites_history_is_refused() {
     b.offsync(["mirror", "add", "m", &m.url]).assert().success();
     for v in ["v3", "v4"] {
         std::fs::write(b_src.join("f"), v).unwrap();
-        b.offsync(["apply", "--yes", "--delete"]).assert().success();
+        // b replaces a's whole tree: more than half deleted, allowed explicitly.
+        b.offsync(["apply", "--yes", "--delete", "--max-delete", "100"])
+            .assert()
+            .success();
     }
     let gen3 = std::fs::read(dir.join("snapshots/0000000003.age")).unwrap();
     std::fs::remove_file(dir.join("snapshots/0000000003.age")).unwrap();
@@ -899,8 +902,9 @@ fn concurrent_applies(backend: Backend) {
     } else {
         &a.home
     };
+    // Its tree replaces the winner's: a mass delete, allowed explicitly.
     let out = loser_home
-        .offsync(["apply", "--yes", "--delete"])
+        .offsync(["apply", "--yes", "--delete", "--max-delete", "1000"])
         .envs(AWS_ENV)
         .output()
         .unwrap();

@@ -530,6 +530,8 @@ pub fn snapshot(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 /// Like [`snapshot`], with permission bits: a recursive listing for "nothing changed" checks.
+/// offsync's own target markers (`.offsync-marker-*` at the root, see `marker.rs`) are left
+/// out: they are not part of what is synced. [`markers`] lists them.
 pub fn listing(dir: &Path) -> Vec<(Vec<u8>, u32, Vec<u8>)> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(Vec<u8>, u32, Vec<u8>)>) {
         let Ok(rd) = std::fs::read_dir(dir) else {
@@ -558,8 +560,23 @@ pub fn listing(dir: &Path) -> Vec<(Vec<u8>, u32, Vec<u8>)> {
     }
     let mut out = Vec::new();
     walk(dir, dir, &mut out);
+    out.retain(|(p, _, _)| !p.starts_with(b".offsync-marker-"));
     out.sort();
     out
+}
+
+/// The names of offsync's target markers at the root of `dir`.
+pub fn markers(dir: &Path) -> Vec<String> {
+    let mut m: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".offsync-marker-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    m.sort();
+    m
 }
 
 /// Bytes of a file, or `None` when it does not exist.
