@@ -9,7 +9,8 @@ Flow: `offsync init` on the controller, `offsync link` on each target, `offsync 
 the controller, then `offsync plan`, `offsync apply`, `offsync verify`.
 
 Exit status: 0 success, 1 error, 2 changes pending (`plan --detailed-exitcode`, `verify`), 64 \
-bad command line or input (nothing was changed), 130 interrupted.";
+bad command line or input (nothing was changed), 128+signal when stopped by a signal (130 \
+SIGINT, 143 SIGTERM, 129 SIGHUP; an `interrupted` record is logged).";
 
 const PLAN_FORMAT: &str = "\
 JSON format (offsync-plan/1), printed by --json and saved by --out:
@@ -17,7 +18,8 @@ JSON format (offsync-plan/1), printed by --json and saved by --out:
   source: {path, digest (BLAKE3 of the manifest), files, bytes, excludes, skipped}
   targets[] (sorted by name): {name, kind, address, delete_allowed, error?,
     added[], modified[], metadata[], missing[] (sorted by path bytes),
-    summary: {added, modified, metadata, missing, unchanged, bytes}}
+    summary: {added, modified, metadata, missing, unchanged, bytes},
+    warnings[]? (e.g. the mass-delete guard: apply will refuse without --max-delete N)}
   entries: {path, path_hex? (exact bytes as hex when path is not UTF-8), kind (file|dir|symlink),
     size?, blake3?}
   digest: BLAKE3 of the JSON without the digest; `apply PLAN_FILE` refuses an edited plan.
