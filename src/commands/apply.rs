@@ -33,11 +33,7 @@ struct ResultRow {
 
 pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
     let saved = match &args.plan_file {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| input_err!("plan file {}: {e}", p.display()))?;
-            Some(Plan::from_json(&text, &p.display().to_string())?)
-        }
+        Some(p) => Some(Plan::read_file_for(p, &ctx.config_path())?),
         None => None,
     };
     if saved.is_none() && !args.yes && !ctx.interactive {
