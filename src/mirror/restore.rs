@@ -204,3 +204,22 @@ fn apply_inner(
     done.bytes = bytes.load(Ordering::Relaxed);
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restored_modes_never_carry_setuid_or_setgid() {
+        let entry = |mode: u32| -> SnapEntry {
+            serde_json::from_value(serde_json::json!({
+                "path": "a", "kind": "file", "mode": mode, "mtime_s": 0, "mtime_ns": 0
+            }))
+            .unwrap()
+        };
+        assert_eq!(applied_mode(&entry(0o4755)), 0o755);
+        assert_eq!(applied_mode(&entry(0o2775)), 0o775);
+        assert_eq!(applied_mode(&entry(0o1777)), 0o1777);
+        assert_eq!(applied_mode(&entry(0o100644)), 0o644);
+    }
+}
