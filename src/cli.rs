@@ -15,14 +15,16 @@ SIGINT, 143 SIGTERM, 129 SIGHUP; an `interrupted` record is logged).";
 const PLAN_FORMAT: &str = "\
 JSON format (offsync-plan/1), printed by --json and saved by --out:
   format: \"offsync-plan/1\"
-  source: {path, digest (BLAKE3 of the manifest), files, bytes, excludes, skipped}
+  source: {path, digest (BLAKE3 of the manifest), files, bytes, excludes, skipped?,
+    modes_stripped? (paths sent without their setuid/setgid bits; absent when none)}
   targets[] (sorted by name): {name, kind, address, delete_allowed, error?,
     added[], modified[], metadata[], missing[] (sorted by path bytes),
     summary: {added, modified, metadata, missing, unchanged, bytes},
     warnings[]? (e.g. the mass-delete guard: apply will refuse without --max-delete N)}
   entries: {path, path_hex? (exact bytes as hex when path is not UTF-8), kind (file|dir|symlink),
     size?, blake3?}
-  digest: BLAKE3 of the JSON without the digest; `apply PLAN_FILE` refuses an edited plan.
+  digest: BLAKE3 of the JSON without the digest; `apply PLAN_FILE` refuses an edited plan,
+    a plan of another source, and files over 256 MiB.
 The same source and target states always give byte-identical output.
 
 Categories: added (new on the target), modified (content, symlink target or type differs),
@@ -114,6 +116,9 @@ pub struct LinkArgs {
     /// Don't ask for confirmation
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Link even when run as root (the key would then write as root; see SECURITY in the README)
+    #[arg(long)]
+    pub allow_root: bool,
 }
 
 #[derive(Debug, Args)]

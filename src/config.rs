@@ -46,8 +46,13 @@ pub struct Config {
     /// anything when the source has no files. `--max-delete N` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_delete: Option<u64>,
-    /// Verify every target after apply (default true).
-    #[serde(default = "yes")]
+    /// Verify every target after apply (default true). Written in the file as `verify:`,
+    /// with the spelling it was read with (see [`Verify`]); [`Config::verify`] is the value
+    /// the code uses, and wins when the two disagree at save time.
+    #[serde(rename = "verify", default)]
+    verify_setting: Verify,
+    /// Verify every target after apply: content hashes compared again (default true).
+    #[serde(skip, default = "yes")]
     pub verify: bool,
     /// gitignore-style patterns excluded from planning, transfer and verification (in addition
     /// to `.git/`).
@@ -89,12 +94,95 @@ impl Default for Config {
             delete: false,
             overwrite: true,
             max_delete: None,
+            verify_setting: Verify::default(),
             verify: true,
             exclude: Vec::new(),
             concurrency: None,
             targets: Vec::new(),
             mirrors: Vec::new(),
         }
+    }
+}
+
+/// `verify:` as written. offsync and the Python offsync it replaces accept a boolean; the
+/// Python offsync documents `hash` as its default (verify by content hash, which is what
+/// offsync's `true` does) and also reads `checksum` the same way, and `none`/`off` as false.
+/// The spelling is kept so that a config written back says what the operator wrote (a plain
+/// `off` is YAML's boolean false to our reader, and is written back as `false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    Bool(bool),
+    /// `hash`: verify by content hash (= `true`).
+    Hash,
+    /// `checksum`: the same as `hash`.
+    Checksum,
+    /// `none`: do not verify (= `false`).
+    None,
+    /// `off`: the same as `none`.
+    Off,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify::Bool(true)
+    }
+}
+
+impl Verify {
+    /// Whether targets are verified after apply.
+    pub fn enabled(self) -> bool {
+        match self {
+            Verify::Bool(b) => b,
+            Verify::Hash | Verify::Checksum => true,
+            Verify::None | Verify::Off => false,
+        }
+    }
+
+    fn word(self) -> Option<&'static str> {
+        match self {
+            Verify::Bool(_) => Option::None,
+            Verify::Hash => Some("hash"),
+            Verify::Checksum => Some("checksum"),
+            Verify::None => Some("none"),
+            Verify::Off => Some("off"),
+        }
+    }
+}
+
+impl Serialize for Verify {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match (self, self.word()) {
+            (Verify::Bool(b), _) => s.serialize_bool(*b),
+            (_, Some(w)) => s.serialize_str(w),
+            (_, Option::None) => unreachable!("every non-bool setting has a word"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Verify {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Verify;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false, hash, checksum, none or off")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> std::result::Result<Verify, E> {
+                Ok(Verify::Bool(b))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Verify, E> {
+                Ok(match v {
+                    "true" => Verify::Bool(true),
+                    "false" => Verify::Bool(false),
+                    "hash" => Verify::Hash,
+                    "checksum" => Verify::Checksum,
+                    "none" => Verify::None,
+                    "off" => Verify::Off,
+                    _ => return Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                })
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -215,6 +303,8 @@ impl Config {
             })?
         };
         cfg.validate(path)?;
+        let mut cfg = cfg;
+        cfg.verify = cfg.verify_setting.enabled();
         Ok(cfg)
     }
 
@@ -253,6 +343,15 @@ impl Config {
             crate::mirror::store::Location::parse(&m.url)
                 .map_err(|e| anyhow::anyhow!("{}: mirror {:?}: {e}", path.display(), m.name))?;
         }
+        for (i, p) in self.exclude.iter().enumerate() {
+            crate::plan::excludes::check_pattern(p).map_err(|why| {
+                crate::input_err!(
+                    "{}: exclude[{i}]: {} {why}; fix or remove it",
+                    path.display(),
+                    crate::sanitize::for_terminal(&format!("{p:?}"))
+                )
+            })?;
+        }
         if self.concurrency == Some(0) {
             anyhow::bail!("{}: concurrency must be at least 1", path.display());
         }
@@ -263,6 +362,9 @@ impl Config {
     pub fn save(&mut self, path: &Path) -> Result<()> {
         self.targets.sort_by_key(|t| t.name());
         self.mirrors.sort_by(|a, b| a.name.cmp(&b.name));
+        if self.verify_setting.enabled() != self.verify {
+            self.verify_setting = Verify::Bool(self.verify);
+        }
         let text = serde_saphyr::to_string(&*self).context("cannot serialise config")?;
         fsutil::atomic_write(path, text.as_bytes(), fsutil::FILE_MODE)
     }
@@ -349,6 +451,82 @@ targets:
         let back = Config::load(&p).unwrap();
         assert_eq!(back.targets[0].name(), "node01.example.com");
         assert_eq!(back, cfg);
+    }
+
+    /// The Python offsync README's example config, with its documented default `verify: hash`.
+    const PYTHON_README_CONFIG: &str = "\
+version: 1
+source: /srv/app
+delete: false
+overwrite: true
+verify: hash
+targets:
+  - login: deploy@node01
+    user: deploy
+    host: node01
+    remote_path: /srv/app
+    rrsync: true
+";
+
+    #[test]
+    fn reads_python_verify_values_and_keeps_their_spelling() {
+        let cfg = Config::parse(PYTHON_README_CONFIG.as_bytes(), Path::new("c.yaml")).unwrap();
+        assert!(cfg.verify);
+        assert_eq!(cfg.targets[0].name(), "node01");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.yaml");
+        // The YAML reader takes a plain `off` for the boolean false (YAML 1.1), so it is written
+        // back as `false`: same meaning, other spelling.
+        for (word, enabled, written_as) in [
+            ("hash", true, "hash"),
+            ("checksum", true, "checksum"),
+            ("true", true, "true"),
+            ("false", false, "false"),
+            ("none", false, "none"),
+            ("off", false, "false"),
+            ("'off'", false, "\"off\""),
+        ] {
+            let text = PYTHON_README_CONFIG.replace("verify: hash", &format!("verify: {word}"));
+            let mut cfg = Config::parse(text.as_bytes(), Path::new("c.yaml")).unwrap();
+            assert_eq!(cfg.verify, enabled, "verify: {word}");
+            cfg.save(&p).unwrap();
+            let written = std::fs::read_to_string(&p).unwrap();
+            assert!(
+                written.contains(&format!("verify: {written_as}\n")),
+                "verify: {word} written back as: {written}"
+            );
+            let back = Config::load(&p).unwrap();
+            assert_eq!(back, cfg, "verify: {word} round-trips");
+        }
+        // A changed value wins over the remembered spelling.
+        let mut cfg = Config::parse(PYTHON_README_CONFIG.as_bytes(), Path::new("c.yaml")).unwrap();
+        cfg.verify = false;
+        cfg.save(&p).unwrap();
+        assert!(!Config::load(&p).unwrap().verify);
+        // Anything else is refused with its location and the accepted values.
+        let text = PYTHON_README_CONFIG.replace("verify: hash", "verify: sha1");
+        let err = format!(
+            "{:#}",
+            Config::parse(text.as_bytes(), Path::new("c.yaml")).unwrap_err()
+        );
+        assert!(err.contains("c.yaml:5:") && err.contains("hash"), "{err}");
+    }
+
+    #[test]
+    fn bad_excludes_are_refused_with_their_index() {
+        for bad in ["!", "!  ", "/", "!/"] {
+            let text = format!("exclude:\n  - a\n  - b\n  - c\n  - {bad:?}\n");
+            let err = Config::parse(text.as_bytes(), Path::new("config.yaml")).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(
+                err.downcast_ref::<crate::error::InputError>().is_some(),
+                "{msg}"
+            );
+            assert!(
+                msg.contains(&format!("config.yaml: exclude[3]: {bad:?}")),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

@@ -118,6 +118,25 @@ pub fn ensure_private_dir(dir: &Path) -> Result<bool> {
     }
 }
 
+/// Create `dir` and any missing parents with exactly `mode` (set explicitly, so the process
+/// umask — offsync runs with 077 — does not narrow it). Existing directories are left alone.
+pub fn create_dir_all_mode(dir: &Path, mode: u32) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        create_dir_all_mode(parent, mode)?;
+    }
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set the mode of {}", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot create directory {}", dir.display())),
+    }
+}
+
 /// Read a file that may not exist yet: `Ok(None)` when missing.
 pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     match std::fs::read(path) {

@@ -25,6 +25,7 @@ pub mod man;
 pub mod marker;
 pub mod mirror;
 pub mod oplog;
+pub mod output;
 pub mod plan;
 pub mod probe;
 pub mod process;
@@ -39,6 +40,11 @@ use std::process::ExitCode;
 
 /// Parse the process arguments, run, print at most one error, and return the exit code.
 pub fn main_entry() -> ExitCode {
+    // Everything offsync creates for itself (state files, caches, logs, local mirror objects
+    // and their directories, scratch files of helper programs) is private, whatever the umask
+    // of the shell that started it: 0600 files, 0700 directories. Files that must get a
+    // particular mode (restored files, a new pull destination) set it explicitly.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

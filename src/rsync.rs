@@ -68,6 +68,10 @@ pub enum Diagnosis {
     RrsyncBroken(String),
     /// Some other rrsync refusal, with its message.
     RrsyncRefused(String),
+    /// The target's filesystem is full (`ENOSPC`, "No space left on device").
+    DiskFull,
+    /// The remote user is over its disk quota (`EDQUOT`, "Disk quota exceeded").
+    QuotaExceeded,
     /// Anything else: exit code and the tail of stderr.
     Other(i32, String),
 }
@@ -90,6 +94,14 @@ impl Diagnosis {
                 return Diagnosis::Locked;
             }
             return Diagnosis::RrsyncRefused(msg);
+        }
+        // rsync reports a full disk as "error in file IO (code 11)"; the cause is on the
+        // `write failed on …: No space left on device (28)` line before it.
+        if text.contains("No space left on device") {
+            return Diagnosis::DiskFull;
+        }
+        if text.contains("Disk quota exceeded") {
+            return Diagnosis::QuotaExceeded;
         }
         if text.contains("Traceback") && text.contains("rrsync") {
             if text.contains("FileNotFoundError") || text.contains("No such file or directory") {
@@ -129,6 +141,8 @@ impl Diagnosis {
             Diagnosis::RrsyncBroken(tail) => format!(
                 "the forced command cannot run rrsync on the target ({tail}); run `offsync install-deps --role target` there"
             ),
+            Diagnosis::DiskFull => "the target's disk is full (No space left on device); free space in the linked directory's filesystem on the target (or grow it), then run `offsync apply` again — files already in place are unchanged".to_string(),
+            Diagnosis::QuotaExceeded => "the target user's disk quota is exhausted (Disk quota exceeded); remove files or raise the quota on the target, then run `offsync apply` again — files already in place are unchanged".to_string(),
             Diagnosis::RrsyncRefused(msg) => format!("rrsync refused: {msg}"),
             Diagnosis::Other(code, tail) => format!("rsync exited with status {code}: {tail}"),
         }
@@ -171,7 +185,11 @@ pub const HOLDING_DIR: &str = ".~tmp~";
 /// Options every plan, transfer and verification shares: recurse is decided by the caller;
 /// links as links, permissions and mtimes preserved, directory times ignored (they change
 /// whenever a file inside changes, and `--delay-updates` renames after rsync set them).
-const COMMON: &[&str] = &["-l", "-p", "-t", "-O", "--out-format=%i %n"];
+///
+/// `--chmod=ug-s` drops setuid and setgid bits from what is sent (rsync applies `--chmod` on
+/// the sending side, so rrsync accepts it): offsync never creates a setuid or setgid file on
+/// a target, and the source walk strips the same bits (`plan::manifest`), so plans agree.
+const COMMON: &[&str] = &["-l", "-p", "-t", "-O", "--chmod=ug-s", "--out-format=%i %n"];
 
 /// A target marker sent along with a dry run: the directory holding only the marker file,
 /// and the file's name (see `marker`).
@@ -323,6 +341,37 @@ mod tests {
             Diagnosis::RrsyncBroken(_)
         ));
         assert!(matches!(d(23, "something else\n"), Diagnosis::Other(23, _)));
+        // rsync 3.2+ (receiver tag) and older rsync, as printed for a full tmpfs.
+        let full = "rsync: [receiver] write failed on \"/srv/sync dir/big.bin\": No space left on device (28)\nrsync error: error in file IO (code 11) at receiver.c(380) [receiver=3.5.0]\nrsync: [sender] write error: Broken pipe (32)\n";
+        assert_eq!(d(11, full), Diagnosis::DiskFull);
+        assert_eq!(
+            d(
+                11,
+                "rsync: write failed on \"big.bin\": No space left on device (28)\nrsync error: error in file IO (code 11) at receiver.c(393) [receiver=3.1.3]\n"
+            ),
+            Diagnosis::DiskFull
+        );
+        assert_eq!(
+            d(
+                23,
+                "rsync: [receiver] mkstemp \"/srv/x/.~tmp~/a.abc\" failed: No space left on device (28)\nrsync error: some files/attrs were not transferred (see previous errors) (code 23) at main.c(1338) [sender=3.5.0]\n"
+            ),
+            Diagnosis::DiskFull
+        );
+        let explained = d(11, full).explain();
+        assert!(
+            explained.starts_with("the target's disk is full (No space left on device)"),
+            "{explained}"
+        );
+        assert!(!explained.contains("code 11"), "{explained}");
+        assert_eq!(
+            d(
+                11,
+                "rsync: [receiver] write failed on \"/home/u/big\": Disk quota exceeded (122)\nrsync error: error in file IO (code 11) at receiver.c(380) [receiver=3.2.7]\n"
+            ),
+            Diagnosis::QuotaExceeded
+        );
+        assert!(Diagnosis::QuotaExceeded.explain().contains("quota"));
     }
 
     #[test]

@@ -33,11 +33,7 @@ struct ResultRow {
 
 pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
     let saved = match &args.plan_file {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| input_err!("plan file {}: {e}", p.display()))?;
-            Some(Plan::from_json(&text, &p.display().to_string())?)
-        }
+        Some(p) => Some(Plan::read_file_for(p, &ctx.config_path())?),
         None => None,
     };
     if saved.is_none() && !args.yes && !ctx.interactive {
@@ -45,6 +41,8 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
             "apply changes targets: review `offsync plan` and pass --yes (needed without a terminal), or apply a saved plan file with --yes"
         ));
     }
+    // Bad config is bad input: refuse it before the lock file is touched.
+    super::plan::load_source(ctx)?;
     interrupt::install();
     let _lock = lock::acquire(&ctx.home)?;
 
@@ -90,7 +88,9 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         }
     }
     if !args.json {
-        print!("{}", plan.to_text());
+        // A reader that went away (`| head`) does not stop an apply that was confirmed: its
+        // output is best effort, its exit status and log record are what count.
+        let _ = crate::out!("{}", plan.to_text());
     }
     if plan
         .targets
@@ -99,9 +99,9 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         && !plan.has_errors()
     {
         if !args.json {
-            println!("\nnothing to do: every target matches the source");
+            let _ = crate::outln!("\nnothing to do: every target matches the source");
         } else {
-            println!("[]");
+            let _ = crate::outln!("[]");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -217,12 +217,12 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         .context("cannot write operations.log")?;
 
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let _ = crate::outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!();
+        let _ = crate::outln!();
         for r in &rows {
-            match &r.error {
-                None => println!(
+            let _ = match &r.error {
+                None => crate::outln!(
                     "{:<11} {}  {} changed, {} deleted, {}{}",
                     r.status,
                     r.target,
@@ -235,13 +235,13 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
                         ""
                     }
                 ),
-                Some(e) => println!(
+                Some(e) => crate::outln!(
                     "{:<11} {}  {}",
                     r.status.to_uppercase(),
                     r.target,
                     sanitize::for_terminal(e)
                 ),
-            }
+            };
         }
     }
     if stopped {

@@ -85,7 +85,7 @@ pub fn run(ctx: &Context, args: InitArgs) -> Result<ExitCode> {
     }
     eprintln!("fingerprint: {}", keys::fingerprint(&public));
     eprintln!("public key (next: on each target, `offsync link --key '<this line>' --path DIR`):");
-    println!("{line}");
+    crate::outln!("{line}")?;
     Ok(ExitCode::SUCCESS)
 }
 

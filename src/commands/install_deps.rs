@@ -59,7 +59,7 @@ pub fn run(ctx: &Context, args: InstallDepsArgs) -> Result<ExitCode> {
     }
     for c in &commands {
         if args.dry_run {
-            println!("{}", c.display());
+            crate::outln!("{}", c.display())?;
         } else {
             eprintln!("  {}", c.display());
         }

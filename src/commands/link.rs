@@ -30,6 +30,7 @@ pub fn run(ctx: &Context, args: LinkArgs) -> Result<ExitCode> {
     check_safe_text("--rrsync", &rrsync_str)?;
     let ak_path = authorized_keys_path(&args.key)?;
     let existing = fsutil::read_optional(&ak_path)?.unwrap_or_default();
+    refuse_root(nix::unistd::geteuid().is_root(), args.allow_root, &dir)?;
 
     if ctx.interactive && !args.yes {
         eprintln!(
@@ -94,8 +95,30 @@ pub fn run(ctx: &Context, args: LinkArgs) -> Result<ExitCode> {
         keys::fingerprint(&key),
         authorized_keys::forced_command(&rrsync_str, &canonical_str, args.no_delete)
     );
-    print_controller_command(&args.sshd_config, &canonical_str, &rrsync_str);
+    print_controller_command(&args.sshd_config, &canonical_str, &rrsync_str)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A key linked by root logs in as root: rrsync then writes as root, so files below DIR are
+/// created root-owned, and a raw `rsync -p` through the same key (not offsync, which sends
+/// `--chmod=ug-s`) could plant setuid-root programs. Refused unless `--allow-root`; checked
+/// before any file is touched.
+fn refuse_root(is_root: bool, allow_root: bool, dir: &Path) -> Result<()> {
+    if !is_root {
+        return Ok(());
+    }
+    let why = format!(
+        "linking as root lets the key write any file below {} as root, including setuid files sent by raw rsync",
+        dir.display()
+    );
+    if allow_root {
+        eprintln!("warning: {why} (--allow-root given)");
+        return Ok(());
+    }
+    Err(input_err!(
+        "{why}; run `offsync link` as a dedicated user, or make {} a nosuid mount, or pass --allow-root",
+        dir.display()
+    ))
 }
 
 pub fn unlink(ctx: &Context, args: UnlinkArgs) -> Result<ExitCode> {
@@ -204,7 +227,7 @@ fn check_safe_text(flag: &str, s: &str) -> Result<(), InputError> {
 
 /// Print the `offsync target add` command for the controller, with this host's key
 /// fingerprints so the controller can pin them without trusting the network.
-fn print_controller_command(sshd_config: &Path, dir: &str, rrsync: &str) {
+fn print_controller_command(sshd_config: &Path, dir: &str, rrsync: &str) -> Result<()> {
     let (port, host_keys) = read_sshd_config(sshd_config);
     let user = context::current_user();
     let host = keys::hostname();
@@ -241,7 +264,7 @@ fn print_controller_command(sshd_config: &Path, dir: &str, rrsync: &str) {
         cmd.push_str(&format!(" --fingerprint {fp}"));
     }
     eprintln!("on the controller, run:");
-    println!("{cmd}");
+    crate::outln!("{cmd}")?;
     if fingerprints.is_empty() {
         eprintln!(
             "(no sshd host key readable from {}; add --fingerprint from `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`)",
@@ -252,6 +275,7 @@ fn print_controller_command(sshd_config: &Path, dir: &str, rrsync: &str) {
             eprintln!("host key {alg}: {fp}");
         }
     }
+    Ok(())
 }
 
 /// Port and public host key files from an sshd_config (defaults when absent).

@@ -20,7 +20,7 @@ pub fn run(ctx: &Context, args: ManifestArgs) -> Result<ExitCode> {
     let (m, stats) = manifest::build(Path::new(&source), &excludes, Some(&cache))?;
     let ms = start.elapsed().as_millis() as u64;
     if args.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::json!({
                 "source": m.root.display().to_string(),
@@ -33,13 +33,13 @@ pub fn run(ctx: &Context, args: ManifestArgs) -> Result<ExitCode> {
                 "skipped": m.skipped.len(),
                 "duration_ms": ms,
             })
-        );
+        )?;
     } else {
-        println!(
+        crate::outln!(
             "{}  {}",
             m.digest_hex(),
             crate::sanitize::for_terminal(&m.root.display().to_string())
-        );
+        )?;
         eprintln!(
             "{} files, {}; hashed {} files ({}) in {ms} ms, the rest from the cache",
             stats.files,

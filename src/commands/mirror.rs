@@ -153,7 +153,7 @@ fn add(ctx: &Context, args: MirrorAddArgs) -> Result<ExitCode> {
         region: args.s3.region,
     });
     config.save(&config_path)?;
-    println!(
+    crate::outln!(
         "{} mirror {name} at {} (mirror key {})",
         if created {
             "created"
@@ -162,10 +162,10 @@ fn add(ctx: &Context, args: MirrorAddArgs) -> Result<ExitCode> {
         },
         m.store.display(),
         m.key.key_id()
-    );
-    println!("this controller's age recipient: {}", me.recipient);
-    println!("recipients who can open it: {}", m.recipients.join(", "));
-    println!("next: `offsync plan --target {name}`, then `offsync apply --target {name}`");
+    )?;
+    crate::outln!("this controller's age recipient: {}", me.recipient)?;
+    crate::outln!("recipients who can open it: {}", m.recipients.join(", "))?;
+    crate::outln!("next: `offsync plan --target {name}`, then `offsync apply --target {name}`")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -193,26 +193,29 @@ fn snapshots(ctx: &Context, args: MirrorShowArgs) -> Result<ExitCode> {
         });
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&rows)?)?;
     } else if rows.is_empty() {
         eprintln!(
             "no snapshots yet; run `offsync apply --target {}`",
             args.name
         );
     } else {
-        println!(
+        crate::outln!(
             "{:>10}  {:<24}  {:>8}  {:>10}  SOURCE DIGEST",
-            "GEN", "CREATED", "FILES", "BYTES"
-        );
+            "GEN",
+            "CREATED",
+            "FILES",
+            "BYTES"
+        )?;
         for r in &rows {
-            println!(
+            crate::outln!(
                 "{:>10}  {:<24}  {:>8}  {:>10}  {}",
                 r.generation,
                 r.created,
                 r.files,
                 human_bytes(r.bytes),
                 &r.source_digest
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -249,14 +252,14 @@ fn ls(ctx: &Context, args: MirrorLsArgs) -> Result<ExitCode> {
             created: &'a str,
             entries: &'a [SnapEntry],
         }
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&Ls {
                 generation: snap.generation,
                 created: &snap.created,
                 entries: &snap.entries,
             })?
-        );
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     for e in &snap.entries {
@@ -274,7 +277,7 @@ fn ls(ctx: &Context, args: MirrorLsArgs) -> Result<ExitCode> {
         if let Some(t) = &e.target {
             line.push_str(&format!(" -> {}", sanitize::for_terminal(t)));
         }
-        println!("{line}");
+        crate::outln!("{line}")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -282,10 +285,10 @@ fn ls(ctx: &Context, args: MirrorLsArgs) -> Result<ExitCode> {
 fn recipients_list(ctx: &Context, args: MirrorShowArgs) -> Result<ExitCode> {
     let m = open_named(ctx, &args.name, None)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&m.recipients)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&m.recipients)?)?;
     } else {
         for r in &m.recipients {
-            println!("{r}");
+            crate::outln!("{r}")?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -321,12 +324,13 @@ fn recipients_change(ctx: &Context, args: RecipientArgs, add: bool) -> Result<Ex
     }
     m.reseal(r)?;
     if add {
-        println!("{key} can now open {}", args.name);
+        crate::outln!("{key} can now open {}", args.name)?;
     } else {
-        println!(
+        crate::outln!(
             "{key} can no longer open the key file of {}.\nIt may have kept the mirror key: run `offsync mirror rekey {}` so it cannot read past or future data.",
-            args.name, args.name
-        );
+            args.name,
+            args.name
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -356,7 +360,7 @@ fn restore_cmd(ctx: &Context, args: MirrorRestoreArgs) -> Result<ExitCode> {
             snap.generation
         ));
     }
-    fs_err::create_dir_all(&dest)?;
+    crate::fsutil::create_dir_all_mode(&dest, crate::mirror::restore::NEW_DIR_MODE)?;
     let work = restore::Work {
         write: map
             .iter()
@@ -366,13 +370,13 @@ fn restore_cmd(ctx: &Context, args: MirrorRestoreArgs) -> Result<ExitCode> {
         ..Default::default()
     };
     let done = restore::apply(&m, &dest, &work, crate::target::mirror::WORKERS, &|_| {})?;
-    println!(
+    crate::outln!(
         "restored {} entries ({}) of generation {} into {}, every file verified",
         done.changed.len(),
         human_bytes(done.bytes),
         snap.generation,
         dest.display()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -475,25 +479,25 @@ fn prune(ctx: &Context, args: MirrorPruneArgs) -> Result<ExitCode> {
         m.store.delete(&doomed)?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         let verb = if args.yes { "deleted" } else { "would delete" };
-        println!(
+        crate::outln!(
             "{verb} {} generation(s) {:?} and {} unreferenced object(s) ({}); keeping generation(s) {:?}",
             old.len(),
             old,
             doomed.len(),
             human_bytes(bytes),
             kept
-        );
+        )?;
         if young > 0 {
-            println!(
+            crate::outln!(
                 "{young} unreferenced object(s) are younger than --min-age {}s and were kept (an apply may still be writing them)",
                 args.min_age
-            );
+            )?;
         }
         if !args.yes && (!old.is_empty() || !doomed.is_empty()) {
-            println!("run again with --yes to delete");
+            crate::outln!("run again with --yes to delete")?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -616,13 +620,13 @@ fn rekey(ctx: &Context, args: MirrorRekeyArgs) -> Result<ExitCode> {
     m.store.delete(&stale)?;
     let m = open_named(ctx, &args.name, None)?;
     m.latest()?;
-    println!(
+    crate::outln!(
         "re-encrypted {} object(s) and {} snapshot(s) of {} under mirror key {}; deleted {} old object(s)",
         new_ids.len(),
         gens.len(),
         args.name,
         m.key.key_id(),
         stale.len()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -124,9 +124,9 @@ pub fn run(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot save the plan to {}", p.display()))?;
     }
     if args.json {
-        print!("{}", plan.to_json());
+        crate::out!("{}", plan.to_json())?;
     } else {
-        print!("{}", plan.to_text());
+        crate::out!("{}", plan.to_text())?;
     }
     for t in &plan.targets {
         if let Some(e) = &t.error {

@@ -49,7 +49,7 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
     let _lock = if args.dry_run {
         None
     } else {
-        fs_err::create_dir_all(&dest)?;
+        crate::fsutil::create_dir_all_mode(&dest, crate::mirror::restore::NEW_DIR_MODE)?;
         Some(lock::acquire(&ctx.home)?)
     };
     crate::interrupt::install();
@@ -81,9 +81,9 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
     let plan = Plan::new(&source, excludes.patterns(), vec![dest_plan]);
     let tp = &plan.targets[0];
     if args.json {
-        print!("{}", plan.to_json());
+        crate::out!("{}", plan.to_json())?;
     } else {
-        print!("{}", plan.to_text());
+        crate::out!("{}", plan.to_text())?;
     }
     let changes_code = || {
         if args.detailed_exitcode {
@@ -183,14 +183,14 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
         Ok(done) => {
             record("ok", &done.changed, &done.deleted, done.bytes, None)?;
             if !args.json {
-                println!(
+                crate::outln!(
                     "\nok  {}  {} changed, {} deleted, {}, verified (generation {})",
                     dest.display(),
                     done.changed.len(),
                     done.deleted.len(),
                     crate::plan::human_bytes(done.bytes),
                     snap.generation
-                );
+                )?;
             }
             Ok(ExitCode::from(changes_code()))
         }

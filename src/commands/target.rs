@@ -269,7 +269,7 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
         delete_allowed: true,
     }));
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
@@ -284,12 +284,16 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
         w(&|r| r.login.len(), "LOGIN"),
         w(&|r| r.remote_path.len(), "PATH"),
     );
-    println!(
+    crate::outln!(
         "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  FINGERPRINT",
-        "NAME", "LOGIN", "PORT", "PATH", "DELETE"
-    );
+        "NAME",
+        "LOGIN",
+        "PORT",
+        "PATH",
+        "DELETE"
+    )?;
     for r in &rows {
-        println!(
+        crate::outln!(
             "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  {}",
             sanitize::for_terminal(&r.name),
             sanitize::for_terminal(&r.login),
@@ -297,7 +301,7 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
             sanitize::for_terminal(&r.remote_path),
             if r.delete_allowed { "yes" } else { "no" },
             r.fingerprint.as_deref().unwrap_or("-"),
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -426,30 +430,31 @@ pub fn check(ctx: &Context, args: TargetCheckArgs) -> Result<ExitCode> {
     });
     let all_ok = rows.iter().all(|r| r.report.ok);
     if args.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&rows).context("cannot encode JSON")?
-        );
+        )?;
     } else {
         for r in &rows {
             if !r.report.ok {
-                println!(
+                crate::outln!(
                     "FAIL  {}  {}  {}",
                     r.name,
                     r.login,
                     sanitize::for_terminal(&r.report.problem)
-                );
+                )?;
             } else if r.kind == "mirror" {
                 let state = match (r.generation, r.files) {
                     (Some(g), Some(f)) => format!("generation {g}, {f} files"),
                     _ => "empty".to_string(),
                 };
-                println!(
+                crate::outln!(
                     "ok    {}  {}  encrypted mirror, {state}, key opens, writable",
-                    r.name, r.login
-                );
+                    r.name,
+                    r.login
+                )?;
             } else {
-                println!(
+                crate::outln!(
                     "ok    {}  {}  write-only, no shell{}",
                     r.name,
                     r.login,
@@ -458,7 +463,7 @@ pub fn check(ctx: &Context, args: TargetCheckArgs) -> Result<ExitCode> {
                     } else {
                         ""
                     }
-                );
+                )?;
             }
         }
     }

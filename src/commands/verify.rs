@@ -32,23 +32,24 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(crate::interrupt::exit_code()));
     }
     if args.json {
-        print!("{}", plan.to_json());
+        crate::out!("{}", plan.to_json())?;
     } else {
         for t in &plan.targets {
             if let Some(e) = &t.error {
-                println!("FAIL     {}  {}", t.name, crate::sanitize::for_terminal(e));
+                crate::outln!("FAIL     {}  {}", t.name, crate::sanitize::for_terminal(e))?;
             } else if t.has_changes() {
-                println!("DRIFTED  {}", t.name);
+                crate::outln!("DRIFTED  {}", t.name)?;
             } else {
-                println!(
+                crate::outln!(
                     "ok       {}  ({} entries match)",
-                    t.name, t.summary.unchanged
-                );
+                    t.name,
+                    t.summary.unchanged
+                )?;
             }
         }
         if plan.has_changes() {
-            println!("\nDifferences:");
-            print!("{}", plan.to_text());
+            crate::outln!("\nDifferences:")?;
+            crate::out!("{}", plan.to_text())?;
         }
     }
     Ok(ExitCode::from(if plan.has_errors() {

@@ -51,8 +51,21 @@ fn mtime(e: &SnapEntry) -> SystemTime {
     }
 }
 
+/// Mode of a directory a restore creates that the snapshot does not describe (DEST itself,
+/// parents of `--include`d paths): what `mkdir` gives under the usual umask 022, set
+/// explicitly because offsync runs with umask 077. Directories in the snapshot get their own
+/// mode at the end.
+pub const NEW_DIR_MODE: u32 = 0o755;
+
+/// The mode a restored entry gets: the snapshot's, without setuid/setgid bits (offsync never
+/// creates such files, whatever an older snapshot holds). Always set explicitly, so the
+/// process umask never changes what a restore produces.
+fn applied_mode(e: &SnapEntry) -> u32 {
+    e.mode & 0o7777 & !crate::plan::manifest::SETID_BITS
+}
+
 fn set_file_meta(path: &Path, e: &SnapEntry) -> Result<()> {
-    fs_err::set_permissions(path, std::fs::Permissions::from_mode(e.mode & 0o7777))?;
+    fs_err::set_permissions(path, std::fs::Permissions::from_mode(applied_mode(e)))?;
     let f = fs_err::File::open(path)?;
     f.file()
         .set_modified(mtime(e))
@@ -128,7 +141,7 @@ fn apply_inner(
     for (p, _) in &dirs {
         let full = dest.join(rel(p));
         clear_for(&full, true)?;
-        fs_err::create_dir_all(&full)?;
+        crate::fsutil::create_dir_all_mode(&full, NEW_DIR_MODE)?;
         done.changed.push(p.clone());
     }
     // Files and symlinks, in parallel: download into the holding dir, verify, rename.
@@ -144,7 +157,7 @@ fn apply_inner(
         let tmp = holding.join(format!("{n}"));
         let full = dest.join(rel(p));
         if let Some(parent) = full.parent() {
-            fs_err::create_dir_all(parent)?;
+            crate::fsutil::create_dir_all_mode(parent, NEW_DIR_MODE)?;
         }
         if e.kind == "symlink" {
             let target = super::snapshot::SnapEntry::to_entry(e)?;
@@ -177,17 +190,36 @@ fn apply_inner(
         if e.kind == "file" {
             set_file_meta(&full, e)?;
         } else if e.kind == "dir" {
-            fs_err::set_permissions(&full, std::fs::Permissions::from_mode(e.mode & 0o7777))?;
+            fs_err::set_permissions(&full, std::fs::Permissions::from_mode(applied_mode(e)))?;
         }
         done.changed.push(p.clone());
     }
     // Directory modes last, deepest first.
     for (p, e) in dirs.iter().rev() {
         let full: PathBuf = dest.join(rel(p));
-        fs_err::set_permissions(&full, std::fs::Permissions::from_mode(e.mode & 0o7777))?;
+        fs_err::set_permissions(&full, std::fs::Permissions::from_mode(applied_mode(e)))?;
     }
     done.changed.sort();
     done.deleted.sort();
     done.bytes = bytes.load(Ordering::Relaxed);
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restored_modes_never_carry_setuid_or_setgid() {
+        let entry = |mode: u32| -> SnapEntry {
+            serde_json::from_value(serde_json::json!({
+                "path": "a", "kind": "file", "mode": mode, "mtime_s": 0, "mtime_ns": 0
+            }))
+            .unwrap()
+        };
+        assert_eq!(applied_mode(&entry(0o4755)), 0o755);
+        assert_eq!(applied_mode(&entry(0o2775)), 0o775);
+        assert_eq!(applied_mode(&entry(0o1777)), 0o1777);
+        assert_eq!(applied_mode(&entry(0o100644)), 0o644);
+    }
 }

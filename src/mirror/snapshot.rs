@@ -223,12 +223,22 @@ impl Snapshot {
 
     /// The snapshot as a source manifest (for `pull`, which plans a directory against it).
     pub fn to_manifest(&self, root: PathBuf) -> Result<Manifest> {
-        let entries = self.listing()?;
+        let mut entries = self.listing()?;
+        // A snapshot written before offsync stripped setuid/setgid bits may still hold them;
+        // pull never recreates them (see `plan::manifest`).
+        let mut modes_stripped = Vec::new();
+        for (p, e) in entries.iter_mut() {
+            if e.mode & crate::plan::manifest::SETID_BITS != 0 {
+                e.mode &= !crate::plan::manifest::SETID_BITS;
+                modes_stripped.push(p.clone());
+            }
+        }
         let digest = crate::plan::manifest::digest(&entries);
         Ok(Manifest {
             root,
             entries,
             skipped: Vec::new(),
+            modes_stripped,
             digest,
         })
     }

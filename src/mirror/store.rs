@@ -316,16 +316,18 @@ impl Store {
     /// short file, which age's authentication rejects when it is read.
     pub fn put_exclusive(&self, path: &str, data: &[u8]) -> Result<bool> {
         use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
         let Location::Local(root) = &self.location else {
             anyhow::bail!("exclusive create is only for local mirrors");
         };
         let full = root.join(path);
         if let Some(parent) = full.parent() {
-            fs_err::create_dir_all(parent)?;
+            crate::fsutil::create_dir_all_mode(parent, crate::fsutil::DIR_MODE)?;
         }
         let mut f = match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(crate::fsutil::FILE_MODE)
             .open(&full)
         {
             Ok(f) => f,

@@ -151,6 +151,7 @@ mod tests {
             root: PathBuf::from("/src"),
             entries,
             skipped: vec![],
+            modes_stripped: vec![],
             digest,
         }
     }

@@ -108,24 +108,51 @@ impl Excludes {
 
 /// Refuse patterns whose meaning rsync and gitignore would not share.
 fn validate(p: &str) -> Result<()> {
-    let bad = |why: &str| {
-        Err(crate::input_err!(
+    check_pattern(p).map_err(|why| {
+        crate::input_err!(
             "exclude pattern {p:?} in config.yaml {why}; use a plain gitignore-style pattern"
-        ))
-    };
+        )
+    })
+}
+
+/// Why `p` cannot be an exclude pattern (`Err(reason)`), or `Ok` when our gitignore matcher
+/// and its rsync translation ([`Excludes::rsync_rules`]) mean the same thing by it. Config
+/// loading calls this for every `exclude:` entry, so a bad pattern is reported with its place
+/// in `config.yaml` before anything runs.
+pub fn check_pattern(p: &str) -> std::result::Result<(), String> {
     if p.trim().is_empty() || p.starts_with('#') {
-        return bad("is empty or a comment");
+        return Err("is empty or a comment".into());
+    }
+    // What is left after the `!` (re-include) and the escaping backslash is what both sides
+    // match; it must name something.
+    let body = p.strip_prefix('!').unwrap_or(p);
+    if p.starts_with('!') && body.trim().is_empty() {
+        return Err("is a bare `!` (it re-includes nothing); write `!PATTERN`".into());
     }
     if p != p.trim_end() {
-        return bad("has trailing whitespace");
+        return Err("has trailing whitespace".into());
     }
-    if p.contains('\n') || p.contains('\r') {
-        return bad("contains a line break");
+    if p.chars().any(char::is_control) {
+        return Err("contains a line break or control character".into());
     }
     // rsync reads a leading "+ " / "- " as a rule prefix; gitignore reads it as a name.
     if p.starts_with("+ ") || p.starts_with("- ") || p.starts_with(',') {
-        return bad("starts with an rsync rule prefix");
+        return Err("starts with an rsync rule prefix".into());
     }
+    if body.starts_with(char::is_whitespace) {
+        return Err("has whitespace after `!` or at the start".into());
+    }
+    let inner = body.strip_prefix('\\').unwrap_or(body);
+    if inner.is_empty() || inner.trim_matches('/').is_empty() {
+        return Err("matches nothing (only `/`, `!` or `\\`)".into());
+    }
+    if inner.ends_with('\\') && !inner.ends_with("\\\\") {
+        return Err("ends with a lone `\\`".into());
+    }
+    let mut b = GitignoreBuilder::new("/");
+    b.add_line(None, p)
+        .map_err(|e| format!("is not valid ({e})"))?;
+    b.build().map_err(|e| format!("is not valid ({e})"))?;
     Ok(())
 }
 
@@ -175,5 +202,13 @@ mod tests {
         assert!(Excludes::new(&["- foo".to_string()]).is_err());
         assert!(Excludes::new(&["".to_string()]).is_err());
         assert!(Excludes::new(&["a ".to_string()]).is_err());
+        for bad in [
+            "!", "! ", "!\t", "!/", "/", "//", "\\", "!\\", "a\\", "! a", "a\u{1b}b",
+        ] {
+            assert!(check_pattern(bad).is_err(), "{bad:?} must be refused");
+        }
+        for good in ["a", "!a", "\\!a", "\\#a", "/a/", "**/x", "a\\\\", "*.log"] {
+            assert_eq!(check_pattern(good), Ok(()), "{good:?}");
+        }
     }
 }

@@ -7,6 +7,10 @@
 //!   never followed; a symlink that escapes the source (absolute, or `..` past the root) stops
 //!   the manifest with an error naming every such path; devices, fifos and sockets are skipped
 //!   and listed (rsync without `-D` skips them too);
+//! - setuid and setgid bits (`0o6000`) are stripped from every mode, and the paths that had
+//!   them are listed in `modes_stripped`: offsync never creates such files on a target or in a
+//!   mirror (rsync gets `--chmod=ug-s`, see `rsync::COMMON`), so the manifest describes what
+//!   targets will hold;
 //! - hashes come from the cache only when path, size, mtime (ns), inode and ctime all match an
 //!   entry the cache wrote more than two seconds after the file last changed (a file modified
 //!   within the same clock tick as the cache write would otherwise look unchanged); a cache
@@ -76,8 +80,13 @@ pub struct Manifest {
     pub entries: BTreeMap<Vec<u8>, Entry>,
     /// Devices, fifos and sockets that were skipped.
     pub skipped: Vec<Vec<u8>>,
+    /// Entries whose setuid/setgid bits were dropped from `mode` (sorted by path bytes).
+    pub modes_stripped: Vec<Vec<u8>>,
     pub digest: [u8; 32],
 }
+
+/// The mode bits offsync never transfers: setuid and setgid.
+pub const SETID_BITS: u32 = 0o6000;
 
 /// Hashing statistics, for progress and benchmarks.
 #[derive(Debug, Clone, Copy, Default)]
@@ -193,6 +202,7 @@ pub fn build_with_progress(
             root,
             entries,
             skipped: walked.skipped,
+            modes_stripped: walked.modes_stripped,
             digest,
         },
         stats,
@@ -219,6 +229,7 @@ struct Walked {
     entries: BTreeMap<Vec<u8>, Entry>,
     files: Vec<WalkedFile>,
     skipped: Vec<Vec<u8>>,
+    modes_stripped: Vec<Vec<u8>>,
 }
 
 fn walk(root: &Path, excludes: &Excludes) -> Result<Walked> {
@@ -226,6 +237,7 @@ fn walk(root: &Path, excludes: &Excludes) -> Result<Walked> {
         entries: BTreeMap::new(),
         files: Vec::new(),
         skipped: Vec::new(),
+        modes_stripped: Vec::new(),
     };
     let mut escaping = Vec::new();
     let ex = excludes.clone();
@@ -254,7 +266,11 @@ fn walk(root: &Path, excludes: &Excludes) -> Result<Walked> {
         let meta = std::fs::symlink_metadata(item.path())
             .with_context(|| format!("cannot stat {}", item.path().display()))?;
         let ft = meta.file_type();
-        let mode = meta.permissions().mode() & 0o7777;
+        let mut mode = meta.permissions().mode() & 0o7777;
+        if mode & SETID_BITS != 0 && (ft.is_dir() || ft.is_file()) {
+            mode &= !SETID_BITS;
+            out.modes_stripped.push(rel_bytes.clone());
+        }
         let (mtime_s, mtime_ns) = (meta.mtime(), meta.mtime_nsec() as u32);
         if ft.is_dir() {
             out.entries.insert(
@@ -303,6 +319,7 @@ fn walk(root: &Path, excludes: &Excludes) -> Result<Walked> {
             out.skipped.push(rel_bytes);
         }
     }
+    out.modes_stripped.sort();
     if !escaping.is_empty() {
         anyhow::bail!(
             "symlinks in the source point outside it (absolute or `..` past the root): {}; make them relative and inside the source, or exclude them",
@@ -529,6 +546,37 @@ mod tests {
         );
         assert!(
             matches!(&m.entries[&b"a/link"[..]].kind, Kind::Symlink { target } if target == b"x.txt")
+        );
+    }
+
+    #[test]
+    fn setuid_and_setgid_bits_are_stripped_and_listed() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        let set = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        std::fs::create_dir(r.join("shared")).unwrap();
+        set(&r.join("shared"), 0o2775);
+        for (name, m) in [
+            ("suid", 0o4755),
+            ("sgid", 0o2755),
+            ("plain", 0o755),
+            ("sticky", 0o1755),
+        ] {
+            std::fs::write(r.join(name), b"x").unwrap();
+            set(&r.join(name), m);
+        }
+        let (m, _) = build(r, &no_ex(), None).unwrap();
+        let mode = |p: &[u8]| m.entries[p].mode;
+        assert_eq!(mode(b"suid"), 0o755);
+        assert_eq!(mode(b"sgid"), 0o755);
+        assert_eq!(mode(b"plain"), 0o755);
+        assert_eq!(mode(b"sticky"), 0o1755);
+        assert_eq!(mode(b"shared"), 0o775);
+        assert_eq!(
+            m.modes_stripped,
+            [b"sgid".to_vec(), b"shared".to_vec(), b"suid".to_vec()]
         );
     }
 

@@ -15,6 +15,8 @@ pub mod manifest;
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
+use std::io::Read as _;
+use std::path::Path;
 
 use crate::sanitize;
 use manifest::{Entry, Manifest};
@@ -196,6 +198,10 @@ pub struct SourceInfo {
     /// Devices, fifos and sockets that are never transferred.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// Files and directories sent without their setuid/setgid bits (offsync never creates
+    /// such files). Absent when empty, so plans without them are unchanged `offsync-plan/1`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modes_stripped: Vec<String>,
 }
 
 /// A whole plan.
@@ -227,6 +233,11 @@ impl Plan {
                 excludes: excludes.to_vec(),
                 skipped: manifest
                     .skipped
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect(),
+                modes_stripped: manifest
+                    .modes_stripped
                     .iter()
                     .map(|p| String::from_utf8_lossy(p).into_owned())
                     .collect(),
@@ -264,6 +275,13 @@ impl Plan {
     pub fn from_json(text: &str, origin: &str) -> Result<Plan> {
         let plan: Plan = serde_json::from_str(text)
             .with_context(|| format!("{origin} is not an offsync plan (JSON)"))?;
+        plan.check(origin)?;
+        Ok(plan)
+    }
+
+    /// Format and digest checks for a plan read from `origin`.
+    fn check(&self, origin: &str) -> Result<()> {
+        let plan = self;
         if plan.format != FORMAT {
             anyhow::bail!(
                 "{origin} has format {:?}; this offsync reads {FORMAT}",
@@ -275,7 +293,7 @@ impl Plan {
                 "{origin} was modified after it was written (its digest does not match); plan again with --out"
             );
         }
-        Ok(plan)
+        Ok(())
     }
 
     /// The human-readable plan (deterministic, like the JSON).
@@ -295,6 +313,18 @@ impl Plan {
                 "skipped (devices, fifos, sockets are never sent): {}",
                 self.source
                     .skipped
+                    .iter()
+                    .map(|p| sanitize::for_terminal(p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if !self.source.modes_stripped.is_empty() {
+            let _ = writeln!(
+                s,
+                "note: setuid/setgid bits are never sent; stripped from: {}",
+                self.source
+                    .modes_stripped
                     .iter()
                     .map(|p| sanitize::for_terminal(p))
                     .collect::<Vec<_>>()
@@ -354,6 +384,113 @@ impl Plan {
     }
 }
 
+/// The largest saved plan `apply PLAN_FILE` reads: 256 MiB. A plan entry takes about 200
+/// bytes of JSON, so this leaves room for a million changed paths on each of several targets,
+/// while `apply /dev/zero` (or a mistyped multi-gigabyte file) fails at once instead of
+/// eating memory.
+pub const PLAN_FILE_CAP: u64 = 256 << 20;
+
+/// Read a saved plan (`apply PLAN_FILE`): at most [`PLAN_FILE_CAP`] bytes, UTF-8, an
+/// `offsync-plan/1` document whose digest matches. Every failure is bad input (exit 64) that
+/// names the file and the fix; nothing is read past the cap.
+pub fn read_plan_file(path: &Path) -> Result<Plan> {
+    read_plan_file_capped(path, PLAN_FILE_CAP)
+}
+
+impl Plan {
+    /// See [`read_plan_file`].
+    pub fn read_file(path: &Path) -> Result<Plan> {
+        read_plan_file(path)
+    }
+    /// See [`read_plan_file_for`].
+    pub fn read_file_for(path: &Path, config_path: &Path) -> Result<Plan> {
+        read_plan_file_for(path, config_path)
+    }
+}
+
+/// [`read_plan_file`], and the plan must have been made for the source that `config.yaml`
+/// (at `config_path`) names now: a plan of another source is refused before anything runs.
+pub fn read_plan_file_for(path: &Path, config_path: &Path) -> Result<Plan> {
+    let plan = read_plan_file(path)?;
+    let config = crate::config::Config::load(config_path)?;
+    if let Some(source) = config.source.as_deref() {
+        // Plans record the canonical source path; compare like with like.
+        let now = std::fs::canonicalize(source).unwrap_or_else(|_| Path::new(source).into());
+        if Path::new(&plan.source.path) != now {
+            return Err(crate::input_err!(
+                "plan file {} was made for source {}, but config.yaml's source is {}; nothing was transferred; run `offsync plan --out FILE` again",
+                path.display(),
+                sanitize::for_terminal(&plan.source.path),
+                now.display()
+            ));
+        }
+    }
+    Ok(plan)
+}
+
+fn read_plan_file_capped(path: &Path, cap: u64) -> Result<Plan> {
+    let shown = path.display();
+    let bad = |why: String| {
+        crate::input_err!(
+            "plan file {shown} {why}; pass a file written by `offsync plan --out FILE`"
+        )
+    };
+    let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot be read ({e})")))?;
+    // A regular file over the cap is refused without reading a byte (a sparse file can be
+    // huge and cost nothing to create).
+    if let Ok(m) = file.metadata()
+        && m.is_file()
+        && m.len() > cap
+    {
+        return Err(bad(format!(
+            "is {} (over the {} limit for plans)",
+            human_bytes(m.len()),
+            human_bytes(cap)
+        )));
+    }
+    let mut reader = std::io::BufReader::new(file).take(cap + 1);
+    // A plan is a JSON object: anything else (a device such as /dev/zero, a binary file) is
+    // refused at its first byte instead of after reading up to the cap.
+    let mut text = Vec::new();
+    loop {
+        let mut b = [0u8; 1];
+        match reader.read(&mut b) {
+            Ok(0) => return Err(bad("is empty".into())),
+            Ok(_) if b[0].is_ascii_whitespace() => continue,
+            Ok(_) if b[0] == b'{' => {
+                text.push(b[0]);
+                break;
+            }
+            Ok(_) => {
+                return Err(bad(
+                    "is not an offsync plan (it is not a JSON object)".into()
+                ));
+            }
+            Err(e) => return Err(bad(format!("cannot be read ({e})"))),
+        }
+    }
+    reader
+        .read_to_end(&mut text)
+        .map_err(|e| bad(format!("cannot be read ({e})")))?;
+    if text.len() as u64 > cap {
+        return Err(bad(format!(
+            "is over the {} limit for plans",
+            human_bytes(cap)
+        )));
+    }
+    let text = String::from_utf8(text).map_err(|_| bad("is not UTF-8 text".into()))?;
+    let plan: Plan = serde_json::from_str(&text).map_err(|e| {
+        if e.is_eof() {
+            bad("is truncated (the JSON ends early)".into())
+        } else {
+            bad(format!("is not an offsync plan ({e})"))
+        }
+    })?;
+    plan.check(&format!("plan file {shown}"))
+        .map_err(|e| crate::input_err!("{e:#}"))?;
+    Ok(plan)
+}
+
 /// `1.5 MiB`-style sizes (exact bytes below 1 KiB).
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -394,6 +531,7 @@ mod tests {
             digest: manifest::digest(&entries),
             entries,
             skipped: vec![],
+            modes_stripped: vec![],
         };
         let listing = BTreeMap::from([(b"old".to_vec(), e(b"o"))]);
         let mut changes = diff::diff(&m, &diff::TargetView::Listing(listing));
@@ -433,6 +571,63 @@ mod tests {
         let json = sample().to_json().replace("\"old\"", "\"etc\"");
         let err = Plan::from_json(&json, "plan.json").unwrap_err().to_string();
         assert!(err.contains("modified after it was written"), "{err}");
+    }
+
+    #[test]
+    fn plan_files_are_capped_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = sample().to_json();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let is_input = |e: &anyhow::Error| e.downcast_ref::<crate::error::InputError>().is_some();
+        let good = write("good.json", json.as_bytes());
+        assert_eq!(read_plan_file(&good).unwrap(), sample());
+        // Exactly at the cap is fine; one byte over is not.
+        let len = json.len() as u64;
+        assert!(read_plan_file_capped(&good, len).is_ok());
+        let cases: Vec<(std::path::PathBuf, u64, &str)> = vec![
+            (good.clone(), len - 1, "limit"),
+            (
+                std::path::PathBuf::from("/dev/zero"),
+                PLAN_FILE_CAP,
+                "not a JSON object",
+            ),
+            (
+                write("trunc.json", &json.as_bytes()[..len as usize / 2]),
+                PLAN_FILE_CAP,
+                "truncated",
+            ),
+            (
+                write("latin1.json", b"{\"format\": \"\xff\"}"),
+                PLAN_FILE_CAP,
+                "UTF-8",
+            ),
+            (
+                write("other.json", b"{\"format\": \"x\"}"),
+                PLAN_FILE_CAP,
+                "not an offsync plan",
+            ),
+            (write("empty.json", b""), PLAN_FILE_CAP, "empty"),
+            (
+                write("edited.json", json.replace("web1", "webX").as_bytes()),
+                PLAN_FILE_CAP,
+                "modified",
+            ),
+        ];
+        for (p, cap, why) in cases {
+            let err = read_plan_file_capped(&p, cap).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(is_input(&err), "{why}: exit 64 expected: {msg}");
+            assert!(msg.contains(why), "{why}: {msg}");
+            assert!(
+                msg.contains(&p.display().to_string()),
+                "names the file: {msg}"
+            );
+            assert!(!msg.contains('\n'), "one line: {msg}");
+        }
     }
 
     #[test]

@@ -250,7 +250,7 @@ fn stale_saved_plan_is_refused_without_transfer() {
         b"two"
     );
 
-    // A tampered plan file is refused.
+    // A tampered plan file is refused as bad input, before anything runs.
     let text = std::fs::read_to_string(&plan_file)
         .unwrap()
         .replace("b.txt", "c.txt");
@@ -258,7 +258,7 @@ fn stale_saved_plan_is_refused_without_transfer() {
     h.offsync(["apply", "--yes"])
         .arg(&plan_file)
         .assert()
-        .code(1);
+        .code(64);
 }
 
 #[test]

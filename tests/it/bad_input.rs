@@ -26,7 +26,18 @@ fn state(w: &World) -> State {
 }
 
 /// Run `cmd`, expect exit 64 with `why` in the one-line error, and no change to any state.
-fn rejected(w: &World, case: &str, mut cmd: Command, why: &str) {
+fn rejected(w: &World, case: &str, cmd: Command, why: &str) {
+    rejected_but(w, case, cmd, why, &[]);
+}
+
+/// [`rejected`], ignoring the OFFSYNC_HOME files named in `ignored` (apply's lock file, which
+/// holds the pid of the last apply and is written before config.yaml is read).
+fn rejected_but(w: &World, case: &str, mut cmd: Command, why: &str, ignored: &[&[u8]]) {
+    let state = |w: &World| {
+        let mut s = state(w);
+        s.home.retain(|(p, _, _)| !ignored.contains(&p.as_slice()));
+        s
+    };
     let before = state(w);
     assert!(before.authorized_keys.is_some() && before.known_hosts.is_some());
     let out = cmd.assert().code(64).get_output().clone();
@@ -43,8 +54,10 @@ fn rejected(w: &World, case: &str, mut cmd: Command, why: &str) {
 }
 
 fn link(w: &World) -> Command {
-    let mut c = w.home.offsync(["link", "--yes", "--authorized-keys"]);
-    c.arg(w.sshd().authorized_keys())
+    let mut c = w.home.offsync(["link", "--yes"]);
+    c.args(crate::util::allow_root())
+        .arg("--authorized-keys")
+        .arg(w.sshd().authorized_keys())
         .arg("--sshd-config")
         .arg(w.sshd().config());
     c
@@ -250,4 +263,153 @@ fn unknown_config_key_is_an_error_with_its_line() {
         assert!(out.stdout.is_empty(), "{args:?}");
         assert_eq!(state(&w), before, "{args:?}: state changed");
     }
+}
+
+/// `apply PLAN_FILE` reads at most 256 MiB and checks the file before anything else runs:
+/// an endless device, a huge (sparse) file, a truncated plan, a plan of another source and a
+/// JSON document that is not a plan are each refused with one line naming the file, exit 64,
+/// and no change to OFFSYNC_HOME or the target.
+#[test]
+fn apply_refuses_bad_plan_files() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = setup_linked_target();
+    w.write("a.txt", b"a");
+    let h = &w.home;
+    let dir = h.tmp.path();
+    let good = dir.join("good.json");
+    h.offsync(["plan", "--out"]).arg(&good).assert().code(0);
+    let json = std::fs::read(&good).unwrap();
+
+    // A plan made for another source: plan with the source switched, then switch back.
+    let other_src = dir.join("other source");
+    std::fs::create_dir_all(&other_src).unwrap();
+    std::fs::write(other_src.join("b.txt"), b"b").unwrap();
+    let cfg = std::fs::read(h.config()).unwrap();
+    let text = String::from_utf8(cfg.clone()).unwrap();
+    let switched = text.replace(
+        &w.source.display().to_string(),
+        &other_src.display().to_string(),
+    );
+    assert_ne!(switched, text, "config names the source");
+    std::fs::write(h.config(), switched).unwrap();
+    let other_plan = dir.join("other.json");
+    h.offsync(["plan", "--out"])
+        .arg(&other_plan)
+        .assert()
+        .code(0);
+    std::fs::write(h.config(), &cfg).unwrap();
+
+    let huge = dir.join("huge.json");
+    let f = std::fs::File::create(&huge).unwrap();
+    f.set_len(300 << 20).unwrap(); // sparse: costs no disk
+    drop(f);
+    let truncated = dir.join("truncated.json");
+    std::fs::write(&truncated, &json[..json.len() / 2]).unwrap();
+    let not_plan = dir.join("not-a-plan.json");
+    std::fs::write(&not_plan, br#"{"format": "something-else/1", "items": []}"#).unwrap();
+
+    let target_before = crate::util::listing(&w.sshd().sync_dir());
+    let cases: [(&str, PathBuf, &str); 5] = [
+        ("/dev/zero", PathBuf::from("/dev/zero"), "not a JSON object"),
+        ("huge sparse file", huge, "limit"),
+        ("truncated plan", truncated, "truncated"),
+        ("plan of another source", other_plan, "made for source"),
+        ("not a plan", not_plan, "not an offsync plan"),
+    ];
+    for (case, file, why) in cases {
+        let mut c = h.offsync(["apply", "--yes"]);
+        c.arg(&file);
+        rejected(&w, case, c, why);
+        let mut c = h.offsync(["apply", "--yes"]);
+        c.arg(&file);
+        let err = stderr(c.assert().code(64).get_output());
+        assert!(
+            err.contains(&file.display().to_string()),
+            "{case}: names the file: {err}"
+        );
+        assert_eq!(
+            crate::util::listing(&w.sshd().sync_dir()),
+            target_before,
+            "{case}: target changed"
+        );
+    }
+    // The good plan still applies.
+    h.offsync(["apply", "--yes"]).arg(&good).assert().code(0);
+}
+
+/// A bare `!` (or `!` and blanks, or a pattern of only slashes) in `exclude:` is refused when
+/// config.yaml is loaded: one line naming config.yaml, the entry's index and the pattern, exit
+/// 64, for `plan` and `apply` alike, before anything is hashed or sent.
+#[test]
+fn bad_exclude_patterns_are_refused_with_their_index() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = setup_linked_target();
+    w.write("a.txt", b"a");
+    let h = &w.home;
+    // One good apply first, so the target is not empty.
+    h.offsync(["apply", "--yes"]).assert().code(0);
+    let target_before = crate::util::listing(&w.sshd().sync_dir());
+    let cfg = std::fs::read_to_string(h.config()).unwrap();
+    assert!(!cfg.contains("exclude:"), "init writes no exclude list");
+    for (bad, why) in [
+        ("'!'", "bare `!`"),
+        ("'!   '", "bare `!`"),
+        ("'/'", "matches nothing"),
+    ] {
+        let text = format!("{cfg}exclude:\n  - '*.log'\n  - build/\n  - tmp/\n  - {bad}\n");
+        std::fs::write(h.config(), &text).unwrap();
+        let shown = bad.trim_matches('\'');
+        let want = format!("exclude[3]: {shown:?}");
+        for args in [&["plan"][..], &["apply", "--yes"]] {
+            let case = format!("{args:?} {bad}");
+            rejected_but(&w, &case, h.offsync(args), &want, &[b"apply.lock"]);
+            let mut c = h.offsync(args);
+            let err = stderr(c.assert().code(64).get_output());
+            assert!(err.contains("config.yaml"), "{err}");
+            assert!(err.contains(why), "{err}");
+        }
+        assert_eq!(
+            crate::util::listing(&w.sshd().sync_dir()),
+            target_before,
+            "the target is unchanged"
+        );
+    }
+}
+
+/// As root, `link` refuses (exit 64, one line, authorized_keys and the rest of the state
+/// byte-identical) unless `--allow-root` is given: the key would write as root.
+#[test]
+fn link_as_root_needs_allow_root() {
+    if !crate::util::is_root() {
+        eprintln!("SKIP: link_as_root_needs_allow_root needs root");
+        return;
+    }
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = setup_linked_target();
+    let mut c = w.home.offsync(["link", "--yes", "--authorized-keys"]);
+    c.arg(w.sshd().authorized_keys())
+        .arg("--sshd-config")
+        .arg(w.sshd().config())
+        .arg("--path")
+        .arg(w.sshd().dir.join("another dir"))
+        .arg("--key-file")
+        .arg(w.home.pub_key());
+    rejected(&w, "link as root", c, "--allow-root");
+    assert!(!w.sshd().dir.join("another dir").exists());
+    let mut c = w.home.offsync(["link", "--yes", "--authorized-keys"]);
+    c.arg(w.sshd().authorized_keys())
+        .arg("--sshd-config")
+        .arg(w.sshd().config())
+        .arg("--path")
+        .arg(w.sshd().dir.join("another dir"))
+        .arg("--key-file")
+        .arg(w.home.pub_key());
+    let err = stderr(c.assert().code(64).get_output());
+    assert!(err.contains("as root") && err.contains("nosuid"), "{err}");
 }

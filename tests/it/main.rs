@@ -10,10 +10,13 @@
 //! - `bad_input`: every rejected input exits 64 and changes no file
 //! - `apply`: `plan`, `apply`, `verify` against two targets
 //! - `mirror`: encrypted mirrors on moto (real S3 on loopback) and a local directory
+//! - `hardening`: closed stdout pipes, umask, setuid/setgid bits, a full target disk, the
+//!   Python offsync's `verify: hash`
 
 mod apply;
 mod bad_input;
 mod cli;
+mod hardening;
 mod mirror;
 mod security;
 mod setup;

@@ -665,6 +665,7 @@ fn target_check_proves_a_mirror_usable_changes_nothing_and_names_what_is_wrong()
     // A missing object fails the check, named; the other rows still print.
     let obj = object_file(&dir, &m.object_id("dir/nested/deep.txt"));
     let saved = std::fs::read(&obj).unwrap();
+    let saved_mode = std::fs::metadata(&obj).unwrap().permissions();
     std::fs::remove_file(&obj).unwrap();
     let out = m.off(&["target", "check"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -674,6 +675,7 @@ fn target_check_proves_a_mirror_usable_changes_nothing_and_names_what_is_wrong()
         stdout(&out)
     );
     std::fs::write(&obj, saved).unwrap();
+    std::fs::set_permissions(&obj, saved_mode).unwrap();
 
     // A mirror this user cannot write to fails the write probe (root ignores modes).
     if !is_root() {

@@ -191,6 +191,23 @@ impl Home {
         c
     }
 
+    /// `offsync ARGS` started by `sh` after `umask UMASK` (the environment as [`Home::offsync`]).
+    pub fn offsync_umask<I, S>(&self, umask: &str, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut c = Command::new("sh");
+        c.env_clear()
+            .envs(self.env())
+            .arg("-c")
+            .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
+            .arg(assert_cmd::cargo::cargo_bin("offsync"))
+            .args(args)
+            .timeout(Duration::from_secs(120));
+        c
+    }
+
     fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
         vec![
             ("PATH", std::env::var_os("PATH").unwrap_or_default()),
@@ -421,8 +438,15 @@ pub fn link_cmd(home: &Home, sshd: &Sshd, extra: &[&str]) -> Command {
         .arg("--sshd-config")
         .arg(sshd.config())
         .arg("--yes")
+        .args(allow_root())
         .args(extra);
     c
+}
+
+/// `--allow-root` when the tests run as root: sshd then logs the key in as root, which `link`
+/// refuses without it (see `link_as_root_needs_allow_root`).
+pub fn allow_root() -> &'static [&'static str] {
+    if is_root() { &["--allow-root"] } else { &[] }
 }
 
 /// The `--fingerprint` value in link's printed `offsync target add …` command.
