@@ -253,6 +253,15 @@ fn full_target_disk_is_named() {
         return;
     }
     let _guard = Mounted(sync.clone());
+    // The mount replaced the directory `target add` marked: offsync now (rightly) refuses it
+    // as another directory. Add it again, as an operator would after a deliberate change.
+    w.home
+        .offsync(["target", "remove", "t1"])
+        .assert()
+        .success();
+    crate::util::target_add_cmd(&w.home, w.sshd(), "t1", Some(&w.sshd().fingerprint()))
+        .assert()
+        .success();
     w.write("small.txt", b"fits");
     w.write("big.bin", &vec![7u8; 5 << 20]);
     let out = w
