@@ -1089,3 +1089,56 @@ fn recipients_and_rekey() {
         .success();
     assert_eq!(full_listing(&r), full_listing(&m.source));
 }
+
+/// `pull --delete` has the same mass-delete guard as apply: DEST-only paths beyond the limit
+/// (default: more than half of DEST) are refused with the count and the flag, nothing changes;
+/// `--max-delete N` allows exactly that many; the refusal is logged.
+#[test]
+fn pull_delete_is_bounded_by_the_mass_delete_guard() {
+    if !skip_unless_age() {
+        return;
+    }
+    let Some(m) = filled(Backend::Local) else {
+        return;
+    };
+    let host = Home::new();
+    let dest = host.tmp.path().join("dest");
+    let id = m.identity();
+    m.pull_cmd(&host, &dest, &id).assert().success();
+    for i in 0..20 {
+        std::fs::write(dest.join(format!("stray-{i}")), b"x").unwrap();
+    }
+    let before = listing(&dest);
+    let out = m
+        .pull_cmd(&host, &dest, &id)
+        .arg("--delete")
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let err = stderr(&out);
+    assert!(err.contains("--max-delete 20"), "{err}");
+    assert!(stdout(&out).contains("warning"), "{}", stdout(&out));
+    assert_eq!(listing(&dest), before, "a refused pull changes nothing");
+    let log = std::fs::read_to_string(host.home.join("operations.log")).unwrap();
+    assert!(
+        log.lines()
+            .last()
+            .unwrap()
+            .contains("\"status\":\"refused\""),
+        "{log}"
+    );
+    m.pull_cmd(&host, &dest, &id)
+        .args(["--delete", "--max-delete", "19"])
+        .assert()
+        .code(1);
+    assert_eq!(listing(&dest), before);
+    m.pull_cmd(&host, &dest, &id)
+        .args(["--delete", "--max-delete", "20"])
+        .assert()
+        .success();
+    assert_eq!(
+        crate::util::snapshot(&dest),
+        crate::util::snapshot(&m.source)
+    );
+}
