@@ -10,10 +10,16 @@
 //! - `bad_input`: every rejected input exits 64 and changes no file
 //! - `apply`: `plan`, `apply`, `verify` against two targets
 //! - `mirror`: encrypted mirrors on moto (real S3 on loopback) and a local directory
+//! - `faults`: randomized SIGKILL/SIGTERM/SIGINT/SIGHUP trials during apply and plan
+//! - `deletes`: hostile target-only trees in one `apply --delete`; the mass-delete guard
+//! - `confinement`: a tampered forced command is refused by every connecting command
 
 mod apply;
 mod bad_input;
 mod cli;
+mod confinement;
+mod deletes;
+mod faults;
 mod mirror;
 mod security;
 mod setup;
