@@ -159,10 +159,61 @@ fn a_key_without_its_forced_command_is_not_confined_for_plan_and_verify() {
     assert_eq!(after, before, "dry runs changed nothing");
 }
 
-/// (a) An unrestricted rsync (in a harmless scratch directory): apply and apply of a saved
-/// plan refuse t1 before writing or deleting anything; t2 is applied.
+/// An authorized_keys line for the controller key that runs any rsync, in `dir`.
+fn unrestricted_line(w: &World, dir: &Path) -> String {
+    format!(
+        "command=\"cd '{}' && exec $SSH_ORIGINAL_COMMAND\",no-pty ssh-ed25519 {} offsync-hostile-test",
+        dir.display(),
+        w.home.pub_blob()
+    )
+}
+
+/// (a) An unrestricted rsync (in a harmless scratch directory): `apply --yes --delete`
+/// refuses t1 before writing or deleting anything; t2 is applied.
 #[test]
-fn an_unrestricted_command_is_refused_by_apply_and_by_a_saved_plan() {
+fn an_unrestricted_command_is_refused_by_apply_delete() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = World::new(2);
+    let _guard = KillMatchingOnDrop(home_needle(&w.home));
+    source_files(&w);
+    let elsewhere = scratch(&w.targets[0], "elsewhere");
+    set_key_line(&w.targets[0], &unrestricted_line(&w, &elsewhere));
+    let scratch_before = listing(&elsewhere);
+    let sync_before = listing(&w.targets[0].sync_dir());
+
+    eprintln!("apply --yes --delete with t1 unrestricted");
+    let log_before = oplog(&w.home).len();
+    let out = w
+        .home
+        .offsync(["apply", "--yes", "--delete"])
+        .output()
+        .unwrap();
+    let text = all_output(&out);
+    assert_eq!(
+        listing(&elsewhere),
+        scratch_before,
+        "the unconfined directory is untouched:\n{text}"
+    );
+    assert_eq!(
+        listing(&w.targets[0].sync_dir()),
+        sync_before,
+        "t1's sync dir untouched"
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("not confined") && text.contains("offsync link"),
+        "{text}"
+    );
+    assert_t1_refused(&w, log_before, &["not confined"]);
+    assert_t2_applied(&w, log_before);
+}
+
+/// (a) The same through a plan saved while t1 was healthy: `apply PLANFILE` proves
+/// confinement before it compares, lists or writes; t1 is refused, t2 applied.
+#[test]
+fn an_unrestricted_command_is_refused_by_apply_of_a_saved_plan() {
     if !skip_unless_tools() {
         return;
     }
@@ -170,20 +221,13 @@ fn an_unrestricted_command_is_refused_by_apply_and_by_a_saved_plan() {
     let _guard = KillMatchingOnDrop(home_needle(&w.home));
     source_files(&w);
     let plan_file = w.home.tmp.path().join("saved-plan.json");
-    // A plan saved while t1 is still healthy (t1 gets the same files as t2).
     w.home
         .offsync(["plan", "--out"])
         .arg(&plan_file)
         .assert()
         .success();
-
     let elsewhere = scratch(&w.targets[0], "elsewhere");
-    let line = format!(
-        "command=\"cd '{}' && exec $SSH_ORIGINAL_COMMAND\",no-pty ssh-ed25519 {} offsync-hostile-test",
-        elsewhere.display(),
-        w.home.pub_blob()
-    );
-    set_key_line(&w.targets[0], &line);
+    set_key_line(&w.targets[0], &unrestricted_line(&w, &elsewhere));
     let scratch_before = listing(&elsewhere);
     let sync_before = listing(&w.targets[0].sync_dir());
 
@@ -196,7 +240,11 @@ fn an_unrestricted_command_is_refused_by_apply_and_by_a_saved_plan() {
         .output()
         .unwrap();
     let text = all_output(&out);
-    assert_eq!(listing(&elsewhere), scratch_before, "scratch untouched:\n{text}");
+    assert_eq!(
+        listing(&elsewhere),
+        scratch_before,
+        "the unconfined directory is untouched:\n{text}"
+    );
     assert_eq!(
         listing(&w.targets[0].sync_dir()),
         sync_before,
@@ -204,29 +252,6 @@ fn an_unrestricted_command_is_refused_by_apply_and_by_a_saved_plan() {
     );
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("not confined"), "{text}");
-    assert_t1_refused(&w, log_before, &["not confined"]);
-    assert_t2_applied(&w, log_before);
-
-    eprintln!("apply --yes --delete with t1 unrestricted");
-    w.write("later.txt", b"later");
-    let log_before = oplog(&w.home).len();
-    let out = w
-        .home
-        .offsync(["apply", "--yes", "--delete"])
-        .output()
-        .unwrap();
-    let text = all_output(&out);
-    assert_eq!(listing(&elsewhere), scratch_before, "scratch untouched:\n{text}");
-    assert_eq!(
-        listing(&w.targets[0].sync_dir()),
-        sync_before,
-        "t1's sync dir untouched"
-    );
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(
-        text.contains("not confined") && text.contains("offsync link"),
-        "{text}"
-    );
     assert_t1_refused(&w, log_before, &["not confined"]);
     assert_t2_applied(&w, log_before);
 }
