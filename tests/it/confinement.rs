@@ -13,8 +13,8 @@
 //! rsync, but in a throwaway directory.
 
 use crate::util::{
-    KillMatchingOnDrop, Sshd, World, all_output, home_needle, last_record, listing, markers,
-    oplog, skip_unless_tools, snapshot, snapshot_sans_marker,
+    KillMatchingOnDrop, Sshd, World, all_output, home_needle, last_record, listing, markers, oplog,
+    skip_unless_tools, snapshot, snapshot_sans_marker,
 };
 use std::path::{Path, PathBuf};
 

@@ -254,7 +254,10 @@ fn excluded_files_inside_target_only_dirs_stay_and_nothing_fails_forever() {
         .into_iter()
         .filter(|p| !crate::util::is_marker(p.as_bytes()))
         .collect();
-    assert_eq!(got, expected, "excluded files (and their dirs) stay, the rest goes");
+    assert_eq!(
+        got, expected,
+        "excluded files (and their dirs) stay, the rest goes"
+    );
     assert_eq!(std::fs::read(dir.join("gone/sub/d.keep")).unwrap(), b"d");
     assert_deleted(
         &w,
@@ -393,7 +396,10 @@ fn deleting_more_than_half_of_a_target_is_refused_unless_max_delete_allows_it() 
             .any(|s| s.contains("max-delete")),
         "t1 warned: {plan}"
     );
-    assert!(plan_warnings(&plan, "t2").is_empty(), "t2 not warned: {plan}");
+    assert!(
+        plan_warnings(&plan, "t2").is_empty(),
+        "t2 not warned: {plan}"
+    );
     let plan = plan_json(&w, &["--max-delete", "6"]);
     assert!(
         plan_warnings(&plan, "t1").is_empty(),
@@ -477,10 +483,6 @@ fn max_delete_in_config_refuses_more_deletions() {
         .assert()
         .code(0);
     assert_equal_to_source(&w);
-    assert_deleted(
-        &w,
-        "t1",
-        &set(&["old1", "old2", "old3", "old4", "old5"]),
-    );
+    assert_deleted(&w, "t1", &set(&["old1", "old2", "old3", "old4", "old5"]));
     assert_eq!(markers(&dir).len(), 1, "the marker is never deleted");
 }

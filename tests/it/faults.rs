@@ -81,7 +81,7 @@ impl Fixture {
             next_name: 0,
             needle,
         };
-        for _ in 0..4 {
+        for _ in 0..3 {
             f.add_big();
         }
         for _ in 0..300 {
@@ -130,17 +130,17 @@ impl Fixture {
         std::fs::remove_file(self.w.source.join(rel)).unwrap();
     }
 
-    /// Rewrite part of the source: 1–2 big files, 20–40 small ones, add and remove some.
+    /// Rewrite part of the source: one big file, 20–40 small ones, add and remove some.
     fn mutate(&mut self) {
-        for _ in 0..self.rng.range(1, 2) {
+        {
             let i = (self.rng.next_u64() % self.big.len() as u64) as usize;
             let rel = self.big[i].clone();
             let len = self.rng.range(2 << 20, 8 << 20) as usize;
             self.write(&rel, len);
         }
-        if self.big.len() < 6 && self.rng.chance(30) {
+        if self.big.len() < 5 && self.rng.chance(30) {
             self.add_big();
-        } else if self.big.len() > 3 && self.rng.chance(30) {
+        } else if self.big.len() > 2 && self.rng.chance(30) {
             self.remove(true);
         }
         for _ in 0..self.rng.range(20, 40) {
@@ -180,7 +180,9 @@ impl Fixture {
     /// One trial; returns the broken promises (empty when all held).
     fn trial(&mut self, i: usize, n: usize, signal: &str) -> Vec<String> {
         let mut failures = Vec::new();
+        let t_trial = Instant::now();
         self.mutate();
+        let mutate_ms = t_trial.elapsed().as_millis();
         let old: Vec<Tree> = self
             .w
             .targets
@@ -238,7 +240,10 @@ impl Fixture {
         // 1. Children die with offsync.
         let left = wait_no_procs(&self.needle, Duration::from_secs(2));
         if !left.is_empty() {
-            let list: Vec<String> = left.iter().map(|(p, c)| format!("  {p}: {c}")).collect();
+            let list: Vec<String> = left
+                .iter()
+                .map(|(p, c)| format!("  {p}: {}", short_cmdline(c)))
+                .collect();
             failures.push(format!(
                 "{} process(es) outlived offsync by 2 s:\n{}",
                 left.len(),
@@ -248,8 +253,11 @@ impl Fixture {
             kill_matching(&self.needle);
             let _ = wait_no_procs(&self.needle, Duration::from_secs(5));
         }
-        let tmp_after_kill: BTreeSet<String> =
-            self.tmp_entries().difference(&tmp_before).cloned().collect();
+        let tmp_after_kill: BTreeSet<String> = self
+            .tmp_entries()
+            .difference(&tmp_before)
+            .cloned()
+            .collect();
 
         // 2. No file holds anything but its old or its new content.
         for (t, old) in self.w.targets.iter().zip(&old) {
@@ -287,8 +295,7 @@ impl Fixture {
             for name in ["t1", "t2"] {
                 let mine: Vec<&serde_json::Value> =
                     records.iter().filter(|r| r["target"] == name).collect();
-                let statuses: Vec<String> =
-                    mine.iter().map(|r| r["status"].to_string()).collect();
+                let statuses: Vec<String> = mine.iter().map(|r| r["status"].to_string()).collect();
                 let good = mine.len() == 1
                     && (mine[0]["status"] == "interrupted" || mine[0]["status"] == "ok")
                     && (code != Some(0) || mine[0]["status"] == "ok");
@@ -303,6 +310,7 @@ impl Fixture {
         }
 
         // 4. The next apply succeeds at its first try; verify agrees; nothing is left over.
+        let t_next = Instant::now();
         let next = self
             .w
             .home
@@ -350,11 +358,34 @@ impl Fixture {
             failures.push(format!("processes left after the recovery apply: {left:?}"));
             kill_matching(&self.needle);
         }
+        eprintln!(
+            "trial {i}/{n}: {} ms in all (source rewrite {mutate_ms} ms, recovery apply + verify \
+             {} ms)",
+            t_trial.elapsed().as_millis(),
+            t_next.elapsed().as_millis()
+        );
         for f in &failures {
             eprintln!("trial {i}/{n}: FAILED: {f}");
         }
         failures
     }
+}
+
+/// A long ssh/rsync cmdline without its `-o Key=value` noise (ControlMaster kept), so a
+/// report shows what the process was.
+fn short_cmdline(c: &str) -> String {
+    let words: Vec<&str> = c.split(' ').collect();
+    let mut out: Vec<&str> = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        if words[i] == "-o" && i + 1 < words.len() && !words[i + 1].starts_with("ControlMaster") {
+            i += 2;
+            continue;
+        }
+        out.push(words[i]);
+        i += 1;
+    }
+    out.join(" ")
 }
 
 /// rsync's holding dir, its temp files (`.NAME.XXXXXX`) and offsync's marker are not final
@@ -473,7 +504,11 @@ fn sigint_during_plan_json_exits_130_and_prints_no_plan() {
         let delay = rng.range(plan_ms / 10, plan_ms * 6 / 10);
         eprintln!(
             "trial {i}/{trials}: SIGINT to {} after {delay} ms",
-            if group { "the process group" } else { "offsync alone" }
+            if group {
+                "the process group"
+            } else {
+                "offsync alone"
+            }
         );
         let out_file: PathBuf = w.home.tmp.path().join(format!("plan-{i}.json"));
         let mut cmd = w.home.offsync_std();
@@ -494,13 +529,6 @@ fn sigint_during_plan_json_exits_130_and_prints_no_plan() {
             panic!("trial {i}: plan did not exit within 30 s of SIGINT");
         });
         let left = wait_no_procs(&needle, Duration::from_secs(2));
-        if !left.is_empty() {
-            kill_matching(&needle);
-        }
-        assert!(
-            left.is_empty(),
-            "trial {i}: processes outlived the interrupted plan: {left:?}"
-        );
         let out = std::fs::read(&out_file).unwrap();
         match status.code() {
             Some(130) => {
@@ -520,11 +548,23 @@ fn sigint_during_plan_json_exits_130_and_prints_no_plan() {
             }
             _ => panic!(
                 "trial {i}: SIGINT during plan --json: expected exit 130, got {}; stdout had \
-                 {} bytes",
+                 {} bytes; {} process(es) outlived it",
                 describe(&status),
-                out.len()
+                out.len(),
+                left.len()
             ),
         }
+        let shown: Vec<String> = left
+            .iter()
+            .map(|(p, c)| format!("{p}: {}", short_cmdline(c)))
+            .collect();
+        if !left.is_empty() {
+            kill_matching(&needle);
+        }
+        assert!(
+            left.is_empty(),
+            "trial {i}: processes outlived the interrupted plan: {shown:?}"
+        );
     }
     assert!(
         interrupted > 0,
