@@ -322,25 +322,6 @@ fn an_empty_source_with_delete_true_is_refused_on_every_target() {
     }
     let before: Vec<_> = w.targets.iter().map(|t| listing(&t.sync_dir())).collect();
 
-    // plan warns before apply asks anything.
-    let out = w.home.offsync(["plan"]).output().unwrap();
-    let text = all_output(&out);
-    assert!(
-        text.lines().any(|l| {
-            let l = l.to_lowercase();
-            l.contains("warning") && l.contains("max-delete")
-        }),
-        "plan shows a max-delete warning:\n{text}"
-    );
-    let plan = plan_json(&w, &[]);
-    for t in ["t1", "t2"] {
-        let warnings = plan_warnings(&plan, t);
-        assert!(
-            warnings.iter().any(|s| s.contains("max-delete")),
-            "{t}: plan --json warnings {warnings:?}"
-        );
-    }
-
     eprintln!("apply --yes with delete: true and an empty source");
     let log_before = oplog(&w.home).len();
     let out = w.home.offsync(["apply", "--yes"]).output().unwrap();
@@ -359,6 +340,25 @@ fn an_empty_source_with_delete_true_is_refused_on_every_target() {
         let err = r["error"].as_str().unwrap_or_default();
         assert!(err.contains("--max-delete") && err.contains('3'), "{r}");
         assert_eq!(r["files_deleted"], serde_json::json!([]), "{r}");
+    }
+
+    // plan warns before apply asks anything (checked second: the refusal matters more).
+    let out = w.home.offsync(["plan"]).output().unwrap();
+    let text = all_output(&out);
+    assert!(
+        text.lines().any(|l| {
+            let l = l.to_lowercase();
+            l.contains("warning") && l.contains("max-delete")
+        }),
+        "plan shows a max-delete warning:\n{text}"
+    );
+    let plan = plan_json(&w, &[]);
+    for t in ["t1", "t2"] {
+        let warnings = plan_warnings(&plan, t);
+        assert!(
+            warnings.iter().any(|s| s.contains("max-delete")),
+            "{t}: plan --json warnings {warnings:?}"
+        );
     }
 
     eprintln!("apply --yes --max-delete 3");
@@ -389,23 +389,6 @@ fn deleting_more_than_half_of_a_target_is_refused_unless_max_delete_allows_it() 
     }
     write_bytes(&w.targets[1].sync_dir(), b"y1", b"y");
 
-    let plan = plan_json(&w, &[]);
-    assert!(
-        plan_warnings(&plan, "t1")
-            .iter()
-            .any(|s| s.contains("max-delete")),
-        "t1 warned: {plan}"
-    );
-    assert!(
-        plan_warnings(&plan, "t2").is_empty(),
-        "t2 not warned: {plan}"
-    );
-    let plan = plan_json(&w, &["--max-delete", "6"]);
-    assert!(
-        plan_warnings(&plan, "t1").is_empty(),
-        "--max-delete 6 covers t1: {plan}"
-    );
-
     let t1_before = listing(&w.targets[0].sync_dir());
     for extra in [&[][..], &["--max-delete", "5"][..]] {
         eprintln!("apply --yes --delete {extra:?}: t1 refused, t2 applied");
@@ -429,6 +412,26 @@ fn deleting_more_than_half_of_a_target_is_refused_unless_max_delete_allows_it() 
     }
     assert!(!w.targets[1].sync_dir().join("y1").exists(), "t2 proceeded");
     assert_equal_to_source_one(&w, 1);
+
+    // plan warns for t1 only (checked second: the refusal matters more); t2 gets one
+    // target-only path again (1 of 5), which is no mass delete.
+    write_bytes(&w.targets[1].sync_dir(), b"y2", b"y");
+    let plan = plan_json(&w, &[]);
+    assert!(
+        plan_warnings(&plan, "t1")
+            .iter()
+            .any(|s| s.contains("max-delete")),
+        "t1 warned: {plan}"
+    );
+    assert!(
+        plan_warnings(&plan, "t2").is_empty(),
+        "t2 not warned: {plan}"
+    );
+    let plan = plan_json(&w, &["--max-delete", "6"]);
+    assert!(
+        plan_warnings(&plan, "t1").is_empty(),
+        "--max-delete 6 covers t1: {plan}"
+    );
 
     eprintln!("apply --yes --delete --max-delete 6");
     w.home
