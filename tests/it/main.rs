@@ -12,10 +12,16 @@
 //! - `mirror`: encrypted mirrors on moto (real S3 on loopback) and a local directory
 //! - `hardening`: closed stdout pipes, umask, setuid/setgid bits, a full target disk, the
 //!   Python offsync's `verify: hash`
+//! - `faults`: randomized SIGKILL/SIGTERM/SIGINT/SIGHUP trials during apply and plan
+//! - `deletes`: hostile target-only trees in one `apply --delete`; the mass-delete guard
+//! - `confinement`: a tampered forced command is refused by every connecting command
 
 mod apply;
 mod bad_input;
 mod cli;
+mod confinement;
+mod deletes;
+mod faults;
 mod hardening;
 mod mirror;
 mod security;

@@ -750,3 +750,239 @@ pub const AWS_ENV: [(&str, &str); 2] = [
     ("AWS_ACCESS_KEY_ID", "offsync-test"),
     ("AWS_SECRET_ACCESS_KEY", "offsync-test-secret"),
 ];
+
+// --- Hostile-test helpers (faults, deletes, confinement) -----------------------------------
+
+/// A tiny deterministic PRNG (xorshift64*): no crate, and a printed seed reproduces a run.
+pub struct Prng(u64);
+
+impl Prng {
+    /// Seeded from `OFFSYNC_FAULT_SEED` when set (to replay a failure), else from the clock.
+    /// The seed is printed either way.
+    pub fn from_env_or_time(label: &str) -> Prng {
+        let seed = std::env::var("OFFSYNC_FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or_else(|| {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap();
+                (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
+            });
+        eprintln!("{label}: seed {seed} (replay with OFFSYNC_FAULT_SEED={seed})");
+        Prng::new(seed)
+    }
+    pub fn new(seed: u64) -> Prng {
+        Prng(seed.max(1))
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+    /// `len` pseudo-random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(len + 8);
+        while v.len() < len {
+            v.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        v.truncate(len);
+        v
+    }
+}
+
+/// Processes (pid, cmdline with NULs as spaces) whose `/proc/PID/cmdline` contains `needle`,
+/// other than this test process. Zombies have an empty cmdline and never match.
+pub fn procs_matching(needle: &[u8]) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if cmd.windows(needle.len()).any(|w| w == needle) {
+            let text = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            out.push((pid, text.trim_end().to_string()));
+        }
+    }
+    out
+}
+
+/// Poll until no process mentions `needle` (see [`procs_matching`]) or `limit` passes; returns
+/// what was still there at the deadline.
+pub fn wait_no_procs(needle: &[u8], limit: Duration) -> Vec<(u32, String)> {
+    let end = Instant::now() + limit;
+    loop {
+        let left = procs_matching(needle);
+        if left.is_empty() || Instant::now() > end {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Send `signal` (a `kill -s` name such as `TERM`) to `pid`; a negative `pid` is a process
+/// group. Uses kill(1): the test crate has no libc. The process may already be gone, so
+/// kill's own status is ignored; callers assert on the process's exit status.
+pub fn send_signal(pid: i64, signal: &str) {
+    std::process::Command::new("kill")
+        .args(["-s", signal, "--", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .expect("run kill");
+}
+
+/// SIGKILL every process whose cmdline mentions `needle` (cleanup after a failed check).
+pub fn kill_matching(needle: &[u8]) {
+    for (pid, _) in procs_matching(needle) {
+        send_signal(i64::from(pid), "KILL");
+    }
+}
+
+/// On drop, SIGKILL every process whose cmdline mentions `needle`: a panicking test never
+/// leaves offsync's ssh/rsync children behind.
+pub struct KillMatchingOnDrop(pub Vec<u8>);
+
+impl Drop for KillMatchingOnDrop {
+    fn drop(&mut self) {
+        kill_matching(&self.0);
+    }
+}
+
+/// Wait for a child with a deadline; `None` when it is still running.
+pub fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The bytes of the controller home path: every ssh and rsync offsync starts carries it in
+/// its argv (`-i …/id_ed25519`, `IdentityFile=…`), so it finds offsync's children.
+pub fn home_needle(home: &Home) -> Vec<u8> {
+    home.home.as_os_str().as_bytes().to_vec()
+}
+
+/// `$OFFSYNC_HOME/operations.log` as JSON values (empty when there is no log yet).
+pub fn oplog(home: &Home) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(home.home.join("operations.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l:?}: {e}")))
+        .collect()
+}
+
+/// The newest log record of `target`.
+pub fn last_record(home: &Home, target: &str) -> serde_json::Value {
+    oplog(home)
+        .into_iter()
+        .rev()
+        .find(|r| r["target"] == target)
+        .unwrap_or_else(|| panic!("no operations.log record for {target}"))
+}
+
+/// A JSON array of strings as a sorted set.
+pub fn string_set(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("expected an array, got {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap_or_else(|| panic!("{s}")).to_string())
+        .collect()
+}
+
+/// Whether a file name is offsync's target marker (`.offsync-marker-<hex>`).
+pub fn is_marker(name: &[u8]) -> bool {
+    name.starts_with(b".offsync-marker-")
+}
+
+/// [`snapshot`] without offsync's marker file in the root (it exists only on targets).
+pub fn snapshot_sans_marker(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut s = snapshot(dir);
+    s.retain(|(p, _)| !is_marker(p));
+    s
+}
+
+/// The markers in a target directory's root.
+pub fn markers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| is_marker(n.as_bytes()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Set a top-level `key: value` in config.yaml: replace the key's line when it is there,
+/// else insert it before `targets:`.
+pub fn set_config(home: &Home, key: &str, value: &str) {
+    let cfg = std::fs::read_to_string(home.config()).unwrap();
+    let prefix = format!("{key}:");
+    let mut found = false;
+    let mut lines: Vec<String> = cfg
+        .lines()
+        .map(|l| {
+            if l.starts_with(&prefix) {
+                found = true;
+                format!("{key}: {value}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if !found {
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with("targets:"))
+            .unwrap_or(lines.len());
+        lines.insert(at, format!("{key}: {value}"));
+    }
+    std::fs::write(home.config(), lines.join("\n") + "\n").unwrap();
+}
+
+/// Write a file (parents created) below `root` at a raw byte path.
+pub fn write_bytes(root: &Path, rel: &[u8], content: &[u8]) {
+    let p = root.join(std::ffi::OsStr::from_bytes(rel));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+/// Every path below `dir` (files, dirs, symlinks), relative, as lossy strings.
+pub fn paths_below(dir: &Path) -> std::collections::BTreeSet<String> {
+    listing(dir)
+        .into_iter()
+        .map(|(p, _, _)| String::from_utf8_lossy(&p).into_owned())
+        .collect()
+}
+
+/// stdout and stderr of a finished command, together (for "the message mentions X").
+pub fn all_output(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(out))
+}
