@@ -589,19 +589,6 @@ pub fn listing(dir: &Path) -> Vec<(Vec<u8>, u32, Vec<u8>)> {
     out
 }
 
-/// The names of offsync's target markers at the root of `dir`.
-pub fn markers(dir: &Path) -> Vec<String> {
-    let mut m: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(".offsync-marker-"))
-                .collect()
-        })
-        .unwrap_or_default();
-    m.sort();
-    m
-}
 
 /// Bytes of a file, or `None` when it does not exist.
 pub fn read_opt(p: &Path) -> Option<Vec<u8>> {
