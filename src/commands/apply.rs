@@ -53,24 +53,25 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
     let mut prepared = super::plan::prepare(ctx, &names)?;
     let max_delete = prepared.max_delete(args.max_delete);
     let plan = prepared.plan(max_delete);
-    if interrupt::interrupted() {
-        eprintln!("offsync: interrupted while planning; nothing was changed");
-        return Ok(ExitCode::from(interrupt::exit_code()));
-    }
+    // Interrupted while planning: nothing is asked or printed, and every target still gets
+    // its `interrupted` record below (the engine starts nothing once a signal arrived).
+    let interrupted_early = interrupt::interrupted();
 
     if let Some(saved) = &saved {
         let mut stale = Vec::new();
         if saved.source.digest != plan.source.digest {
             stale.push("the source changed".to_string());
         }
-        for t in &plan.targets {
+        // A target that cannot be planned now (unreachable, not confined) fails on its own
+        // below; it does not make the others' saved plans stale.
+        for t in plan.targets.iter().filter(|t| t.error.is_none()) {
             match saved.targets.iter().find(|s| s.name == t.name) {
                 None => stale.push(format!("target {} is not in the plan file", t.name)),
                 Some(s) if !s.same_work(t) => stale.push(format!("target {} changed", t.name)),
                 _ => {}
             }
         }
-        if !stale.is_empty() {
+        if !stale.is_empty() && !interrupted_early {
             let diff = similar::TextDiff::from_lines(&saved.to_text(), &plan.to_text())
                 .unified_diff()
                 .header("saved plan", "plan now")
@@ -87,7 +88,7 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
             ));
         }
     }
-    if !args.json {
+    if !args.json && !interrupted_early {
         // A reader that went away (`| head`) does not stop an apply that was confirmed: its
         // output is best effort, its exit status and log record are what count.
         let _ = crate::out!("{}", plan.to_text());
@@ -97,6 +98,7 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         .iter()
         .all(|t| t.error.is_some() || !t.has_changes())
         && !plan.has_errors()
+        && !interrupted_early
     {
         if !args.json {
             let _ = crate::outln!("\nnothing to do: every target matches the source");
@@ -105,7 +107,7 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if !args.yes && !prompt::confirm("Apply this plan?")? {
+    if !args.yes && !interrupted_early && !prompt::confirm("Apply this plan?")? {
         anyhow::bail!("cancelled; nothing was changed");
     }
 

@@ -245,7 +245,7 @@ impl SshTarget {
         items.retain(|i| i.path != marker_name.as_bytes());
         if marker_missing && self.marker.is_some() {
             anyhow::bail!(
-                "the key is not confined to the linked directory on {}: offsync's marker {marker_name} is missing there, so the forced command now allows another directory (or the directory was replaced); nothing was listed or changed; run `offsync link` there again, or, if the new directory is intended, `offsync target remove {name}` and `offsync target add` again",
+                "the key is not confined to the linked directory on {}: the marker file offsync wrote there is missing, so the forced command now allows another directory (or the directory was replaced); nothing was listed or changed; run `offsync link` there again, or, if the new directory is intended, `offsync target remove {name}` and `offsync target add` again",
                 self.login,
                 name = self.info.name
             );
@@ -367,11 +367,18 @@ impl Target for SshTarget {
             },
         )?;
         let deleted: Vec<Vec<u8>> = deleted.into_iter().collect();
+        // Deleting `gone/a` while `gone/` itself stays (it keeps excluded files) makes the
+        // sender miss the implied parent dirs in the source: rsync warns and exits 24 after
+        // doing exactly what was asked. Only that case is accepted; any other vanished file
+        // (the source changed during the transfer) stays a failure.
+        let ok = out.success()
+            || (out.code() == Some(24)
+                && only_vanished_parents(&out.stderr, &source.root, &listed_deletes));
         let unplanned: Vec<&Vec<u8>> = deleted
             .iter()
             .filter(|p| !planned_deletes.contains(*p))
             .collect();
-        if !out.success() {
+        if !ok {
             let d = Diagnosis::from_output(out.code(), &out.stderr);
             let sent: Vec<Vec<u8>> = sent.into_iter().collect();
             return Err(PartialApply::new(
@@ -456,6 +463,38 @@ fn topmost_deletions(
         .collect()
 }
 
+/// Whether rsync's stderr holds nothing but its warnings about listed deletions whose parent
+/// directories do not exist in the source (see the transfer in `apply`).
+fn only_vanished_parents(stderr: &[u8], source_root: &Path, listed: &[Vec<u8>]) -> bool {
+    let root = source_root.as_os_str().as_bytes();
+    let expected = |rel: &[u8]| {
+        let rel = itemize::unescape(rel);
+        listed
+            .iter()
+            .any(|d| *d == rel || ancestors(d).any(|a| a == rel.as_slice()))
+    };
+    let mut any = false;
+    for line in stderr.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        any = true;
+        let fine = if let Some(rest) = line.strip_prefix(b"file has vanished: \"") {
+            rest.strip_suffix(b"\"")
+                .and_then(|p| p.strip_prefix(root))
+                .and_then(|p| p.strip_prefix(b"/"))
+                .is_some_and(expected)
+        } else if let Some(rel) =
+            line.strip_prefix(b"WARNING: parent dir is absent in the file list: ")
+        {
+            expected(rel)
+        } else {
+            line.starts_with(b"rsync warning: some files vanished before they could be transferred")
+        };
+        if !fine {
+            return false;
+        }
+    }
+    any
+}
+
 /// The proper ancestors of a relative path, nearest first (`a/b/c` → `a/b`, `a`).
 fn ancestors(p: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut end = p.len();
@@ -494,6 +533,22 @@ mod tests {
         assert!(is_same_or_ancestor(b"a/b", b"a/b"));
         assert!(!is_same_or_ancestor(b"a/b", b"a"));
         assert!(!is_same_or_ancestor(b"a/b", b"a/bc"));
+    }
+
+    #[test]
+    fn vanished_parents_of_listed_deletions_are_benign() {
+        let listed = vec![b"gone/a.txt".to_vec(), b"gone/sub/c.txt".to_vec()];
+        let root = Path::new("/src dir");
+        let ok = b"file has vanished: \"/src dir/gone\"\nfile has vanished: \"/src dir/gone/sub\"\nWARNING: parent dir is absent in the file list: gone/sub\nrsync warning: some files vanished before they could be transferred (code 24) at main.c(1394) [sender=3.5.0]\n";
+        assert!(only_vanished_parents(ok, root, &listed));
+        let changed_source = b"file has vanished: \"/src dir/app.js\"\nrsync warning: some files vanished before they could be transferred (code 24)\n";
+        assert!(!only_vanished_parents(changed_source, root, &listed));
+        assert!(!only_vanished_parents(b"", root, &listed));
+        assert!(!only_vanished_parents(
+            b"rsync: write failed\n",
+            root,
+            &listed
+        ));
     }
 
     #[test]

@@ -589,7 +589,6 @@ pub fn listing(dir: &Path) -> Vec<(Vec<u8>, u32, Vec<u8>)> {
     out
 }
 
-
 /// Bytes of a file, or `None` when it does not exist.
 pub fn read_opt(p: &Path) -> Option<Vec<u8>> {
     std::fs::read(p).ok()
