@@ -7,52 +7,27 @@
 //! target said changed, never "nothing".
 
 use anyhow::Result;
-use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::error::ErrorKind;
 use crate::plan::diff;
 use crate::plan::excludes::Excludes;
 use crate::plan::manifest::Manifest;
-use crate::plan::{Categories, Summary, TargetPlan};
-use crate::target::{ApplyOutcome, PartialApply, Target};
+use crate::plan::{Categories, Plan, Summary, TargetPlan};
+use crate::target::{ApplyOutcome, PartialApply, Target, TargetInfo};
 
-/// Run `f` on every item, at most `workers` at a time; results keep the input order.
-pub fn parallel<T: Send, R: Send>(
-    items: &mut [T],
-    workers: usize,
-    f: impl Fn(&mut T) -> R + Sync,
-) -> Vec<R> {
-    let n = items.len();
-    let queue = Mutex::new(items.iter_mut().enumerate());
-    let results: Vec<Mutex<Option<R>>> = (0..n).map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..workers.clamp(1, n.max(1)) {
-            s.spawn(|| {
-                loop {
-                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
-                    let Some((i, item)) = next else { break };
-                    let r = f(item);
-                    *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-                }
-            });
-        }
-    });
-    results
-        .into_iter()
-        .map(|m| {
-            m.into_inner()
-                .unwrap_or_else(|p| p.into_inner())
-                .expect("every item ran")
-        })
-        .collect()
-}
+pub use crate::parallel::parallel;
 
 /// Plan one target: scan it and diff against the source. Errors become part of the plan.
 pub fn plan_one(t: &mut dyn Target, source: &Manifest, excludes: &Excludes) -> TargetPlan {
     let info = t.info().clone();
-    let (changes, error) = match t.scan(source, excludes) {
-        Ok(view) => (diff::diff(source, &view), None),
-        Err(e) => (Categories::default(), Some(format!("{e:#}"))),
+    let (changes, error, error_kind) = match t.scan(source, excludes) {
+        Ok(view) => (diff::diff(source, &view), None, None),
+        Err(e) => (
+            Categories::default(),
+            Some(format!("{e:#}")),
+            Some(ErrorKind::of(&e)),
+        ),
     };
     TargetPlan {
         name: info.name,
@@ -60,6 +35,7 @@ pub fn plan_one(t: &mut dyn Target, source: &Manifest, excludes: &Excludes) -> T
         address: info.address,
         delete_allowed: info.delete_allowed,
         error,
+        error_kind,
         summary: Summary::default(),
         changes,
         warnings: Vec::new(),
@@ -124,24 +100,39 @@ pub fn mass_delete(
 pub enum Status {
     Ok,
     Unchanged,
-    Refused(String),
-    Failed(String),
+    Refused(ErrorKind, String),
+    Failed(ErrorKind, String),
     Interrupted,
 }
 
 impl Status {
-    pub fn name(&self) -> &'static str {
+    /// A failure with the kind found in `err`'s chain.
+    pub fn failed(err: &anyhow::Error) -> Status {
+        Status::Failed(ErrorKind::of(err), format!("{err:#}"))
+    }
+
+    /// The wire name (`operations.log`, `apply --json`).
+    pub fn name(&self) -> crate::oplog::Outcome {
+        use crate::oplog::Outcome;
         match self {
-            Status::Ok => "ok",
-            Status::Unchanged => "unchanged",
-            Status::Refused(_) => "refused",
-            Status::Failed(_) => "failed",
-            Status::Interrupted => "interrupted",
+            Status::Ok => Outcome::Ok,
+            Status::Unchanged => Outcome::Unchanged,
+            Status::Refused(..) => Outcome::Refused,
+            Status::Failed(..) => Outcome::Failed,
+            Status::Interrupted => Outcome::Interrupted,
         }
     }
     pub fn error(&self) -> Option<String> {
         match self {
-            Status::Refused(e) | Status::Failed(e) => Some(e.clone()),
+            Status::Refused(_, e) | Status::Failed(_, e) => Some(e.clone()),
+            Status::Interrupted => Some("interrupted by a signal".into()),
+            _ => None,
+        }
+    }
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            Status::Refused(k, _) | Status::Failed(k, _) => Some(*k),
+            Status::Interrupted => Some(ErrorKind::Interrupted),
             _ => None,
         }
     }
@@ -173,6 +164,71 @@ pub struct ApplyPolicy {
     pub source_files: u64,
 }
 
+/// Why `policy` refuses `plan` before anything is sent, if it does.
+pub fn refusal(plan: &TargetPlan, policy: &ApplyPolicy) -> Option<(ErrorKind, String)> {
+    let missing = plan.changes.missing.len();
+    if missing > 0 && !policy.delete {
+        return Some((
+            ErrorKind::NeedsDelete,
+            format!(
+                "{missing} target-only path(s) would need deleting; nothing was changed on this target; review the plan and pass --delete (or set `delete: true`) to delete exactly them"
+            ),
+        ));
+    }
+    if missing > 0 && !plan.delete_allowed {
+        return Some((
+            ErrorKind::DeleteDisabled,
+            format!(
+                "{missing} target-only path(s), but this target was linked with --no-delete; remove them there by hand, or link again without --no-delete"
+            ),
+        ));
+    }
+    if missing > 0
+        && let Some(why) = mass_delete(plan, policy.source_files, policy.max_delete)
+    {
+        return Some((
+            ErrorKind::MassDelete,
+            format!("{why}; nothing was changed on this target"),
+        ));
+    }
+    if !policy.overwrite && !plan.changes.modified.is_empty() {
+        return Some((
+            ErrorKind::OverwriteDisabled,
+            format!(
+                "{} file(s) differ on the target and `overwrite: false` is set in config.yaml; nothing was changed on this target",
+                plan.changes.modified.len()
+            ),
+        ));
+    }
+    None
+}
+
+/// Progress of transfers, per target (the terminal's bars, or nothing).
+pub trait Progress: Sync {
+    /// A target starts sending `paths` paths.
+    fn begin(&self, target: &str, paths: u64) -> Box<dyn TargetProgress>;
+}
+
+/// One target's transfer progress.
+pub trait TargetProgress: Send + Sync {
+    fn update(&self, done: u64);
+    fn finish(&self);
+}
+
+impl TargetProgress for () {
+    fn update(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+/// No progress display.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn begin(&self, _: &str, _: u64) -> Box<dyn TargetProgress> {
+        Box::new(())
+    }
+}
+
 /// Apply `plan` to `t` exactly, then verify.
 pub fn apply_one(
     t: &mut dyn Target,
@@ -189,40 +245,22 @@ pub fn apply_one(
         duration_ms: start.elapsed().as_millis() as u64,
     };
     if let Some(e) = &plan.error {
-        return status(Status::Failed(e.clone()));
+        return status(Status::Failed(
+            plan.error_kind.unwrap_or(ErrorKind::Io),
+            e.clone(),
+        ));
     }
     if crate::interrupt::interrupted() {
         return status(Status::Interrupted);
     }
     if let Err(e) = t.before_apply() {
-        return status(Status::Failed(format!("{e:#}")));
+        return status(Status::failed(&e));
     }
     if !plan.has_changes() {
         return status(Status::Unchanged);
     }
-    let missing = plan.changes.missing.len();
-    if missing > 0 && !policy.delete {
-        return status(Status::Refused(format!(
-            "{missing} target-only path(s) would need deleting; nothing was changed on this target; review the plan and pass --delete (or set `delete: true`) to delete exactly them"
-        )));
-    }
-    if missing > 0 && !plan.delete_allowed {
-        return status(Status::Refused(format!(
-            "{missing} target-only path(s), but this target was linked with --no-delete; remove them there by hand, or link again without --no-delete"
-        )));
-    }
-    if missing > 0
-        && let Some(why) = mass_delete(plan, policy.source_files, policy.max_delete)
-    {
-        return status(Status::Refused(format!(
-            "{why}; nothing was changed on this target"
-        )));
-    }
-    if !policy.overwrite && !plan.changes.modified.is_empty() {
-        return status(Status::Refused(format!(
-            "{} file(s) differ on the target and `overwrite: false` is set in config.yaml; nothing was changed on this target",
-            plan.changes.modified.len()
-        )));
+    if let Some((kind, why)) = refusal(plan, &policy) {
+        return status(Status::Refused(kind, why));
     }
     if crate::interrupt::interrupted() {
         return status(Status::Interrupted);
@@ -230,24 +268,25 @@ pub fn apply_one(
     let outcome = match t.apply(source, excludes, plan, policy.delete, progress) {
         Ok(o) => o,
         Err(e) => {
-            let partial = e.downcast_ref::<PartialApply>().map(|p| p.outcome.clone());
+            let partial = e.downcast_ref::<PartialApply>();
             let mut msg = format!("{e:#}");
-            if let Some(p) = &partial
-                && p.partial
+            let kind = partial.map_or_else(|| ErrorKind::of(&e), |p| p.kind);
+            if let Some(p) = partial
+                && p.outcome.partial
             {
                 msg.push_str(&format!(
                     " (before it failed, rsync reported {} path(s) sent and {} deleted; sent files may not be in place yet; run `offsync plan` to see what is left)",
-                    p.changed.len(),
-                    p.deleted.len()
+                    p.outcome.changed.len(),
+                    p.outcome.deleted.len()
                 ));
             }
             return ApplyResult {
                 status: if crate::interrupt::interrupted() {
                     Status::Interrupted
                 } else {
-                    Status::Failed(msg)
+                    Status::Failed(kind, msg)
                 },
-                outcome: partial.unwrap_or_default(),
+                outcome: partial.map(|p| p.outcome.clone()).unwrap_or_default(),
                 duration_ms: start.elapsed().as_millis() as u64,
             };
         }
@@ -258,33 +297,71 @@ pub fn apply_one(
         duration_ms: 0,
     };
     if policy.verify {
-        result.status = match verify_one(t, source, excludes) {
+        result.status = match verify_one(t, source, excludes, false) {
             Ok(after) if !after.has_changes() => Status::Ok,
-            Ok(after) => Status::Failed(format!(
-                "did not verify after the transfer: {} added, {} modified, {} metadata, {} missing still differ",
-                after.summary.added,
-                after.summary.modified,
-                after.summary.metadata,
-                after.summary.missing
-            )),
-            Err(e) => Status::Failed(format!("verification failed: {e:#}")),
+            Ok(after) => Status::Failed(
+                ErrorKind::VerificationFailed,
+                format!(
+                    "did not verify after the transfer: {} added, {} modified, {} metadata, {} missing still differ",
+                    after.summary.added,
+                    after.summary.modified,
+                    after.summary.metadata,
+                    after.summary.missing
+                ),
+            ),
+            Err(e) => Status::Failed(ErrorKind::of(&e), format!("verification failed: {e:#}")),
         };
     }
     result.duration_ms = start.elapsed().as_millis() as u64;
     result
 }
 
-/// A fresh whole-tree comparison (used by `verify` and after `apply`).
-pub fn verify_one(
-    t: &mut dyn Target,
+/// Apply every target's part of `plan` in parallel (each exactly, then verified); a failing
+/// target never stops the others. Connections are closed as each target finishes. A signal
+/// that arrives turns whatever did not complete into [`Status::Interrupted`].
+pub fn apply_all(
+    targets: &mut [Box<dyn Target>],
     source: &Manifest,
     excludes: &Excludes,
-) -> Result<TargetPlan> {
-    verify_deep(t, source, excludes, false)
+    plan: &Plan,
+    policy: ApplyPolicy,
+    workers: usize,
+    progress: &dyn Progress,
+) -> Vec<(TargetInfo, ApplyResult)> {
+    parallel(targets, workers, |t| {
+        let name = t.info().name.clone();
+        let r = match plan.targets.iter().find(|p| p.name == name) {
+            None => ApplyResult {
+                status: Status::Failed(
+                    ErrorKind::StalePlan,
+                    "the plan does not cover this target".into(),
+                ),
+                outcome: ApplyOutcome::default(),
+                duration_ms: 0,
+            },
+            Some(tp) => {
+                let c = &tp.changes;
+                let bar = progress.begin(
+                    &name,
+                    (c.added.len() + c.modified.len() + c.metadata.len()) as u64,
+                );
+                let r = apply_one(t.as_mut(), source, excludes, tp, policy, &|n| bar.update(n));
+                bar.finish();
+                r
+            }
+        };
+        t.close();
+        let mut r = r;
+        if crate::interrupt::interrupted() && !r.status.is_success() {
+            r.status = Status::Interrupted;
+        }
+        (t.info().clone(), r)
+    })
 }
 
-/// [`verify_one`], plus the target's storage check (`deep`: re-read all content).
-pub fn verify_deep(
+/// A fresh whole-tree comparison of one target (used by `verify` and after `apply`), plus
+/// the target's storage check (`deep`: mirrors re-read all content).
+pub fn verify_one(
     t: &mut dyn Target,
     source: &Manifest,
     excludes: &Excludes,
@@ -292,7 +369,10 @@ pub fn verify_deep(
 ) -> Result<TargetPlan> {
     let mut p = plan_one(t, source, excludes);
     if let Some(e) = p.error.take() {
-        anyhow::bail!(e);
+        return Err(crate::error::TargetError::error(
+            p.error_kind.unwrap_or(ErrorKind::Io),
+            e,
+        ));
     }
     t.check(deep)?;
     p.changes.sort();
@@ -300,10 +380,39 @@ pub fn verify_deep(
     Ok(p)
 }
 
+/// Verify every target in parallel: each one's differences (or error) as a plan.
+pub fn verify_all(
+    targets: &mut [Box<dyn Target>],
+    source: &Manifest,
+    excludes: &Excludes,
+    workers: usize,
+    deep: bool,
+) -> Plan {
+    let plans = parallel(targets, workers, |t| {
+        let info = t.info().clone();
+        let p = match verify_one(t.as_mut(), source, excludes, deep) {
+            Ok(p) => p,
+            Err(e) => TargetPlan {
+                name: info.name,
+                kind: info.kind,
+                address: info.address,
+                delete_allowed: info.delete_allowed,
+                error: Some(format!("{e:#}")),
+                error_kind: Some(ErrorKind::of(&e)),
+                summary: Summary::default(),
+                changes: Categories::default(),
+                warnings: Vec::new(),
+            },
+        };
+        t.close();
+        p
+    });
+    Plan::new(source, excludes.patterns(), plans)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Plan;
     use crate::target::memory::MemoryTarget;
 
     fn source() -> (tempfile::TempDir, Manifest, Excludes) {
@@ -355,7 +464,10 @@ mod tests {
         p.summary = p.changes.summary();
         assert_eq!(p.summary.missing, 1, "excluded keep.tmp is not reported");
         let r = apply_one(&mut t, &m, &ex, &p, ALL, &|_| {});
-        assert!(matches!(r.status, Status::Refused(_)));
+        assert!(matches!(
+            r.status,
+            Status::Refused(ErrorKind::NeedsDelete, _)
+        ));
         assert!(
             t.files.contains_key(&b"extra"[..]),
             "nothing changed on refusal"
@@ -374,7 +486,7 @@ mod tests {
             &|_| {},
         );
         assert!(
-            matches!(r.status, Status::Refused(ref s) if s.contains("--max-delete 1")),
+            matches!(r.status, Status::Refused(ErrorKind::MassDelete, ref s) if s.contains("--max-delete 1")),
             "{:?}",
             r.status
         );
@@ -402,10 +514,11 @@ mod tests {
     fn plan_with(missing: usize, unchanged: u64) -> TargetPlan {
         let mut p = TargetPlan {
             name: "t".into(),
-            kind: "memory".into(),
+            kind: crate::plan::TargetKind::Memory,
             address: "m".into(),
             delete_allowed: true,
             error: None,
+            error_kind: None,
             changes: Categories::default(),
             summary: Summary::default(),
             warnings: Vec::new(),
@@ -414,7 +527,7 @@ mod tests {
         for i in 0..missing {
             p.changes.missing.push(crate::plan::PlanEntry::bare(
                 format!("x{i}").as_bytes(),
-                "file",
+                crate::plan::EntryKind::File,
             ));
         }
         p
@@ -457,6 +570,8 @@ mod tests {
             },
             &|_| {},
         );
-        assert!(matches!(r.status, Status::Refused(ref s) if s.contains("--no-delete")));
+        assert!(
+            matches!(r.status, Status::Refused(ErrorKind::DeleteDisabled, ref s) if s.contains("--no-delete"))
+        );
     }
 }

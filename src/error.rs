@@ -22,6 +22,90 @@ pub mod exit {
     pub const INTERRUPTED: u8 = 130;
 }
 
+/// Why a target could not be planned, applied or verified — the typed `error_kind` of plan
+/// JSON and `operations.log` records, next to the human message, so a script can tell "host
+/// key changed" from "unreachable" from "not confined" without parsing English.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The host cannot be reached: refused, timed out, no route, name not resolved.
+    Unreachable,
+    /// The target refused offsync's key.
+    AuthFailed,
+    /// The host offers another key than the pinned one.
+    HostKeyChanged,
+    /// No pinned host key matches.
+    HostKeyUnknown,
+    /// rrsync is not in force for the key, or it allows another directory than the linked one.
+    NotConfined,
+    /// rrsync refused an operation (deletes on a `--no-delete` target, its lock, an option).
+    RefusedByRrsync,
+    /// The forced command cannot run rrsync, or the linked directory is gone.
+    RrsyncBroken,
+    /// The target's disk (or quota) is full.
+    DiskFull,
+    /// rsync failed for another reason (its message says which).
+    RsyncFailed,
+    /// Target-only paths need `--delete`.
+    NeedsDelete,
+    /// The mass-delete guard refused (see `--max-delete`).
+    MassDelete,
+    /// The target was linked with `--no-delete`.
+    DeleteDisabled,
+    /// `overwrite: false` and files differ.
+    OverwriteDisabled,
+    /// The target did not match the source after the transfer.
+    VerificationFailed,
+    /// The source changed while it was being sent.
+    SourceChanged,
+    /// A saved plan no longer matches.
+    StalePlan,
+    /// A signal stopped the work.
+    Interrupted,
+    /// A mirror could not be read or written (store, key, snapshot).
+    Mirror,
+    /// Anything else: local I/O, state files.
+    Io,
+}
+
+impl ErrorKind {
+    /// The kind recorded in `err`'s chain ([`TargetError`], an interrupted process), else
+    /// [`ErrorKind::Io`].
+    pub fn of(err: &anyhow::Error) -> ErrorKind {
+        for cause in err.chain() {
+            if let Some(t) = cause.downcast_ref::<TargetError>() {
+                return t.kind;
+            }
+            if let Some(crate::process::ProcessError::Interrupted { .. }) = cause.downcast_ref() {
+                return ErrorKind::Interrupted;
+            }
+        }
+        if crate::interrupt::interrupted() {
+            ErrorKind::Interrupted
+        } else {
+            ErrorKind::Io
+        }
+    }
+}
+
+/// A target's failure with its [`ErrorKind`].
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct TargetError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl TargetError {
+    /// An `anyhow::Error` carrying `kind`.
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(TargetError {
+            kind,
+            message: message.into(),
+        })
+    }
+}
+
 /// Bad input given by the user: a flag value, a pasted key, a login. Always exit 64, and always
 /// raised before any file is touched.
 #[derive(Debug, thiserror::Error)]

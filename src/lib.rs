@@ -26,14 +26,17 @@ pub mod marker;
 pub mod mirror;
 pub mod oplog;
 pub mod output;
+pub mod parallel;
 pub mod plan;
 pub mod probe;
 pub mod process;
 pub mod prompt;
 pub mod rsync;
 pub mod sanitize;
+pub mod session;
 pub mod ssh;
 pub mod target;
+pub mod ui;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -90,7 +90,7 @@ pub fn push(
     let out = run(crate::rsync::marker_push_argv(rsh, dir.path(), dest))?;
     if !out.success() {
         let d = crate::rsync::Diagnosis::from_output(out.code(), &out.stderr);
-        anyhow::bail!("cannot write the target marker: {}", d.explain());
+        return Err(d.error("cannot write the target marker"));
     }
     save(home, target, id)
 }

@@ -13,6 +13,35 @@ use std::path::Path;
 
 use crate::fsutil;
 
+/// How one target's operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ok,
+    Unchanged,
+    Refused,
+    Failed,
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One log line.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
@@ -21,8 +50,7 @@ pub struct Record {
     pub target: String,
     pub host: String,
     pub operation: String,
-    /// `ok`, `unchanged`, `refused`, `failed`, `interrupted`.
-    pub status: String,
+    pub status: Outcome,
     pub files_changed: Vec<String>,
     pub files_deleted: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -35,6 +63,9 @@ pub struct Record {
     pub plan_digest: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The typed kind of `error` (see `error::ErrorKind`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<crate::error::ErrorKind>,
     /// The apply failed part-way: `files_changed`/`files_deleted` are what the target
     /// reported before the failure (rsync's own lines), not what the plan intended.
     #[serde(skip_serializing_if = "std::ops::Not::not")]

@@ -123,6 +123,31 @@ impl Diagnosis {
         Diagnosis::Other(code.unwrap_or(-1), sanitize::stderr_tail(stderr, 2))
     }
 
+    /// The typed kind of this failure (see `error::ErrorKind`).
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind as K;
+        match self {
+            Diagnosis::Ok | Diagnosis::Other(..) => K::RsyncFailed,
+            Diagnosis::Ssh(f) => f.kind(),
+            Diagnosis::DeleteDisabled
+            | Diagnosis::ReadRefused
+            | Diagnosis::Locked
+            | Diagnosis::RrsyncRefused(_) => K::RefusedByRrsync,
+            Diagnosis::PathMissing | Diagnosis::RrsyncBroken(_) => K::RrsyncBroken,
+            Diagnosis::DiskFull | Diagnosis::QuotaExceeded => K::DiskFull,
+        }
+    }
+
+    /// This diagnosis as an error carrying its kind, its message prefixed with `context`.
+    pub fn error(&self, context: &str) -> anyhow::Error {
+        let msg = if context.is_empty() {
+            self.explain()
+        } else {
+            format!("{context}: {}", self.explain())
+        };
+        crate::error::TargetError::error(self.kind(), msg)
+    }
+
     /// One sentence: what is wrong and how to fix it.
     pub fn explain(&self) -> String {
         match self {

@@ -379,6 +379,20 @@ impl SshFailure {
         }
     }
 
+    /// The typed kind of this failure.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind as K;
+        match self {
+            SshFailure::HostKeyChanged => K::HostKeyChanged,
+            SshFailure::HostKeyUnknown => K::HostKeyUnknown,
+            SshFailure::AuthDenied => K::AuthFailed,
+            SshFailure::ConnectionRefused
+            | SshFailure::Timeout
+            | SshFailure::UnknownHost
+            | SshFailure::Unreachable => K::Unreachable,
+        }
+    }
+
     /// What it means and what to do, in one sentence.
     pub fn explain(&self) -> &'static str {
         match self {

@@ -11,7 +11,7 @@ use crate::context::Context;
 use crate::plan::manifest;
 
 pub fn run(ctx: &Context, args: ManifestArgs) -> Result<ExitCode> {
-    let (_config, source, excludes) = super::plan::load_source(ctx)?;
+    let (_config, source, excludes) = crate::session::load_source(ctx)?;
     let cache = manifest::cache_path(&ctx.home, Path::new(&source));
     if args.no_cache {
         let _ = std::fs::remove_file(&cache);

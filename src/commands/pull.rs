@@ -65,10 +65,11 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
         let changes = diff::diff(&source, &TargetView::Listing(listing));
         Ok(TargetPlan {
             name: dest.display().to_string(),
-            kind: "local".into(),
+            kind: crate::plan::TargetKind::Local,
             address: dest.display().to_string(),
             delete_allowed: true,
             error: None,
+            error_kind: None,
             changes,
             summary: Summary::default(),
             warnings: Vec::new(),
@@ -99,7 +100,13 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
             exit::OK
         }));
     }
-    let record = |status: &str, changed: &[Vec<u8>], deleted: &[Vec<u8>], bytes, error| {
+    use crate::error::ErrorKind;
+    use oplog::Outcome;
+    let record = |status: Outcome,
+                  changed: &[Vec<u8>],
+                  deleted: &[Vec<u8>],
+                  bytes,
+                  error: Option<(ErrorKind, String)>| {
         let (c, ch) = oplog::encode_paths(changed);
         let (d, dh) = oplog::encode_paths(deleted);
         oplog::append(
@@ -109,7 +116,7 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
                 target: dest.display().to_string(),
                 host: crate::keys::hostname(),
                 operation: format!("pull {}", mirror.store.display()),
-                status: status.into(),
+                status,
                 files_changed: c,
                 files_deleted: d,
                 files_changed_hex: ch,
@@ -118,7 +125,8 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
                 duration_ms: start.elapsed().as_millis() as u64,
                 source_digest: plan.source.digest.clone(),
                 plan_digest: plan.digest.clone(),
-                error,
+                error_kind: error.as_ref().map(|e| e.0),
+                error: error.map(|e| e.1),
                 partial: false,
             }],
         )
@@ -130,12 +138,24 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
             "{missing} path(s) exist only in {}; nothing was changed; review the plan and pass --delete to delete exactly them",
             dest.display()
         );
-        record("refused", &[], &[], 0, Some(msg.clone()))?;
+        record(
+            Outcome::Refused,
+            &[],
+            &[],
+            0,
+            Some((ErrorKind::NeedsDelete, msg.clone())),
+        )?;
         anyhow::bail!(msg);
     }
     if let Some(why) = crate::engine::mass_delete(tp, source.file_count(), args.max_delete) {
         let msg = format!("{}: {why}; nothing was changed", dest.display());
-        record("refused", &[], &[], 0, Some(msg.clone()))?;
+        record(
+            Outcome::Refused,
+            &[],
+            &[],
+            0,
+            Some((ErrorKind::MassDelete, msg.clone())),
+        )?;
         anyhow::bail!(msg);
     }
     let map = snap.entry_map()?;
@@ -181,7 +201,7 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
     });
     match result {
         Ok(done) => {
-            record("ok", &done.changed, &done.deleted, done.bytes, None)?;
+            record(Outcome::Ok, &done.changed, &done.deleted, done.bytes, None)?;
             if !args.json {
                 crate::outln!(
                     "\nok  {}  {} changed, {} deleted, {}, verified (generation {})",
@@ -196,11 +216,17 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
         }
         Err(e) => {
             let status = if crate::interrupt::interrupted() {
-                "interrupted"
+                Outcome::Interrupted
             } else {
-                "failed"
+                Outcome::Failed
             };
-            record(status, &[], &[], 0, Some(format!("{e:#}")))?;
+            record(
+                status,
+                &[],
+                &[],
+                0,
+                Some((ErrorKind::of(&e), format!("{e:#}"))),
+            )?;
             if crate::interrupt::interrupted() {
                 eprintln!("offsync: error: {e:#}");
                 return Ok(ExitCode::from(crate::interrupt::exit_code()));

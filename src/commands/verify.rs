@@ -8,25 +8,20 @@ use std::process::ExitCode;
 
 use crate::cli::VerifyArgs;
 use crate::context::Context;
+use crate::engine;
 use crate::error::exit;
+use crate::session::Session;
 
 pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
     crate::interrupt::install();
-    let mut prepared = super::plan::prepare(ctx, &args.targets)?;
-    let (manifest, excludes) = (&prepared.manifest, &prepared.excludes);
-    let deep = args.deep;
-    let plans = crate::engine::parallel(&mut prepared.targets, prepared.workers, |t| {
-        let mut p = crate::engine::plan_one(t.as_mut(), manifest, excludes);
-        // Storage checks (mirrors) only make sense when the listing itself could be read.
-        if p.error.is_none()
-            && let Err(e) = t.check(deep)
-        {
-            p.error = Some(format!("{e:#}"));
-        }
-        t.close();
-        p
-    });
-    let plan = crate::plan::Plan::new(manifest, excludes.patterns(), plans);
+    let mut session = Session::open(ctx, &args.targets)?;
+    let plan = engine::verify_all(
+        &mut session.targets,
+        &session.manifest,
+        &session.excludes,
+        session.workers,
+        args.deep,
+    );
     if crate::interrupt::interrupted() {
         eprintln!("offsync: interrupted; nothing was verified");
         return Ok(ExitCode::from(crate::interrupt::exit_code()));

@@ -1,21 +1,42 @@
 //! `diff(source, target_view) -> Categories`: the pure heart of planning. No I/O.
 //!
-//! A target describes itself in one of two ways: as rsync's itemized dry-run output (SSH
-//! targets: rsync already compared both sides by checksum), or as a full listing (mirrors and
-//! the in-memory test target). Both map to the same categories, with sizes and hashes always
-//! taken from the source manifest.
+//! A target describes itself in one of two ways: as the differences it found itself (SSH
+//! targets: rsync's dry run compared both sides by checksum; the SSH target translates its
+//! itemized lines into [`Change`]s), or as a full listing (mirrors, local directories and the
+//! in-memory test target). Both map to the same categories, with sizes and hashes always
+//! taken from the source manifest. This module knows nothing about rsync.
 
 use std::collections::BTreeMap;
 
 use super::manifest::{Entry, Kind, Manifest};
-use super::{Categories, PlanEntry};
-use crate::itemize::{Item, ItemChange, ItemKind};
+use super::{Categories, EntryKind, PlanEntry};
+
+/// What a target reported about one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChangeKind {
+    /// Only on the target: a delete would remove it.
+    TargetOnly,
+    /// Missing on the target.
+    Created,
+    /// Content differs (for symlinks, the link target; or the type).
+    Content,
+    /// Only attributes differ.
+    Metadata,
+}
+
+/// One difference a target found, for a path relative to the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub path: Vec<u8>,
+    pub change: ChangeKind,
+    pub kind: EntryKind,
+}
 
 /// What the target looks like, as far as the plan is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetView {
-    /// rsync's itemized changes from a `--checksum --delete` dry run.
-    Itemized(Vec<Item>),
+    /// The differences the target found itself (paths not named are unchanged).
+    Changes(Vec<Change>),
     /// Every entry on the target (excluded paths already left out).
     Listing(BTreeMap<Vec<u8>, Entry>),
 }
@@ -23,40 +44,29 @@ pub enum TargetView {
 /// Compare the source with a target view.
 pub fn diff(source: &Manifest, view: &TargetView) -> Categories {
     match view {
-        TargetView::Itemized(items) => diff_itemized(source, items),
+        TargetView::Changes(changes) => diff_changes(source, changes),
         TargetView::Listing(listing) => diff_listing(source, listing),
     }
 }
 
-fn entry_for(source: &Manifest, path: &[u8], kind: ItemKind) -> PlanEntry {
+fn entry_for(source: &Manifest, path: &[u8], kind: EntryKind) -> PlanEntry {
     match source.entries.get(path) {
         Some(e) => PlanEntry::from_entry(path, e),
-        None => PlanEntry::bare(path, item_kind_name(kind)),
+        None => PlanEntry::bare(path, kind),
     }
 }
 
-fn item_kind_name(k: ItemKind) -> &'static str {
-    match k {
-        ItemKind::File => "file",
-        ItemKind::Dir => "dir",
-        ItemKind::Symlink => "symlink",
-        ItemKind::Device => "device",
-        ItemKind::Special => "special",
-    }
-}
-
-fn diff_itemized(source: &Manifest, items: &[Item]) -> Categories {
+fn diff_changes(source: &Manifest, changes: &[Change]) -> Categories {
     // One decision per path: a deletion followed by a creation is a type change (modified).
-    let mut by_path: BTreeMap<&[u8], (ItemChange, ItemKind)> = BTreeMap::new();
-    for it in items {
+    let mut by_path: BTreeMap<&[u8], (ChangeKind, EntryKind)> = BTreeMap::new();
+    for it in changes {
         let merged = match (by_path.get(it.path.as_slice()), it.change) {
-            (_, ItemChange::Unchanged) => continue,
-            (Some((ItemChange::Deleting, _)), ItemChange::Created)
-            | (Some((ItemChange::Created, _)), ItemChange::Deleting) => ItemChange::Content,
-            (Some((prev, _)), _) if *prev == ItemChange::Content => ItemChange::Content,
+            (Some((ChangeKind::TargetOnly, _)), ChangeKind::Created)
+            | (Some((ChangeKind::Created, _)), ChangeKind::TargetOnly) => ChangeKind::Content,
+            (Some((prev, _)), _) if *prev == ChangeKind::Content => ChangeKind::Content,
             (_, c) => c,
         };
-        let kind = if it.change == ItemChange::Deleting {
+        let kind = if it.change == ChangeKind::TargetOnly {
             by_path.get(it.path.as_slice()).map_or(it.kind, |(_, k)| *k)
         } else {
             it.kind
@@ -68,17 +78,14 @@ fn diff_itemized(source: &Manifest, items: &[Item]) -> Categories {
     for (path, (change, kind)) in by_path {
         let in_source = source.entries.contains_key(path);
         match change {
-            ItemChange::Deleting if !in_source => {
-                c.missing.push(PlanEntry::bare(path, item_kind_name(kind)))
-            }
-            ItemChange::Deleting => {
+            ChangeKind::TargetOnly if !in_source => c.missing.push(PlanEntry::bare(path, kind)),
+            ChangeKind::TargetOnly => {
                 // rsync deletes then re-creates: the source still has it, so it is modified.
                 c.modified.push(entry_for(source, path, kind));
             }
-            ItemChange::Created => c.added.push(entry_for(source, path, kind)),
-            ItemChange::Content => c.modified.push(entry_for(source, path, kind)),
-            ItemChange::Metadata => c.metadata.push(entry_for(source, path, kind)),
-            ItemChange::Unchanged => continue,
+            ChangeKind::Created => c.added.push(entry_for(source, path, kind)),
+            ChangeKind::Content => c.modified.push(entry_for(source, path, kind)),
+            ChangeKind::Metadata => c.metadata.push(entry_for(source, path, kind)),
         }
         if in_source {
             touched += 1;
@@ -119,7 +126,7 @@ fn diff_listing(source: &Manifest, listing: &BTreeMap<Vec<u8>, Entry>) -> Catego
     }
     for (path, t) in listing {
         if !source.entries.contains_key(path) {
-            c.missing.push(PlanEntry::bare(path, t.kind_name()));
+            c.missing.push(PlanEntry::bare(path, t.entry_kind()));
         }
     }
     c
@@ -128,7 +135,6 @@ fn diff_listing(source: &Manifest, listing: &BTreeMap<Vec<u8>, Entry>) -> Catego
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::itemize::parse_output;
     use std::path::PathBuf;
 
     fn file(content: &[u8], mode: u32, mtime: i64) -> Entry {
@@ -157,7 +163,7 @@ mod tests {
     }
 
     #[test]
-    fn itemized_categories() {
+    fn reported_changes_categories() {
         let m = manifest(vec![
             (b"new", file(b"n", 0o644, 1)),
             (b"changed", file(b"c", 0o644, 1)),
@@ -165,9 +171,21 @@ mod tests {
             (b"same", file(b"s", 0o644, 1)),
             (b"typechange", file(b"t", 0o644, 1)),
         ]);
-        let out = b"<f+++++++++ new\n<fc.t...... changed\n.f...p..... mode\n*deleting   gone\n*deleting   typechange\n<f+++++++++ typechange\ncreated directory /proc/self/fd/4/x\n";
-        let (items, _) = parse_output(out);
-        let c = diff(&m, &TargetView::Itemized(items));
+        let ch = |p: &str, change, kind| Change {
+            path: p.as_bytes().to_vec(),
+            change,
+            kind,
+        };
+        use ChangeKind::*;
+        let changes = vec![
+            ch("new", Created, EntryKind::File),
+            ch("changed", Content, EntryKind::File),
+            ch("mode", Metadata, EntryKind::File),
+            ch("gone", TargetOnly, EntryKind::File),
+            ch("typechange", TargetOnly, EntryKind::Dir),
+            ch("typechange", Created, EntryKind::File),
+        ];
+        let c = diff(&m, &TargetView::Changes(changes));
         let names = |v: &Vec<PlanEntry>| v.iter().map(|e| e.path.clone()).collect::<Vec<_>>();
         assert_eq!(names(&c.added), ["new"]);
         assert_eq!(names(&c.modified), ["changed", "typechange"]);

@@ -70,6 +70,14 @@ impl Entry {
             Kind::Symlink { .. } => "symlink",
         }
     }
+
+    pub fn entry_kind(&self) -> super::EntryKind {
+        match self.kind {
+            Kind::File { .. } => super::EntryKind::File,
+            Kind::Dir => super::EntryKind::Dir,
+            Kind::Symlink { .. } => super::EntryKind::Symlink,
+        }
+    }
 }
 
 /// The whole source.

@@ -24,6 +24,43 @@ use manifest::{Entry, Manifest};
 /// Wire format name.
 pub const FORMAT: &str = "offsync-plan/1";
 
+/// What a path is. On the wire (plan JSON, snapshots): `file`, `dir`, `symlink`, and for
+/// target-only entries `device` or `special`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    Device,
+    Special,
+}
+
+/// What kind of target a plan is for. On the wire: `ssh`, `mirror`, `local`, `memory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// rsync over SSH through the forced `rrsync -wo DIR`.
+    Ssh,
+    /// An encrypted mirror (S3 or a directory).
+    Mirror,
+    /// A local directory (pull, restore).
+    Local,
+    /// In-memory (tests).
+    Memory,
+}
+
+impl TargetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Ssh => "ssh",
+            TargetKind::Mirror => "mirror",
+            TargetKind::Local => "local",
+            TargetKind::Memory => "memory",
+        }
+    }
+}
+
 /// One path in a category.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanEntry {
@@ -33,7 +70,7 @@ pub struct PlanEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_hex: Option<String>,
     /// `file`, `dir` or `symlink` (`device`/`special` only for target-only entries).
-    pub kind: String,
+    pub kind: EntryKind,
     /// Size in bytes (files from the source).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
@@ -43,19 +80,19 @@ pub struct PlanEntry {
 }
 
 impl PlanEntry {
-    pub fn bare(path: &[u8], kind: &str) -> PlanEntry {
+    pub fn bare(path: &[u8], kind: EntryKind) -> PlanEntry {
         let (path, path_hex) = encode_path(path);
         PlanEntry {
             path,
             path_hex,
-            kind: kind.to_string(),
+            kind,
             size: None,
             blake3: None,
         }
     }
 
     pub fn from_entry(path: &[u8], e: &Entry) -> PlanEntry {
-        let mut p = PlanEntry::bare(path, e.kind_name());
+        let mut p = PlanEntry::bare(path, e.entry_kind());
         if let manifest::Kind::File { size, .. } = e.kind {
             p.size = Some(size);
             p.blake3 = e.hash_hex();
@@ -154,8 +191,7 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetPlan {
     pub name: String,
-    /// `ssh`, `mirror`, `memory`.
-    pub kind: String,
+    pub kind: TargetKind,
     /// Where it is (`user@host:/path`).
     pub address: String,
     /// The target accepts deletions (not linked with `--no-delete`).
@@ -163,6 +199,10 @@ pub struct TargetPlan {
     /// Why the target could not be planned (then the categories are empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The typed kind of `error` (`unreachable`, `auth_failed`, `host_key_changed`,
+    /// `not_confined`, …; see `error::ErrorKind`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<crate::error::ErrorKind>,
     #[serde(flatten)]
     pub changes: Categories,
     pub summary: Summary,
@@ -340,7 +380,7 @@ impl Plan {
             }
             let line = |s: &mut String, mark: &str, e: &PlanEntry, note: &str| {
                 let shown = sanitize::bytes_for_terminal(&e.raw_path());
-                let slash = if e.kind == "dir" { "/" } else { "" };
+                let slash = if e.kind == EntryKind::Dir { "/" } else { "" };
                 let size = e
                     .size
                     .map(|b| format!("  ({})", human_bytes(b)))
@@ -538,10 +578,11 @@ mod tests {
         changes.sort();
         let t = |name: &str| TargetPlan {
             name: name.into(),
-            kind: "memory".into(),
+            kind: TargetKind::Memory,
             address: format!("memory:{name}"),
             delete_allowed: true,
             error: None,
+            error_kind: None,
             changes: changes.clone(),
             summary: Summary::default(),
             warnings: Vec::new(),

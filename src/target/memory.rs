@@ -22,7 +22,7 @@ impl MemoryTarget {
         MemoryTarget {
             info: TargetInfo {
                 name: name.to_string(),
-                kind: "memory".into(),
+                kind: crate::plan::TargetKind::Memory,
                 address: format!("memory:{name}"),
                 host: "memory".into(),
                 delete_allowed,
@@ -41,7 +41,7 @@ impl Target for MemoryTarget {
         let listing = self
             .files
             .iter()
-            .filter(|(p, (e, _))| !excludes.hides(p, e.kind_name() == "dir"))
+            .filter(|(p, (e, _))| !excludes.hides(p, e.entry_kind() == crate::plan::EntryKind::Dir))
             .map(|(p, (e, _))| (p.clone(), e.clone()))
             .collect();
         Ok(TargetView::Listing(listing))
@@ -66,7 +66,7 @@ impl Target for MemoryTarget {
                 .entries
                 .get(&p)
                 .with_context(|| format!("{} vanished from the source", e.path))?;
-            let content = if entry.kind_name() == "file" {
+            let content = if entry.entry_kind() == crate::plan::EntryKind::File {
                 std::fs::read(source.root.join(std::ffi::OsStr::from_bytes(&p)))?
             } else {
                 Vec::new()

@@ -48,7 +48,7 @@ impl MirrorTarget {
         Ok(MirrorTarget {
             info: TargetInfo {
                 name: m.name.clone(),
-                kind: "mirror".into(),
+                kind: crate::plan::TargetKind::Mirror,
                 address: location.url(),
                 host: match &location {
                     Location::S3 { bucket, .. } => format!("s3:{bucket}"),

@@ -23,8 +23,7 @@ use crate::plan::manifest::Manifest;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetInfo {
     pub name: String,
-    /// `ssh`, `mirror`, `memory`.
-    pub kind: String,
+    pub kind: crate::plan::TargetKind,
     /// Where it is, for people (`user@host:/path`).
     pub address: String,
     /// Host name for the operations log.
@@ -53,6 +52,7 @@ pub struct ApplyOutcome {
 #[error("{message}")]
 pub struct PartialApply {
     pub outcome: ApplyOutcome,
+    pub kind: crate::error::ErrorKind,
     message: String,
 }
 
@@ -60,6 +60,7 @@ impl PartialApply {
     pub fn new(outcome: ApplyOutcome, error: anyhow::Error) -> PartialApply {
         PartialApply {
             outcome,
+            kind: crate::error::ErrorKind::of(&error),
             message: format!("{error:#}"),
         }
     }

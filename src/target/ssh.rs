@@ -22,10 +22,13 @@ use std::time::{Duration, Instant};
 use super::{ApplyOutcome, PartialApply, Target, TargetInfo};
 use crate::config::TargetConfig;
 use crate::context::Context;
+use crate::error::{ErrorKind, TargetError};
 use crate::fsutil::{self, ScratchDir};
-use crate::itemize::{self, ItemChange};
+use crate::itemize::{self, ItemChange, ItemKind};
+use crate::plan::EntryKind;
 use crate::plan::TargetPlan;
 use crate::plan::diff::TargetView;
+use crate::plan::diff::{Change, ChangeKind};
 use crate::plan::excludes::Excludes;
 use crate::plan::manifest::Manifest;
 use crate::process::{Background, Cmd};
@@ -65,7 +68,7 @@ impl SshTarget {
         Ok(SshTarget {
             info: TargetInfo {
                 name,
-                kind: "ssh".into(),
+                kind: crate::plan::TargetKind::Ssh,
                 address: format!("{login}:{}", t.remote_path),
                 host: login.host.clone(),
                 delete_allowed: !t.no_delete,
@@ -110,7 +113,9 @@ impl SshTarget {
             if let Some(status) = bg.exited() {
                 let err = bg.stderr();
                 let text = String::from_utf8_lossy(&err);
-                let why = SshFailure::from_stderr(&text)
+                let failure = SshFailure::from_stderr(&text);
+                let why = failure
+                    .as_ref()
                     .map(|f| f.explain().to_string())
                     .unwrap_or_else(|| {
                         format!(
@@ -118,13 +123,19 @@ impl SshTarget {
                             crate::sanitize::stderr_tail(&err, 2)
                         )
                     });
-                anyhow::bail!("cannot connect to {}: {why}", self.login);
+                return Err(TargetError::error(
+                    failure.map_or(ErrorKind::Unreachable, |f| f.kind()),
+                    format!("cannot connect to {}: {why}", self.login),
+                ));
             }
             if Instant::now() > deadline {
-                anyhow::bail!(
-                    "cannot connect to {}: ssh did not finish connecting in time",
-                    self.login
-                );
+                return Err(TargetError::error(
+                    ErrorKind::Unreachable,
+                    format!(
+                        "cannot connect to {}: ssh did not finish connecting in time",
+                        self.login
+                    ),
+                ));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -152,13 +163,16 @@ impl SshTarget {
             return Ok(());
         }
         if let Diagnosis::Ssh(_) | Diagnosis::PathMissing | Diagnosis::RrsyncBroken(_) = d {
-            anyhow::bail!("{}", d.explain());
+            return Err(d.error(""));
         }
-        anyhow::bail!(
-            "the key is not confined on {}: a read was not refused ({}), so rrsync is not in force for offsync's key; nothing was listed or changed there; run `offsync link` on the target",
-            self.login,
-            d.explain()
-        )
+        Err(TargetError::error(
+            ErrorKind::NotConfined,
+            format!(
+                "the key is not confined on {}: a read was not refused ({}), so rrsync is not in force for offsync's key; nothing was listed or changed there; run `offsync link` on the target",
+                self.login,
+                d.explain()
+            ),
+        ))
     }
 
     /// Run rsync (over the open connection), waiting a little while rrsync's single-run lock
@@ -234,8 +248,7 @@ impl SshTarget {
             &excludes.rsync_args(),
         ))?;
         if !out.success() {
-            let d = Diagnosis::from_output(out.code(), &out.stderr);
-            anyhow::bail!("{}", d.explain());
+            return Err(Diagnosis::from_output(out.code(), &out.stderr).error(""));
         }
         let (mut items, other) = itemize::parse_output(&out.stdout);
         // Present, the marker shows at most as a time change (each dry run makes a fresh one).
@@ -244,11 +257,14 @@ impl SshTarget {
             .any(|i| i.path == marker_name.as_bytes() && i.change == ItemChange::Created);
         items.retain(|i| i.path != marker_name.as_bytes());
         if marker_missing && self.marker.is_some() {
-            anyhow::bail!(
-                "the key is not confined to the linked directory on {}: the marker file offsync wrote there is missing, so the forced command now allows another directory (or the directory was replaced); nothing was listed or changed; run `offsync link` there again, or, if the new directory is intended, `offsync target remove {name}` and `offsync target add` again",
-                self.login,
-                name = self.info.name
-            );
+            return Err(TargetError::error(
+                ErrorKind::NotConfined,
+                format!(
+                    "the key is not confined to the linked directory on {}: the marker file offsync wrote there is missing, so the forced command now allows another directory (or the directory was replaced); nothing was listed or changed; run `offsync link` there again, or, if the new directory is intended, `offsync target remove {name}` and `offsync target add` again",
+                    self.login,
+                    name = self.info.name
+                ),
+            ));
         }
         // A target-only directory that still holds excluded files stays (rsync protects
         // them); its dry-run `*deleting dir/` line is not what will happen.
@@ -259,7 +275,7 @@ impl SshTarget {
                     || !kept.iter().any(|k| is_same_or_ancestor(&i.path, k))
             });
         }
-        Ok(TargetView::Itemized(items))
+        Ok(TargetView::Changes(changes_from_items(items)))
     }
 }
 
@@ -388,7 +404,7 @@ impl Target for SshTarget {
                     deleted,
                     partial: true,
                 },
-                anyhow::anyhow!("transfer failed: {}", d.explain()),
+                d.error("transfer failed"),
             )
             .into());
         }
@@ -463,6 +479,34 @@ fn topmost_deletions(
         .collect()
 }
 
+/// rsync's itemized lines in the engine's terms (unchanged items are left out).
+fn changes_from_items(items: Vec<itemize::Item>) -> Vec<Change> {
+    items
+        .into_iter()
+        .filter_map(|i| {
+            let change = match i.change {
+                ItemChange::Deleting => ChangeKind::TargetOnly,
+                ItemChange::Created => ChangeKind::Created,
+                ItemChange::Content => ChangeKind::Content,
+                ItemChange::Metadata => ChangeKind::Metadata,
+                ItemChange::Unchanged => return None,
+            };
+            let kind = match i.kind {
+                ItemKind::File => EntryKind::File,
+                ItemKind::Dir => EntryKind::Dir,
+                ItemKind::Symlink => EntryKind::Symlink,
+                ItemKind::Device => EntryKind::Device,
+                ItemKind::Special => EntryKind::Special,
+            };
+            Some(Change {
+                path: i.path,
+                change,
+                kind,
+            })
+        })
+        .collect()
+}
+
 /// Whether rsync's stderr holds nothing but its warnings about listed deletions whose parent
 /// directories do not exist in the source (see the transfer in `apply`).
 fn only_vanished_parents(stderr: &[u8], source_root: &Path, listed: &[Vec<u8>]) -> bool {
@@ -523,6 +567,28 @@ pub fn listable(p: &[u8]) -> bool {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn itemized_lines_become_changes() {
+        let out = b"<f+++++++++ new\n<fc.t...... changed\n.f...p..... mode\n*deleting   gone\n*deleting   typechange/\n<f+++++++++ typechange\n.f          same\ncreated directory /proc/self/fd/4/x\n";
+        let (items, _) = itemize::parse_output(out);
+        let c = changes_from_items(items);
+        let got: Vec<(&[u8], ChangeKind, EntryKind)> = c
+            .iter()
+            .map(|c| (c.path.as_slice(), c.change, c.kind))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (&b"new"[..], ChangeKind::Created, EntryKind::File),
+                (b"changed", ChangeKind::Content, EntryKind::File),
+                (b"mode", ChangeKind::Metadata, EntryKind::File),
+                (b"gone", ChangeKind::TargetOnly, EntryKind::File),
+                (b"typechange", ChangeKind::TargetOnly, EntryKind::Dir),
+                (b"typechange", ChangeKind::Created, EntryKind::File),
+            ]
+        );
+    }
 
     #[test]
     fn ancestors_nearest_first() {

@@ -1,0 +1,101 @@
+//! A session: what `plan`, `apply` and `verify` work on — the config, the hashed source and the
+//! selected targets — built once from the resolved [`Context`].
+//!
+//! Invariants: the source is hashed through the hash cache (`plan::manifest`), so a file whose
+//! size, mtime, inode and ctime did not change is never read again; targets come from the one
+//! factory (`target::build`); nothing here prints except terminal progress (`ui`).
+
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::context::Context;
+use crate::engine;
+use crate::input_err;
+use crate::plan::Plan;
+use crate::plan::excludes::Excludes;
+use crate::plan::manifest::{self, Manifest};
+use crate::target::{self, Target};
+use crate::ui;
+
+/// Everything a plan needs: config, hashed source, targets.
+pub struct Session {
+    pub config: Config,
+    pub manifest: Manifest,
+    pub excludes: Excludes,
+    pub targets: Vec<Box<dyn Target>>,
+    pub workers: usize,
+    cache: PathBuf,
+}
+
+/// The config, its source directory and its compiled excludes.
+pub fn load_source(ctx: &Context) -> Result<(Config, String, Excludes)> {
+    let config = Config::load(&ctx.config_path())?;
+    let source = config
+        .source
+        .clone()
+        .ok_or_else(|| input_err!("no source configured; run `offsync init --source DIR`"))?;
+    let excludes = Excludes::new(&config.exclude)?;
+    Ok((config, source, excludes))
+}
+
+impl Session {
+    /// Load config, hash the source (with the cache) and build the selected targets (all when
+    /// `names` is empty).
+    pub fn open(ctx: &Context, names: &[String]) -> Result<Session> {
+        let (config, source, excludes) = load_source(ctx)?;
+        let targets = target::build(ctx, &config, names)?;
+        let cache = manifest::cache_path(&ctx.home, Path::new(&source));
+        let spinner = ui::spinner(&format!("hashing {source}"));
+        let show = |done: u64| {
+            if let Some(s) = &spinner {
+                s.set_message(format!(
+                    "hashing {source}: {}",
+                    crate::plan::human_bytes(done)
+                ));
+            }
+        };
+        let (manifest, _stats) =
+            manifest::build_with_progress(Path::new(&source), &excludes, Some(&cache), &show)?;
+        if let Some(s) = spinner {
+            s.finish_and_clear();
+        }
+        let workers = config.concurrency.unwrap_or(8);
+        Ok(Session {
+            config,
+            manifest,
+            excludes,
+            targets,
+            workers,
+            cache,
+        })
+    }
+
+    /// The mass-delete limit: the flag, else `max_delete:` from config.
+    pub fn max_delete(&self, flag: Option<u64>) -> Option<u64> {
+        flag.or(self.config.max_delete)
+    }
+
+    /// Scan every target and build the plan (warning about mass deletes beyond `max_delete`).
+    pub fn plan(&mut self, max_delete: Option<u64>) -> Plan {
+        let spinner = ui::spinner(&format!("planning {} target(s)", self.targets.len()));
+        let plans = engine::plan_all(
+            &mut self.targets,
+            &self.manifest,
+            &self.excludes,
+            self.workers,
+            max_delete,
+        );
+        if let Some(s) = spinner {
+            s.finish_and_clear();
+        }
+        Plan::new(&self.manifest, self.excludes.patterns(), plans)
+    }
+
+    /// Whether the source differs from the manifest the session hashed (checked after a
+    /// transfer, which read the files again).
+    pub fn source_moved(&self) -> Result<bool> {
+        let (after, _) = manifest::build(&self.manifest.root, &self.excludes, Some(&self.cache))?;
+        Ok(after.digest != self.manifest.digest)
+    }
+}
