@@ -561,7 +561,11 @@ fn rekey(ctx: &Context, args: MirrorRekeyArgs) -> Result<ExitCode> {
     // authenticated (MAC, validation, any signature) and rewritten signed by this controller.
     let snaps: Vec<(Snapshot, String)> = gens
         .iter()
-        .map(|g| m.read_unverified(*g).map(|(s, d, _)| (s, d)))
+        .map(|g| {
+            let (s, d, _) = m.read_unverified(*g)?;
+            s.validate(&snapshot::snapshot_path(*g))?;
+            Ok((s, d))
+        })
         .collect::<Result<_>>()?;
     let present: HashMap<String, u64> = m
         .store

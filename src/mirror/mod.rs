@@ -379,9 +379,12 @@ impl Mirror {
         Ok(g)
     }
 
-    /// Read, authenticate and validate one generation, *without* deciding whether its writer
-    /// is trusted: returns it with its chain digest and the key that signed it. Readers use
-    /// [`Mirror::latest`] and [`Mirror::verified`], which do decide.
+    /// Read and authenticate one generation (MAC, any signature, generation number, mirror
+    /// key id), *without* deciding whether its writer is trusted and without validating its
+    /// entries: returns it with its chain digest and the key that signed it. Readers use
+    /// [`Mirror::latest`], [`Mirror::verified`] and [`Mirror::walk_verified`], which check the
+    /// writer first and then validate; anything else that acts on entries must call
+    /// [`Snapshot::validate`] itself.
     pub fn read_unverified(
         &self,
         generation: u64,
@@ -410,7 +413,6 @@ impl Mirror {
                             key.key_id()
                         );
                     }
-                    snap.validate(&name)?;
                     return Ok((snap, snapshot::chain_digest(&pt), signer));
                 }
                 Err(e) => last_err = Some(e),
@@ -554,6 +556,7 @@ impl Mirror {
         let Some(seen) = seen else {
             let (snap, digest, signer) = self.read_unverified(last)?;
             let pin = self.check_writer(last, signer.as_ref(), None)?;
+            snap.validate(&snapshot::snapshot_path(last))?;
             self.remember(last, &digest, signer.is_some(), pin.as_deref())?;
             return Ok(Some((snap, digest)));
         };
@@ -601,6 +604,7 @@ impl Mirror {
             signer = next_signer;
         }
         let pin = self.check_writer(last, signer.as_ref(), Some(&seen))?;
+        snap.validate(&snapshot::snapshot_path(last))?;
         self.remember(last, &digest, signer.is_some(), pin.as_deref())?;
         Ok(Some((snap, digest)))
     }
@@ -656,6 +660,7 @@ impl Mirror {
                         p.generation
                     );
                 }
+                p.validate(&snapshot::snapshot_path(p.generation))?;
                 f(p, pd)?;
             }
             prev = Some((s, d));
@@ -667,6 +672,7 @@ impl Mirror {
                 self.store.display()
             );
         }
+        s.validate(&snapshot::snapshot_path(last))?;
         f(&s, &d)
     }
 

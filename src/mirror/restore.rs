@@ -405,4 +405,63 @@ mod tests {
         assert_eq!(applied_mode(&entry(0o4755), true), 0o4755);
         assert_eq!(applied_mode(&entry(0o1777), true), 0o1777);
     }
+
+    /// The race the plan cannot see: a symlink planted in DEST after the plan. Walking to a
+    /// parent never follows it, whether it is the first component or a deeper one, and
+    /// nothing is created at its target.
+    #[test]
+    fn parents_are_never_reached_through_a_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        let dest = t.path().join("dest");
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(dest.join("real/sub")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, dest.join("evil")).unwrap();
+        std::os::unix::fs::symlink(&outside, dest.join("real/sub/evil")).unwrap();
+        std::fs::write(dest.join("file"), b"x").unwrap();
+        let d = Dest::open(&dest).unwrap();
+        for rel in [
+            &b"evil/planted"[..],
+            b"evil/new/deeper",
+            b"real/sub/evil/planted",
+            b"file/planted",
+        ] {
+            for create in [true, false] {
+                let err = d
+                    .parent(rel, create)
+                    .err()
+                    .unwrap_or_else(|| panic!("{} was reached", String::from_utf8_lossy(rel)));
+                assert!(
+                    format!("{err:#}").contains("symlink or not a directory"),
+                    "{err:#}"
+                );
+            }
+        }
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        // Real directories are walked, missing ones created only when asked.
+        assert!(d.parent(b"real/sub/x", false).unwrap().is_some());
+        assert!(d.parent(b"new/x", false).unwrap().is_none());
+        assert!(d.parent(b"new/deeper/x", true).unwrap().is_some());
+        assert!(dest.join("new/deeper").is_dir());
+    }
+
+    /// Writing a file whose final name is a symlink replaces the link, never its target.
+    #[test]
+    fn a_symlink_at_the_final_name_is_replaced_not_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let dest = t.path().join("dest");
+        std::fs::create_dir_all(dest.join(HOLDING_DIR)).unwrap();
+        let target = t.path().join("target");
+        std::fs::write(&target, b"keep").unwrap();
+        std::os::unix::fs::symlink(&target, dest.join("name")).unwrap();
+        let d = Dest::open(&dest).unwrap();
+        let holding = openat(&d.fd, HOLDING_DIR, DIR_FLAGS, Mode::empty()).unwrap();
+        std::fs::write(dest.join(HOLDING_DIR).join("0"), b"new").unwrap();
+        let (dir, name) = d.parent(b"name", true).unwrap().unwrap();
+        clear_for_file(&d, &dir, name, b"name").unwrap();
+        renameat(&holding, "0", &dir, name_of(name)).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        assert_eq!(std::fs::read(dest.join("name")).unwrap(), b"new");
+        assert!(!dest.join("name").is_symlink());
+    }
 }
