@@ -64,7 +64,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Compare every target with the source (exit 0 in sync, 2 drifted, 1 error)
     Verify(VerifyArgs),
-    /// Encrypted mirrors (S3 or a directory): add, inspect, restore, prune, recipients, rekey
+    /// Encrypted mirrors (S3 or a directory): add, inspect, restore, prune, recipients,
+    /// writers, sign, rekey
     #[command(subcommand, after_long_help = MIRROR_HELP)]
     Mirror(MirrorCommand),
     /// Host: bring DEST up to date from a mirror's newest snapshot (needs only read access)
@@ -281,20 +282,47 @@ Format (offsync-mirror/1), under the mirror root:
                                  from the mirror key
   snapshots/<generation>.age     10-digit generation; encrypted to the mirror key; line 1 is
                                  JSON (offsync-mirror-snapshot/1: generation, created, previous
-                                 chain digest, source digest, entries with path[, path_hex],
-                                 kind, mode, mtime_s, mtime_ns, size, blake3, object,
+                                 chain digest, source digest, key_id, entries with path[,
+                                 path_hex], kind, mode, mtime_s, mtime_ns, size, blake3, object,
                                  stored_size, target), line 2 is `mac <hex>` (BLAKE3-keyed
-                                 with a key derived from the mirror key)
+                                 with a key derived from the mirror key), then the writer's
+                                 signature (below)
   keys/mirror-key.next.age       only while a rekey is unfinished
 No path or content is visible in plaintext. The chain digest of a generation is BLAKE3 of its \
 decrypted bytes; each machine remembers the newest generation it saw per mirror \
 ($OFFSYNC_HOME/mirror-state/) and refuses an older one, a rewritten one or a broken chain.
 
+Signatures: writers sign, readers verify. After the MAC line, each snapshot carries an \
+armored SSH signature (-----BEGIN SSH SIGNATURE----- … -----END SSH SIGNATURE-----; OpenSSH's \
+SSHSIG format, namespace `offsync-mirror`, SHA-512) made with the writing controller's \
+ed25519 key ($OFFSYNC_HOME/id_ed25519, from `offsync init`) over exactly line 1 of the \
+decrypted snapshot, newline included. Every recipient can open the mirror key, so the MAC \
+only proves \"written by a holder of the mirror key\"; the signature proves \"written by a \
+writer\". Readers act on a generation only when the newest one is signed by a writer they \
+trust and the generation chains to it: a controller trusts its own key and those added with \
+`offsync mirror writers add`; a host trusts `pull --trust KEY|FILE` (or \
+OFFSYNC_TRUSTED_WRITERS) and keys it pinned on a first pull confirmed with a typed `yes` or \
+--trust-on-first-use. Once a machine has accepted a signed generation it refuses unsigned \
+ones (downgrade). A mirror written before signatures is signed by `offsync mirror sign NAME` \
+(or the next apply). Before anything is written, every snapshot is validated: clean relative \
+paths (no empty, `.` or `..` component, no leading `/`, no NUL), unique, every parent a \
+directory entry (never a symlink), modes within 07777, sane sizes and counts. Restore and \
+pull never follow a symlink inside DEST, and strip setuid/setgid/sticky bits (restore keeps \
+them with --keep-special-modes).
+
 Manual recovery with the age CLI alone:
   age -d -i ~/.offsync/age-identity.txt -o mirror-key.txt keys/mirror-key.age
-  age -d -i mirror-key.txt snapshots/0000000042.age | head -n 1 > snapshot.json
+  age -d -i mirror-key.txt -o snapshot.txt snapshots/0000000042.age
+  head -n 1 snapshot.txt > snapshot.json
   (each entry of snapshot.json names its object id and BLAKE3)
   age -d -i mirror-key.txt -o FILE objects/ab/abcd…
+
+Manual signature check with ssh-keygen (WRITER.pub: the writer's id_ed25519.pub):
+  sed -n '/^-----BEGIN SSH SIGNATURE-----$/,$p' snapshot.txt > snapshot.sig
+  echo \"offsync $(cut -d' ' -f1,2 WRITER.pub)\" > allowed_signers
+  ssh-keygen -Y verify -f allowed_signers -I offsync -n offsync-mirror \\
+      -s snapshot.sig < snapshot.json
+  (prints `Good \"offsync-mirror\" signature for offsync with ED25519 key SHA256:…`)
 
 Keys: `mirror add` creates this controller's age identity ($OFFSYNC_HOME/age-identity.txt, \
 0600) once, and a mirror key per mirror. S3 credentials come only from the environment or the \
@@ -317,6 +345,12 @@ pub enum MirrorCommand {
     Rekey(MirrorRekeyArgs),
     /// Write a snapshot (or part of it) into a directory, verifying every file
     Restore(MirrorRestoreArgs),
+    /// Manage which other controllers' snapshot signatures this controller accepts
+    #[command(subcommand)]
+    Writers(WritersCommand),
+    /// Sign a mirror written before snapshots were signed (writes one signed generation)
+    #[command(long_about = SIGN_HELP)]
+    Sign(MirrorSignArgs),
     /// Remove old generations and the objects no kept generation references
     Prune(MirrorPruneArgs),
 }
@@ -329,6 +363,47 @@ anyone who could open the mirror before may have kept the old mirror key, and wi
 decrypt every object written under that key. Run `rekey` after removing a recipient so that \
 future data, and past data still in the mirror, is under a key they never had. Copies they \
 already downloaded cannot be taken back. An interrupted rekey is finished by running it again.";
+
+const SIGN_HELP: &str = "\
+Sign a mirror written before offsync signed snapshots.
+
+Readers refuse an unsigned newest generation. `sign` reads the newest generation (unsigned is \
+accepted only if no generation of the mirror was ever signed and this controller never saw it \
+signed), and writes the next generation with the same entries, signed with this controller's \
+key; it vouches for every older generation through the chain digests. Run it only on a mirror \
+you trust (check it first with `offsync verify --target NAME --deep`). The next `apply` does the \
+same. When the newest generation is already signed by a trusted writer, nothing is written.";
+
+#[derive(Debug, Subcommand)]
+pub enum WritersCommand {
+    /// Accept snapshots signed by another controller's key
+    Add(WriterArgs),
+    /// Stop accepting snapshots signed by a key (this controller's own key stays)
+    #[command(long_about = "Stop accepting snapshots signed by a key.\n\n\
+From now on, a newest generation signed by that key is refused by this controller's plan, \
+apply, verify and `mirror` commands. Generations it signed before stay readable while a \
+trusted writer's later generation chains to them. Hosts keep their own list: remove the key \
+from their --trust / OFFSYNC_TRUSTED_WRITERS (and from pinned_writers in \
+$OFFSYNC_HOME/mirror-state/*.json).")]
+    Remove(WriterArgs),
+    /// List the writer keys this controller accepts for a mirror
+    List(MirrorShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WriterArgs {
+    /// Mirror name
+    pub name: String,
+    /// The writer's public key: an `ssh-ed25519 AAAA…` line (its id_ed25519.pub) or a file
+    #[arg(value_name = "KEY|FILE")]
+    pub key: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorSignArgs {
+    /// Mirror name
+    pub name: String,
+}
 
 #[derive(Debug, Args)]
 pub struct S3Args {
@@ -426,6 +501,9 @@ pub struct MirrorRestoreArgs {
     /// Write into a non-empty DEST, replacing files the snapshot has
     #[arg(long)]
     pub force: bool,
+    /// Restore setuid, setgid and sticky bits as the snapshot has them (default: stripped)
+    #[arg(long)]
+    pub keep_special_modes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -456,6 +534,21 @@ pub struct PullArgs {
     /// age identity file that opens the mirror [default: $OFFSYNC_HOME/age-identity.txt]
     #[arg(long, env = "OFFSYNC_IDENTITY_FILE", value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// Accept snapshots signed by this writer: an `ssh-ed25519 AAAA…` line (the controller's
+    /// id_ed25519.pub) or a file of such lines (allowed_signers lines work too) (repeatable;
+    /// the environment variable holds one per line)
+    #[arg(
+        long = "trust",
+        env = "OFFSYNC_TRUSTED_WRITERS",
+        value_delimiter = '\n',
+        value_name = "KEY|FILE"
+    )]
+    pub trust: Vec<String>,
+    /// On a first pull with no trusted writer, pin the key that signed the newest snapshot
+    /// (printed with its fingerprint; compare it with the controller's `offsync mirror writers
+    /// list`). Without it a terminal asks for a typed `yes`; without a terminal the pull fails
+    #[arg(long)]
+    pub trust_on_first_use: bool,
     /// Delete DEST-only paths the plan lists (and nothing else)
     #[arg(long)]
     pub delete: bool,

@@ -84,6 +84,10 @@ pub struct MirrorConfig {
     /// S3 region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Other controllers whose snapshot signatures this controller accepts (`ssh-ed25519 …`
+    /// lines; its own key is always trusted). Managed with `offsync mirror writers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writers: Vec<String>,
 }
 
 impl Default for Config {

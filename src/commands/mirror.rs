@@ -2,7 +2,9 @@
 //!
 //! Invariants: `add` checks the store (credentials, bucket, reachability) before it writes
 //! anything, and saves config.yaml only after the mirror is initialised; `prune` and `rekey`
-//! change nothing without `--yes`; every read goes through the rollback check.
+//! change nothing without `--yes`; every read goes through the rollback check and the writer
+//! check (the newest generation signed by this controller or a writer added with `mirror
+//! writers add`); every generation read is validated before anything is printed or written.
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
@@ -13,7 +15,8 @@ use std::process::ExitCode;
 
 use crate::cli::{
     MirrorAddArgs, MirrorCommand, MirrorLsArgs, MirrorPruneArgs, MirrorRekeyArgs,
-    MirrorRestoreArgs, MirrorShowArgs, RecipientArgs, RecipientsCommand,
+    MirrorRestoreArgs, MirrorShowArgs, MirrorSignArgs, RecipientArgs, RecipientsCommand,
+    WriterArgs, WritersCommand,
 };
 use crate::config::{Config, MirrorConfig};
 use crate::context::Context;
@@ -35,6 +38,10 @@ pub fn dispatch(ctx: &Context, cmd: MirrorCommand) -> Result<ExitCode> {
         MirrorCommand::Rekey(a) => rekey(ctx, a),
         MirrorCommand::Restore(a) => restore_cmd(ctx, a),
         MirrorCommand::Prune(a) => prune(ctx, a),
+        MirrorCommand::Writers(WritersCommand::List(a)) => writers_list(ctx, a),
+        MirrorCommand::Writers(WritersCommand::Add(a)) => writers_change(ctx, a, true),
+        MirrorCommand::Writers(WritersCommand::Remove(a)) => writers_change(ctx, a, false),
+        MirrorCommand::Sign(a) => sign(ctx, a),
     }
 }
 
@@ -75,10 +82,23 @@ fn find(config: &Config, name: &str) -> Result<MirrorConfig> {
     })
 }
 
-/// Open the configured mirror `name`.
+/// Open the configured mirror `name` as a reader: only generations signed by this
+/// controller or its configured writers are accepted.
 pub fn open_named(ctx: &Context, name: &str, identity: Option<&Path>) -> Result<Mirror> {
+    open_named_as(ctx, name, identity, false)
+}
+
+/// [`open_named`]; `writer` also loads this controller's signing key and accepts an unsigned
+/// newest generation of a never-signed mirror (to migrate it).
+fn open_named_as(
+    ctx: &Context,
+    name: &str,
+    identity: Option<&Path>,
+    writer: bool,
+) -> Result<Mirror> {
     let config = Config::load(&ctx.config_path())?;
     let m = find(&config, name)?;
+    let trust = mirror::controller_trust(&ctx.home, &m.name, &m.writers, writer)?;
     let location = Location::parse(&m.url)?;
     let store = Store::open(
         &location,
@@ -88,7 +108,12 @@ pub fn open_named(ctx: &Context, name: &str, identity: Option<&Path>) -> Result<
         },
         false,
     )?;
-    Mirror::open(store, &identities(ctx, identity)?, &state_dir(ctx))
+    let opened =
+        Mirror::open(store, &identities(ctx, identity)?, &state_dir(ctx))?.with_trust(trust);
+    if writer {
+        return Ok(opened.with_signer(mirror::own_signing_key(&ctx.home)?));
+    }
+    Ok(opened)
 }
 
 fn add(ctx: &Context, args: MirrorAddArgs) -> Result<ExitCode> {
@@ -151,6 +176,7 @@ fn add(ctx: &Context, args: MirrorAddArgs) -> Result<ExitCode> {
         url: location.url(),
         endpoint: args.s3.endpoint,
         region: args.s3.region,
+        writers: Vec::new(),
     });
     config.save(&config_path)?;
     crate::outln!(
@@ -180,17 +206,20 @@ struct SnapshotRow {
 
 fn snapshots(ctx: &Context, args: MirrorShowArgs) -> Result<ExitCode> {
     let m = open_named(ctx, &args.name, None)?;
-    m.latest()?;
     let mut rows = Vec::new();
-    for g in m.generations()? {
-        let (s, _) = m.read_snapshot(g)?;
-        rows.push(SnapshotRow {
-            generation: g,
-            created: s.created,
-            source_digest: s.source.digest,
-            files: s.files,
-            bytes: s.bytes,
-        });
+    if let Some(&first) = m.generations()?.first() {
+        m.walk_verified(first, |s, _| {
+            rows.push(SnapshotRow {
+                generation: s.generation,
+                created: sanitize::for_terminal(&s.created),
+                source_digest: sanitize::for_terminal(&s.source.digest),
+                files: s.files,
+                bytes: s.bytes,
+            });
+            Ok(())
+        })?;
+    } else {
+        m.latest()?;
     }
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&rows)?)?;
@@ -221,7 +250,7 @@ fn snapshots(ctx: &Context, args: MirrorShowArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The snapshot `generation` (newest when `None`), after the rollback check.
+/// The snapshot `generation` (newest when `None`), after the rollback and writer checks.
 fn pick(m: &Mirror, generation: Option<u64>) -> Result<Snapshot> {
     let latest = m.latest()?;
     match (generation, latest) {
@@ -230,15 +259,7 @@ fn pick(m: &Mirror, generation: Option<u64>) -> Result<Snapshot> {
             m.store.display()
         )),
         (None, Some((s, _))) => Ok(s),
-        (Some(g), Some(_)) => {
-            if !m.generations()?.contains(&g) {
-                return Err(input_err!(
-                    "{} has no generation {g}; see `offsync mirror snapshots`",
-                    m.store.display()
-                ));
-            }
-            Ok(m.read_snapshot(g)?.0)
-        }
+        (Some(g), Some(_)) => Ok(m.verified(g)?.0),
     }
 }
 
@@ -367,6 +388,7 @@ fn restore_cmd(ctx: &Context, args: MirrorRestoreArgs) -> Result<ExitCode> {
             .filter(|(p, _)| selected.contains(*p))
             .map(|(p, e)| (p.clone(), *e))
             .collect(),
+        keep_special_modes: args.keep_special_modes,
         ..Default::default()
     };
     let done = restore::apply(&m, &dest, &work, crate::target::mirror::WORKERS, &|_| {})?;
@@ -445,9 +467,11 @@ fn prune(ctx: &Context, args: MirrorPruneArgs) -> Result<ExitCode> {
     let cut = gens.len().saturating_sub(args.keep as usize);
     let (old, kept) = gens.split_at(cut);
     let mut referenced = BTreeSet::new();
-    for g in kept {
-        let (s, _) = m.read_snapshot(*g)?;
-        referenced.extend(s.entries.into_iter().filter_map(|e| e.object));
+    if let Some(&first) = kept.first() {
+        m.walk_verified(first, |s, _| {
+            referenced.extend(s.entries.iter().filter_map(|e| e.object.clone()));
+            Ok(())
+        })?;
     }
     let min_age = std::time::Duration::from_secs(args.min_age);
     let mut doomed = Vec::new();
@@ -510,7 +534,7 @@ fn rekey(ctx: &Context, args: MirrorRekeyArgs) -> Result<ExitCode> {
         ));
     }
     let _lock = crate::lock::acquire(&ctx.home)?;
-    let m = open_named(ctx, &args.name, None)?;
+    let m = open_named_as(ctx, &args.name, None, true)?;
     if m.rekey_pending().is_none() {
         m.latest()?;
         if !args.yes
@@ -528,12 +552,20 @@ fn rekey(ctx: &Context, args: MirrorRekeyArgs) -> Result<ExitCode> {
         // interrupted rekey can always be finished.
         m.store.put(mirror::NEXT_KEY_FILE, k.seal(&m.recipients)?)?;
     }
-    let m = open_named(ctx, &args.name, None)?;
+    let m = open_named_as(ctx, &args.name, None, true)?;
+    let signer = m.signer().context("a writer has a signing key")?;
     let next = m.rekey_pending().context("the new key was just stored")?;
     let gens = m.generations()?;
+    // An interrupted rekey left some generations under the new key and some under the old
+    // one, so the chain cannot be walked until it is finished: each generation is read
+    // authenticated (MAC, validation, any signature) and rewritten signed by this controller.
     let snaps: Vec<(Snapshot, String)> = gens
         .iter()
-        .map(|g| m.read_snapshot(*g))
+        .map(|g| {
+            let (s, d, _) = m.read_unverified(*g)?;
+            s.validate(&snapshot::snapshot_path(*g))?;
+            Ok((s, d))
+        })
         .collect::<Result<_>>()?;
     let present: HashMap<String, u64> = m
         .store
@@ -601,7 +633,7 @@ fn rekey(ctx: &Context, args: MirrorRekeyArgs) -> Result<ExitCode> {
             s.key_id = next.key_id();
             s.rekeyed_from = Some(old_digest);
             s.previous = prev.clone();
-            let pt = s.to_plaintext(next);
+            let pt = s.to_plaintext(next, Some(signer))?;
             m.store
                 .put(&snapshot::snapshot_path(s.generation), next.encrypt(&pt)?)?;
             prev = Some(snapshot::chain_digest(&pt));
@@ -618,7 +650,7 @@ fn rekey(ctx: &Context, args: MirrorRekeyArgs) -> Result<ExitCode> {
         .map(|id| snapshot::object_path(id))
         .collect();
     m.store.delete(&stale)?;
-    let m = open_named(ctx, &args.name, None)?;
+    let m = open_named_as(ctx, &args.name, None, true)?;
     m.latest()?;
     crate::outln!(
         "re-encrypted {} object(s) and {} snapshot(s) of {} under mirror key {}; deleted {} old object(s)",
@@ -627,6 +659,177 @@ fn rekey(ctx: &Context, args: MirrorRekeyArgs) -> Result<ExitCode> {
         args.name,
         m.key.key_id(),
         stale.len()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn writers_list(ctx: &Context, args: MirrorShowArgs) -> Result<ExitCode> {
+    let config = Config::load(&ctx.config_path())?;
+    let m = find(&config, &args.name)?;
+    #[derive(Serialize)]
+    struct Row {
+        key: String,
+        fingerprint: String,
+        this_controller: bool,
+    }
+    let mut rows = Vec::new();
+    if let Some(k) = mirror::own_public_key(&ctx.home)? {
+        rows.push(Row {
+            key: mirror::key_line(&k),
+            fingerprint: crate::keys::fingerprint(&k),
+            this_controller: true,
+        });
+    }
+    for w in &m.writers {
+        for k in mirror::parse_writer_keys(w, "config.yaml writer")? {
+            rows.push(Row {
+                key: mirror::key_line(&k),
+                fingerprint: crate::keys::fingerprint(&k),
+                this_controller: false,
+            });
+        }
+    }
+    if args.json {
+        crate::outln!("{}", serde_json::to_string_pretty(&rows)?)?;
+    } else {
+        for r in &rows {
+            crate::outln!(
+                "{}  {}{}",
+                r.fingerprint,
+                r.key,
+                if r.this_controller {
+                    "  (this controller)"
+                } else {
+                    ""
+                }
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn writers_change(ctx: &Context, args: WriterArgs, add: bool) -> Result<ExitCode> {
+    let config_path = ctx.config_path();
+    let mut config = Config::load(&config_path)?;
+    find(&config, &args.name)?;
+    let keys = mirror::parse_writer_keys(&args.key, "writer key")?;
+    let own = mirror::own_public_key(&ctx.home)?;
+    let entry = config
+        .mirrors
+        .iter_mut()
+        .find(|m| m.name == args.name)
+        .context("found above")?;
+    let mut changed = Vec::new();
+    for k in &keys {
+        let line = mirror::key_line(k);
+        let fp = crate::keys::fingerprint(k);
+        let present = entry.writers.iter().any(|w| {
+            mirror::parse_writer_keys(w, "config.yaml writer")
+                .is_ok_and(|ws| ws.iter().any(|x| x.key_data() == k.key_data()))
+        });
+        let is_own = own.as_ref().is_some_and(|o| o.key_data() == k.key_data());
+        if add {
+            if is_own {
+                eprintln!("{fp} is this controller's own key; it is always trusted");
+            } else if present {
+                eprintln!("{fp} is already a writer of {}", args.name);
+            } else {
+                entry.writers.push(line);
+                changed.push(fp);
+            }
+        } else {
+            if is_own {
+                return Err(input_err!(
+                    "{fp} is this controller's own key; it always signs what this controller writes and cannot be removed"
+                ));
+            }
+            if !present {
+                return Err(input_err!(
+                    "{fp} is not a writer of {}; see `offsync mirror writers list {}`",
+                    args.name,
+                    args.name
+                ));
+            }
+            entry.writers.retain(|w| {
+                !mirror::parse_writer_keys(w, "config.yaml writer")
+                    .is_ok_and(|ws| ws.iter().any(|x| x.key_data() == k.key_data()))
+            });
+            changed.push(fp);
+        }
+    }
+    if changed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    config.save(&config_path)?;
+    for fp in changed {
+        if add {
+            crate::outln!(
+                "{fp} may now write {}: its signed snapshots are accepted",
+                args.name
+            )?;
+        } else {
+            crate::outln!(
+                "{fp} can no longer write {}: a newest generation it signs is refused from now on. Hosts that trust it keep doing so until it is removed from their --trust / OFFSYNC_TRUSTED_WRITERS and pins.",
+                args.name
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sign(ctx: &Context, args: MirrorSignArgs) -> Result<ExitCode> {
+    let _lock = crate::lock::acquire(&ctx.home)?;
+    let m = open_named_as(ctx, &args.name, None, true)?;
+    let signer = m
+        .signer()
+        .context("a writer has a signing key")?
+        .public_key()
+        .clone();
+    let Some((snap, digest)) = m.latest()? else {
+        crate::outln!(
+            "{} has no snapshot yet; the first apply writes a signed one",
+            args.name
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (_, _, signed_by) = m.read_unverified(snap.generation)?;
+    if let Some(k) = signed_by {
+        crate::outln!(
+            "generation {} of {} is already signed by {}; nothing to do",
+            snap.generation,
+            args.name,
+            crate::keys::fingerprint(&k)
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let map = snap
+        .entry_map()?
+        .into_iter()
+        .map(|(p, e)| (p, e.clone()))
+        .collect();
+    let mut next = Snapshot::assemble(
+        snap.generation + 1,
+        Some(digest),
+        snap.source.clone(),
+        m.key.key_id(),
+        map,
+    );
+    next.rekeyed_from = None;
+    if !m.write_snapshot(&next)? {
+        anyhow::bail!(
+            "another writer wrote generation {} of {} first; run `offsync mirror sign {}` again",
+            next.generation,
+            args.name,
+            args.name
+        );
+    }
+    crate::outln!(
+        "signed {}: generation {} (same files as {}) is signed by {} and vouches for every older generation; readers must trust that key (hosts: `offsync pull --trust 'KEY'`, see `offsync mirror writers list {}`)",
+        args.name,
+        next.generation,
+        snap.generation,
+        mirror::describe_key(&signer),
+        args.name
     )?;
     Ok(ExitCode::SUCCESS)
 }

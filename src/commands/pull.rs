@@ -5,6 +5,14 @@
 //! (otherwise the pull is refused and nothing changes), every file is verified before it is
 //! moved into place, DEST is compared with the snapshot again afterwards, and a record goes
 //! to `$OFFSYNC_HOME/operations.log`. Only read access to the mirror is needed.
+//!
+//! Trust: a host holds the mirror key (it is a recipient) but no writer key, so a snapshot is
+//! used only when its newest generation is signed by a writer this host trusts: keys from
+//! `--trust`/`OFFSYNC_TRUSTED_WRITERS`, this machine's own controller key and the configured
+//! writers of a mirror with the same URL (when it is also a controller), and keys pinned on a
+//! first pull. Pinning is never silent: it needs `--trust-on-first-use` or a typed `yes`, and
+//! happens only while nothing else is trusted. Every snapshot is validated before DEST is
+//! touched, and writes never follow a symlink inside DEST (see `mirror::restore`).
 
 use anyhow::{Context as _, Result};
 use std::path::PathBuf;
@@ -12,10 +20,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use crate::cli::PullArgs;
+use crate::config::Config;
 use crate::context::Context;
 use crate::error::exit;
 use crate::mirror::store::{Location, S3Settings, Store};
-use crate::mirror::{Mirror, restore};
+use crate::mirror::{self, Mirror, Trust, restore};
 use crate::plan::diff::{self, TargetView};
 use crate::plan::excludes::Excludes;
 use crate::plan::manifest;
@@ -38,8 +47,9 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
         },
         false,
     )?;
+    let trust = host_trust(ctx, &args, &location)?;
     fsutil::ensure_private_dir_keep(&ctx.home)?;
-    let mirror = Mirror::open(store, &ids, &ctx.home.join("mirror-state"))?;
+    let mirror = Mirror::open(store, &ids, &ctx.home.join("mirror-state"))?.with_trust(trust);
     let Some((snap, _)) = mirror.latest()? else {
         anyhow::bail!(
             "{} has no snapshot yet; nothing to pull",
@@ -176,6 +186,8 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
         write,
         metadata: pick(&tp.changes.metadata)?,
         delete: tp.changes.missing.iter().map(|pe| pe.raw_path()).collect(),
+        // A host never gets setuid/setgid/sticky bits from a mirror.
+        keep_special_modes: false,
     };
     let result = restore::apply(
         &mirror,
@@ -234,4 +246,50 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
             Err(e)
         }
     }
+}
+
+/// The writers this host trusts for the mirror at `location` (see the module docs).
+fn host_trust(ctx: &Context, args: &PullArgs, location: &Location) -> Result<Trust> {
+    let mut writers = Vec::new();
+    for t in args.trust.iter().filter(|t| !t.trim().is_empty()) {
+        writers.extend(mirror::parse_writer_keys(t, "--trust")?);
+    }
+    writers.extend(mirror::own_public_key(&ctx.home)?);
+    if let Ok(config) = Config::load(&ctx.config_path()) {
+        for m in config
+            .mirrors
+            .iter()
+            .filter(|m| Location::parse(&m.url).is_ok_and(|l| &l == location))
+        {
+            for w in &m.writers {
+                writers.extend(mirror::parse_writer_keys(w, "config.yaml writer")?);
+            }
+        }
+    }
+    let url = location.url();
+    let first_use: Option<mirror::FirstUse> = if args.trust_on_first_use {
+        Some(Box::new(move |key, generation| {
+            eprintln!(
+                "pinned writer {} for {url} (it signed generation {generation}); later pulls accept only its signatures and those given with --trust",
+                mirror::describe_key(key)
+            );
+            Ok(true)
+        }))
+    } else if ctx.interactive {
+        Some(Box::new(move |key, generation| {
+            eprintln!(
+                "This host trusts no writer of {url} yet. Generation {generation} is signed by\n  {}\nCompare the fingerprint with `offsync mirror writers list NAME` on the controller.",
+                mirror::describe_key(key)
+            );
+            crate::prompt::typed_yes("Trust this writer for every future pull? Type yes")
+        }))
+    } else {
+        None
+    };
+    Ok(Trust {
+        writers,
+        accept_legacy: false,
+        first_use,
+        hint: "if that key belongs to the controller that writes this mirror, pass `--trust 'ssh-ed25519 …'` with its id_ed25519.pub (or set OFFSYNC_TRUSTED_WRITERS), or --trust-on-first-use to pin it after comparing its fingerprint with `offsync mirror writers list` on the controller".into(),
+    })
 }

@@ -12,7 +12,9 @@
 //!   key, so names reveal nothing about content but identical content is stored once;
 //! - snapshots carry a MAC under `K_mac` (also derived from the mirror key): age alone
 //!   does not authenticate the sender, and anyone who learnt the mirror's public recipient
-//!   could otherwise forge a snapshot;
+//!   could otherwise forge a snapshot. The MAC proves only "a holder of the mirror key", and
+//!   every recipient is one: who *wrote* a snapshot is proven by the writer's SSH signature
+//!   (see `snapshot`), never by anything derived from the mirror key;
 //! - secrets are never formatted into messages; identity files are written 0600.
 
 use age::secrecy::ExposeSecret;

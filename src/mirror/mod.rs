@@ -16,7 +16,18 @@
 //!   generation (and its chain digest) it has seen per mirror URL and refuses an older one, a
 //!   different one under the same number, or a broken chain;
 //! - every file written out of the mirror is decrypted, hashed and compared with the
-//!   snapshot's BLAKE3 before it is renamed into place.
+//!   snapshot's BLAKE3 before it is renamed into place;
+//! - writers sign, readers verify: every snapshot a writer publishes carries an SSH signature
+//!   by its controller key (see [`snapshot`]); a reader acts on a generation only when the
+//!   newest generation is signed by a writer it trusts ([`Trust`]) and the generation chains
+//!   to it. The mirror key alone (which every recipient holds) can decrypt, but can no longer
+//!   publish anything another reader accepts;
+//! - downgrade: once this machine accepted a signed generation of a mirror, it refuses an
+//!   unsigned one (remembered in `mirror-state/`); a controller migrating an unsigned mirror
+//!   also refuses if any older generation is signed;
+//! - every snapshot passes [`Snapshot::validate`] before a caller sees it, and its `key_id`
+//!   must be the mirror key that decrypted it (a signed snapshot cannot be replayed into
+//!   another mirror).
 
 pub mod crypto;
 pub mod restore;
@@ -28,9 +39,10 @@ use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::fsutil;
+use crate::{fsutil, sanitize};
 use crypto::{Identity, MirrorKey, OpenError};
 use snapshot::{SnapEntry, Snapshot};
+use ssh_key::{PrivateKey, PublicKey};
 use store::Store;
 
 pub const KEY_FILE: &str = "keys/mirror-key.age";
@@ -48,6 +60,148 @@ pub fn identity_path(home: &Path) -> PathBuf {
     home.join("age-identity.txt")
 }
 
+/// Which writers a reader accepts.
+#[derive(Default)]
+pub struct Trust {
+    /// Writer keys whose signatures are accepted (plus any pinned in `mirror-state/`).
+    pub writers: Vec<PublicKey>,
+    /// Accept an unsigned newest generation of a mirror this machine never saw signed, with
+    /// no signed generation before it: only for controllers that write the mirror (their next
+    /// snapshot is signed and vouches for the unsigned history), never for hosts.
+    pub accept_legacy: bool,
+    /// With no writer trusted at all (none given, none pinned): asked whether to pin the key
+    /// that signed the newest generation. Must get an explicit yes (terminal or flag).
+    pub first_use: Option<FirstUse>,
+    /// How the user makes a writer trusted (ends the "not a trusted writer" error).
+    pub hint: String,
+}
+
+/// Decides whether to pin `key`, the signer of generation `generation`.
+pub type FirstUse = Box<dyn Fn(&PublicKey, u64) -> Result<bool> + Send + Sync>;
+
+impl Trust {
+    fn trusts(&self, key: &PublicKey, pinned: &[String]) -> bool {
+        self.writers.iter().any(|w| w.key_data() == key.key_data())
+            || pinned
+                .iter()
+                .filter_map(|p| PublicKey::from_openssh(p).ok())
+                .any(|w| w.key_data() == key.key_data())
+    }
+}
+
+/// A public key as one line without its comment (the comment comes from whoever made the
+/// key and is not shown), e.g. `ssh-ed25519 AAAA…`.
+pub fn key_line(key: &PublicKey) -> String {
+    PublicKey::new(key.key_data().clone(), "")
+        .to_openssh()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// `SHA256:… (ssh-ed25519 AAAA…)`, for messages.
+pub fn describe_key(key: &PublicKey) -> String {
+    format!("{} ({})", crate::keys::fingerprint(key), key_line(key))
+}
+
+/// Parse writer keys from `arg`: an `ssh-ed25519 AAAA… [comment]` line, an
+/// `allowed_signers` line (`PRINCIPALS [OPTIONS] ssh-ed25519 AAAA…`), or a file of such lines
+/// (`#` comments and blank lines skipped). `origin` names the flag in errors.
+pub fn parse_writer_keys(arg: &str, origin: &str) -> Result<Vec<PublicKey>> {
+    let arg = arg.trim();
+    let looks_like_key = arg.split_ascii_whitespace().any(|f| f.starts_with("ssh-"));
+    let (text, from) = if looks_like_key {
+        (arg.to_string(), None)
+    } else {
+        let path = crate::context::expand_tilde(Path::new(arg))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            crate::input_err!(
+                "{origin} {:?}: not an `ssh-ed25519 AAAA…` key line and not a readable file ({e}); pass the writer's id_ed25519.pub line or a file of them",
+                sanitize::for_terminal(arg)
+            )
+        })?;
+        (text, Some(path))
+    };
+    let mut keys = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        let key = fields
+            .iter()
+            .position(|f| *f == "ssh-ed25519")
+            .and_then(|i| PublicKey::from_openssh(&fields[i..].join(" ")).ok())
+            .ok_or_else(|| {
+                crate::input_err!(
+                    "{origin}{}: {:?} is not an ssh-ed25519 public key line; writers sign with the ed25519 key `offsync init` made (id_ed25519.pub)",
+                    from.as_ref()
+                        .map(|p| format!(" {}", p.display()))
+                        .unwrap_or_default(),
+                    sanitize::for_terminal(&line.chars().take(60).collect::<String>())
+                )
+            })?;
+        keys.push(key);
+    }
+    if keys.is_empty() {
+        return Err(crate::input_err!(
+            "{origin} {:?} holds no ssh-ed25519 key; pass the writer's id_ed25519.pub line",
+            sanitize::for_terminal(arg)
+        ));
+    }
+    Ok(keys)
+}
+
+/// This controller's own public key (`$OFFSYNC_HOME/id_ed25519.pub`), if `init` made one.
+pub fn own_public_key(home: &Path) -> Result<Option<PublicKey>> {
+    let p = home.join("id_ed25519.pub");
+    if !p.exists() {
+        return Ok(None);
+    }
+    crate::keys::read_public(&p).map(Some)
+}
+
+/// This controller's signing key (`$OFFSYNC_HOME/id_ed25519`, made by `offsync init`).
+pub fn own_signing_key(home: &Path) -> Result<PrivateKey> {
+    let p = home.join("id_ed25519");
+    if !p.exists() {
+        return Err(crate::input_err!(
+            "{} is missing: snapshots are signed with this controller's ed25519 key; run `offsync init` to create it",
+            p.display()
+        ));
+    }
+    let key = crate::keys::read_private(&p)?;
+    if key.algorithm() != ssh_key::Algorithm::Ed25519 {
+        return Err(crate::input_err!(
+            "{} is not an ed25519 key; snapshots are signed with the ed25519 key `offsync init` makes",
+            p.display()
+        ));
+    }
+    Ok(key)
+}
+
+/// What a controller trusts for the configured mirror `name`: its own key and the writers
+/// added with `offsync mirror writers add`.
+pub fn controller_trust(
+    home: &Path,
+    name: &str,
+    writers: &[String],
+    accept_legacy: bool,
+) -> Result<Trust> {
+    let mut keys: Vec<PublicKey> = own_public_key(home)?.into_iter().collect();
+    for w in writers {
+        keys.extend(parse_writer_keys(w, "config.yaml writer")?);
+    }
+    Ok(Trust {
+        writers: keys,
+        accept_legacy,
+        first_use: None,
+        hint: format!(
+            "if that key belongs to a controller that writes this mirror, run `offsync mirror writers add {name} 'KEY'`; otherwise delete that snapshot from the mirror"
+        ),
+    })
+}
+
 /// An opened mirror: store, key and rollback state.
 pub struct Mirror {
     pub store: Store,
@@ -57,14 +211,24 @@ pub struct Mirror {
     state_path: PathBuf,
     /// A second key while a rekey is unfinished (snapshots may be under either).
     next_key: Option<MirrorKey>,
+    /// Whose signatures this reader accepts.
+    trust: Trust,
+    /// This controller's signing key (writers only).
+    signer: Option<PrivateKey>,
 }
 
-/// What this machine remembers about a mirror, for rollback protection.
+/// What this machine remembers about a mirror, for rollback and downgrade protection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct SeenState {
     url: String,
     generation: u64,
     digest: String,
+    /// A signed generation was accepted: unsigned ones are refused from now on.
+    #[serde(default)]
+    signed: bool,
+    /// Writer keys pinned on first use (`pull --trust-on-first-use` or a typed `yes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pinned_writers: Vec<String>,
 }
 
 fn state_path(state_dir: &Path, store: &Store) -> PathBuf {
@@ -144,6 +308,8 @@ impl Mirror {
                 recipients,
                 state_path,
                 next_key: None,
+                trust: Trust::default(),
+                signer: None,
             },
             true,
         ))
@@ -165,7 +331,26 @@ impl Mirror {
             recipients,
             state_path,
             next_key,
+            trust: Trust::default(),
+            signer: None,
         })
+    }
+
+    /// Set whose signatures this reader accepts (the default trusts nobody).
+    pub fn with_trust(mut self, trust: Trust) -> Mirror {
+        self.trust = trust;
+        self
+    }
+
+    /// Set the key this writer signs snapshots with.
+    pub fn with_signer(mut self, key: PrivateKey) -> Mirror {
+        self.signer = Some(key);
+        self
+    }
+
+    /// The key this writer signs with, if any.
+    pub fn signer(&self) -> Option<&PrivateKey> {
+        self.signer.as_ref()
     }
 
     /// Prove the store accepts writes without changing it: a create-only write of the format
@@ -194,8 +379,16 @@ impl Mirror {
         Ok(g)
     }
 
-    /// Read and authenticate one generation; returns it with its chain digest.
-    pub fn read_snapshot(&self, generation: u64) -> Result<(Snapshot, String)> {
+    /// Read and authenticate one generation (MAC, any signature, generation number, mirror
+    /// key id), *without* deciding whether its writer is trusted and without validating its
+    /// entries: returns it with its chain digest and the key that signed it. Readers use
+    /// [`Mirror::latest`], [`Mirror::verified`] and [`Mirror::walk_verified`], which check the
+    /// writer first and then validate; anything else that acts on entries must call
+    /// [`Snapshot::validate`] itself.
+    pub fn read_unverified(
+        &self,
+        generation: u64,
+    ) -> Result<(Snapshot, String, Option<PublicKey>)> {
         let name = snapshot::snapshot_path(generation);
         let sealed = self
             .store
@@ -206,14 +399,21 @@ impl Mirror {
         for key in keys {
             match key.decrypt(&sealed) {
                 Ok(pt) => {
-                    let snap = Snapshot::from_plaintext(&pt, key, &name)?;
+                    let (snap, signer) = Snapshot::from_plaintext(&pt, key, &name)?;
                     if snap.generation != generation {
                         anyhow::bail!(
                             "{name} claims generation {}: the mirror was tampered with",
                             snap.generation
                         );
                     }
-                    return Ok((snap, snapshot::chain_digest(&pt)));
+                    if snap.key_id != key.key_id() {
+                        anyhow::bail!(
+                            "{name} names mirror key {} but is encrypted to {}: it was copied from another mirror; refusing it",
+                            sanitize::for_terminal(&snap.key_id),
+                            key.key_id()
+                        );
+                    }
+                    return Ok((snap, snapshot::chain_digest(&pt), signer));
                 }
                 Err(e) => last_err = Some(e),
             }
@@ -237,25 +437,105 @@ impl Mirror {
         }
     }
 
-    /// Remember `generation` as the highest seen (never lowers what is remembered).
-    fn remember(&self, generation: u64, digest: &str) -> Result<()> {
-        if let Some(s) = self.load_seen()?
-            && s.generation > generation
+    /// Remember `generation` as the highest seen (never lowers what is remembered), whether
+    /// it was signed (never forgotten once true) and any newly pinned writer.
+    fn remember(
+        &self,
+        generation: u64,
+        digest: &str,
+        signed: bool,
+        pin: Option<&str>,
+    ) -> Result<()> {
+        let old = self.load_seen()?;
+        let mut s = old.clone().unwrap_or(SeenState {
+            url: self.store.display().to_string(),
+            generation,
+            digest: digest.to_string(),
+            signed: false,
+            pinned_writers: Vec::new(),
+        });
+        if s.generation <= generation {
+            s.generation = generation;
+            s.digest = digest.to_string();
+        }
+        s.signed |= signed;
+        if let Some(p) = pin
+            && !s.pinned_writers.iter().any(|x| x == p)
         {
+            s.pinned_writers.push(p.to_string());
+        }
+        if old.as_ref() == Some(&s) {
             return Ok(());
         }
         if let Some(dir) = self.state_path.parent() {
             fsutil::ensure_private_dir_keep(dir)?;
         }
-        let s = SeenState {
-            url: self.store.display().to_string(),
-            generation,
-            digest: digest.to_string(),
-        };
         fsutil::atomic_write(
             &self.state_path,
             serde_json::to_string_pretty(&s)?.as_bytes(),
             fsutil::FILE_MODE,
+        )
+    }
+
+    /// Decide whether the newest generation `generation`, signed by `signer`, may be used.
+    /// Returns a key to pin (first use, confirmed).
+    fn check_writer(
+        &self,
+        generation: u64,
+        signer: Option<&PublicKey>,
+        seen: Option<&SeenState>,
+    ) -> Result<Option<String>> {
+        let url = self.store.display();
+        let pinned = seen.map(|s| s.pinned_writers.as_slice()).unwrap_or(&[]);
+        let Some(key) = signer else {
+            if seen.is_some_and(|s| s.signed) {
+                anyhow::bail!(
+                    "downgrade: generation {generation} of {url} is not signed, but this machine has accepted signed generations of it before; someone holding only the mirror key wrote it; refusing it (nothing was written)"
+                );
+            }
+            if !self.trust.accept_legacy {
+                anyhow::bail!(
+                    "generation {generation} of {url} is not signed by a writer (written by an offsync without snapshot signatures, or forged by a holder of the mirror key); refusing it, nothing was written; on the controller that writes this mirror run `offsync mirror sign NAME` (or apply), then try again"
+                );
+            }
+            // Migration of an unsigned mirror by its writer: only if no generation was ever
+            // signed (an attacker cannot downgrade a signed mirror by appending to it).
+            for g in self
+                .generations()?
+                .into_iter()
+                .rev()
+                .filter(|&g| g < generation)
+            {
+                if self.read_unverified(g)?.2.is_some() {
+                    anyhow::bail!(
+                        "downgrade: generation {generation} of {url} is not signed but generation {g} is; someone holding only the mirror key wrote it; refusing it (delete snapshots/{generation:010}.age from the mirror if you did not write it)"
+                    );
+                }
+            }
+            eprintln!(
+                "warning: generation {generation} of {url} is not signed (written before offsync signed snapshots); the next apply or `offsync mirror sign NAME` signs the mirror"
+            );
+            return Ok(None);
+        };
+        if self.trust.trusts(key, pinned) {
+            return Ok(None);
+        }
+        if self.trust.writers.is_empty()
+            && pinned.is_empty()
+            && let Some(ask) = &self.trust.first_use
+        {
+            if ask(key, generation)? {
+                return Ok(Some(key_line(key)));
+            }
+            anyhow::bail!(
+                "not trusting {} for {url}; nothing was written",
+                describe_key(key)
+            );
+        }
+        anyhow::bail!(
+            "generation {generation} of {url} is signed by {}, which is not a writer this machine trusts; refusing it, nothing was written ({})",
+            describe_key(key),
+            self.trust.hint
         )
     }
 
@@ -274,8 +554,10 @@ impl Mirror {
             return Ok(None);
         };
         let Some(seen) = seen else {
-            let (snap, digest) = self.read_snapshot(last)?;
-            self.remember(last, &digest)?;
+            let (snap, digest, signer) = self.read_unverified(last)?;
+            let pin = self.check_writer(last, signer.as_ref(), None)?;
+            snap.validate(&snapshot::snapshot_path(last))?;
+            self.remember(last, &digest, signer.is_some(), pin.as_deref())?;
             return Ok(Some((snap, digest)));
         };
         if last < seen.generation {
@@ -292,7 +574,7 @@ impl Mirror {
             .copied()
             .find(|&g| g >= seen.generation)
             .unwrap_or(last);
-        let (mut snap, mut digest) = self.read_snapshot(start)?;
+        let (mut snap, mut digest, mut signer) = self.read_unverified(start)?;
         if start == seen.generation
             && digest != seen.digest
             && snap.rekeyed_from.as_deref() != Some(seen.digest.as_str())
@@ -309,7 +591,7 @@ impl Mirror {
                     self.store.display()
                 );
             }
-            let (next, next_digest) = self.read_snapshot(g)?;
+            let (next, next_digest, next_signer) = self.read_unverified(g)?;
             if next.previous.as_deref() != Some(digest.as_str()) {
                 anyhow::bail!(
                     "broken chain: generation {g} of {} does not follow generation {} (previous-digest mismatch); refusing it",
@@ -319,15 +601,91 @@ impl Mirror {
             }
             snap = next;
             digest = next_digest;
+            signer = next_signer;
         }
-        self.remember(last, &digest)?;
+        let pin = self.check_writer(last, signer.as_ref(), Some(&seen))?;
+        snap.validate(&snapshot::snapshot_path(last))?;
+        self.remember(last, &digest, signer.is_some(), pin.as_deref())?;
         Ok(Some((snap, digest)))
+    }
+
+    /// Generation `generation`, trusted because the newest generation is (see
+    /// [`Mirror::latest`]) and every generation from `generation` up to it links to the
+    /// next by its chain digest. Returns it with its chain digest.
+    pub fn verified(&self, generation: u64) -> Result<(Snapshot, String)> {
+        let mut found = None;
+        self.walk_verified(generation, |s, d| {
+            if s.generation == generation {
+                found = Some((s.clone(), d.to_string()));
+            }
+            Ok(())
+        })?;
+        found.context("the generation was walked")
+    }
+
+    /// Call `f` for every generation from `from` up to the newest, each vouched for by the
+    /// newest (trusted writer) through the chain. `from` must exist.
+    pub fn walk_verified(
+        &self,
+        from: u64,
+        mut f: impl FnMut(&Snapshot, &str) -> Result<()>,
+    ) -> Result<()> {
+        let Some((_, last_digest)) = self.latest()? else {
+            anyhow::bail!("{} has no snapshot", self.store.display());
+        };
+        let gens = self.generations()?;
+        let Some(&last) = gens.last() else {
+            anyhow::bail!("{} has no snapshot", self.store.display());
+        };
+        if !gens.contains(&from) {
+            return Err(crate::input_err!(
+                "{} has no generation {from}; see `offsync mirror snapshots`",
+                self.store.display()
+            ));
+        }
+        let mut prev: Option<(Snapshot, String)> = None;
+        for g in from..=last {
+            if !gens.contains(&g) {
+                anyhow::bail!(
+                    "broken chain: {} has generation {last} but not {g}; refusing it",
+                    self.store.display()
+                );
+            }
+            let (s, d, _) = self.read_unverified(g)?;
+            if let Some((p, pd)) = &prev {
+                if s.previous.as_deref() != Some(pd.as_str()) {
+                    anyhow::bail!(
+                        "broken chain: generation {g} of {} does not follow generation {} (previous-digest mismatch); refusing it",
+                        self.store.display(),
+                        p.generation
+                    );
+                }
+                p.validate(&snapshot::snapshot_path(p.generation))?;
+                f(p, pd)?;
+            }
+            prev = Some((s, d));
+        }
+        let (s, d) = prev.context("at least one generation was read")?;
+        if d != last_digest {
+            anyhow::bail!(
+                "generation {last} of {} changed while it was being read; try again",
+                self.store.display()
+            );
+        }
+        s.validate(&snapshot::snapshot_path(last))?;
+        f(&s, &d)
     }
 
     /// Write generation `snap.generation` create-only. `Ok(false)` if it already exists.
     pub fn write_snapshot(&self, snap: &Snapshot) -> Result<bool> {
+        let name = snapshot::snapshot_path(snap.generation);
+        // A writer never publishes what a reader would refuse.
+        snap.validate(&name)?;
+        let signer = self.signer.as_ref().context(
+            "this controller has no signing key loaded; run `offsync init` to create id_ed25519",
+        )?;
         self.store.flush()?;
-        let pt = snap.to_plaintext(&self.key);
+        let pt = snap.to_plaintext(&self.key, Some(signer))?;
         let digest = snapshot::chain_digest(&pt);
         let sealed = self.key.encrypt(&pt)?;
         if !self
@@ -336,7 +694,7 @@ impl Mirror {
         {
             return Ok(false);
         }
-        self.remember(snap.generation, &digest)?;
+        self.remember(snap.generation, &digest, true, None)?;
         Ok(true)
     }
 

@@ -36,6 +36,8 @@ pub struct MirrorTarget {
     location: Location,
     s3: S3Settings,
     home: std::path::PathBuf,
+    /// Other trusted writers (config.yaml).
+    writers: Vec<String>,
     mirror: Option<Mirror>,
     /// The generation the last scan saw (`None`: the mirror is empty).
     base: Option<(Snapshot, String)>,
@@ -62,6 +64,7 @@ impl MirrorTarget {
                 region: m.region.clone(),
             },
             home: ctx.home.clone(),
+            writers: m.writers.clone(),
             mirror: None,
             base: None,
             scanned: false,
@@ -82,7 +85,12 @@ impl MirrorTarget {
                 ));
             }
             let ids = mirror::crypto::read_identity_file(&idp)?;
-            let m = Mirror::open(store, &ids, &self.home.join("mirror-state"))?;
+            // This controller writes the mirror: it signs what it publishes, accepts its own
+            // and its co-writers' signatures, and may migrate a never-signed mirror.
+            let trust = mirror::controller_trust(&self.home, &self.info.name, &self.writers, true)?;
+            let m = Mirror::open(store, &ids, &self.home.join("mirror-state"))?
+                .with_trust(trust)
+                .with_signer(mirror::own_signing_key(&self.home)?);
             if m.rekey_pending().is_some() {
                 anyhow::bail!(
                     "a rekey of {} was interrupted; finish it with `offsync mirror rekey {}` before applying",
@@ -97,7 +105,7 @@ impl MirrorTarget {
 
     /// The mirror side of `target check`, changing nothing: the credentials and the bucket
     /// work, this controller's identity opens the mirror key, the newest generation
-    /// decrypts and passes its MAC and the rollback check, every object it references is
+    /// decrypts, passes its MAC, its writer signature and the rollback check, every object it references is
     /// present with its size, and the store accepts a create-only write. Returns the newest
     /// generation (`None`: the mirror is empty).
     pub fn probe(&mut self) -> Result<Option<&Snapshot>> {

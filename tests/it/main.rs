@@ -10,6 +10,9 @@
 //! - `bad_input`: every rejected input exits 64 and changes no file
 //! - `apply`: `plan`, `apply`, `verify` against two targets
 //! - `mirror`: encrypted mirrors on moto (real S3 on loopback) and a local directory
+//! - `trust`: the mirror's trust model: forged snapshots (a reader holding the mirror key, a
+//!   compromised writer, a removed writer), hostile entries, symlinks planted in DEST,
+//!   `ssh-keygen -Y verify` by hand, migration of unsigned mirrors and downgrade
 //! - `hardening`: closed stdout pipes, umask, setuid/setgid bits, a full target disk, the
 //!   Python offsync's `verify: hash`
 //! - `faults`: randomized SIGKILL/SIGTERM/SIGINT/SIGHUP trials during apply and plan
@@ -26,4 +29,5 @@ mod hardening;
 mod mirror;
 mod security;
 mod setup;
+mod trust;
 mod util;

@@ -12,19 +12,19 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug)]
-enum Backend {
+pub(crate) enum Backend {
     S3,
     Local,
 }
 
 /// A controller with a source directory and one mirror named `m`.
-struct Mirror {
-    home: Home,
-    source: PathBuf,
-    url: String,
-    endpoint: Option<String>,
+pub(crate) struct Mirror {
+    pub(crate) home: Home,
+    pub(crate) source: PathBuf,
+    pub(crate) url: String,
+    pub(crate) endpoint: Option<String>,
     /// The mirror directory (local backend only).
-    dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
 }
 
 fn write_raw(root: &Path, rel: &[u8], content: &[u8]) {
@@ -33,12 +33,12 @@ fn write_raw(root: &Path, rel: &[u8], content: &[u8]) {
     std::fs::write(p, content).unwrap();
 }
 
-fn json(out: &[u8]) -> serde_json::Value {
+pub(crate) fn json(out: &[u8]) -> serde_json::Value {
     serde_json::from_slice(out).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(out)))
 }
 
 impl Mirror {
-    fn new(backend: Backend) -> Option<Mirror> {
+    pub(crate) fn new(backend: Backend) -> Option<Mirror> {
         if matches!(backend, Backend::S3) && !skip_unless_moto() {
             return None;
         }
@@ -79,19 +79,25 @@ impl Mirror {
     }
 
     /// `offsync ARGS` for this controller, with S3 credentials in the environment.
-    fn off(&self, args: &[&str]) -> Command {
+    pub(crate) fn off(&self, args: &[&str]) -> Command {
         let mut c = self.home.offsync(args);
         c.envs(AWS_ENV);
         c
     }
 
-    fn identity(&self) -> PathBuf {
+    pub(crate) fn identity(&self) -> PathBuf {
         self.home.home.join("age-identity.txt")
     }
 
-    fn pull_cmd(&self, home: &Home, dest: &Path, identity: &Path) -> Command {
+    /// `offsync pull` on another host, trusting this controller's key as the writer.
+    pub(crate) fn pull_cmd(&self, home: &Home, dest: &Path, identity: &Path) -> Command {
         let mut c = home.offsync(["pull", self.url.as_str()]);
-        c.arg(dest).arg("--identity").arg(identity).envs(AWS_ENV);
+        c.arg(dest)
+            .arg("--identity")
+            .arg(identity)
+            .arg("--trust")
+            .arg(self.home.pub_key())
+            .envs(AWS_ENV);
         if let Some(e) = &self.endpoint {
             c.args(["--endpoint", e]);
         }
@@ -99,7 +105,7 @@ impl Mirror {
     }
 
     /// The object id the newest snapshot lists for `path` (via `mirror ls --json`).
-    fn object_id(&self, path: &str) -> String {
+    pub(crate) fn object_id(&self, path: &str) -> String {
         let ls = json(
             &self
                 .off(&["mirror", "ls", "m", "--json"])
@@ -118,7 +124,7 @@ impl Mirror {
             .to_string()
     }
 
-    fn apply(&self, extra: &[&str]) -> std::process::Output {
+    pub(crate) fn apply(&self, extra: &[&str]) -> std::process::Output {
         let mut args = vec!["apply", "--yes", "--target", "m"];
         args.extend(extra);
         self.off(&args).output().unwrap()
@@ -126,7 +132,7 @@ impl Mirror {
 }
 
 /// Listing with mtimes of regular files, for byte-identical restore checks.
-fn full_listing(dir: &Path) -> Vec<(Vec<u8>, u32, Vec<u8>, i64)> {
+pub(crate) fn full_listing(dir: &Path) -> Vec<(Vec<u8>, u32, Vec<u8>, i64)> {
     listing(dir)
         .into_iter()
         .map(|(p, m, c)| {
@@ -172,7 +178,7 @@ fn fill(source: &Path) {
 }
 
 /// A mirror holding [`fill`]'s tree as generation 1.
-fn filled(backend: Backend) -> Option<Mirror> {
+pub(crate) fn filled(backend: Backend) -> Option<Mirror> {
     let m = Mirror::new(backend)?;
     fill(&m.source);
     let out = m.apply(&[]);
@@ -745,6 +751,25 @@ fn a_mirror_that_goes_backwards_or_rewrites_history_is_refused() {
     b.init(Some(&b_src));
     std::fs::copy(m.identity(), b.home.join("age-identity.txt")).unwrap();
     b.offsync(["mirror", "add", "m", &m.url]).assert().success();
+    // Each controller accepts the other's signed generations.
+    b.offsync([
+        "mirror",
+        "writers",
+        "add",
+        "m",
+        m.home.pub_key().to_str().unwrap(),
+    ])
+    .assert()
+    .success();
+    m.off(&[
+        "mirror",
+        "writers",
+        "add",
+        "m",
+        b.pub_key().to_str().unwrap(),
+    ])
+    .assert()
+    .success();
     for v in ["v3", "v4"] {
         std::fs::write(b_src.join("f"), v).unwrap();
         // b replaces a's whole tree: more than half deleted, allowed explicitly.
@@ -817,6 +842,26 @@ fn concurrent_applies(backend: Backend) {
         stdout(&out),
         stderr(&out)
     );
+    // Each controller accepts the other's signed generations.
+    b_home
+        .offsync([
+            "mirror",
+            "writers",
+            "add",
+            "m",
+            a.home.pub_key().to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    a.off(&[
+        "mirror",
+        "writers",
+        "add",
+        "m",
+        b_home.pub_key().to_str().unwrap(),
+    ])
+    .assert()
+    .success();
 
     // Both applies wait for each other before writing their snapshot, so both have scanned
     // the empty mirror and race for generation 1 on every run.
