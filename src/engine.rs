@@ -14,7 +14,7 @@ use crate::plan::diff;
 use crate::plan::excludes::Excludes;
 use crate::plan::manifest::Manifest;
 use crate::plan::{Categories, Plan, Summary, TargetPlan};
-use crate::target::{ApplyOutcome, PartialApply, Target, TargetInfo};
+use crate::targets::{ApplyOutcome, PartialApply, Target, TargetInfo};
 
 pub use crate::parallel::parallel;
 
@@ -413,7 +413,7 @@ pub fn verify_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::memory::MemoryTarget;
+    use crate::targets::memory::MemoryTarget;
 
     fn source() -> (tempfile::TempDir, Manifest, Excludes) {
         let d = tempfile::tempdir().unwrap();

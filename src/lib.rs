@@ -35,7 +35,7 @@ pub mod rsync;
 pub mod sanitize;
 pub mod session;
 pub mod ssh;
-pub mod target;
+pub mod targets;
 pub mod ui;
 
 use clap::Parser;

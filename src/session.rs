@@ -3,7 +3,7 @@
 //!
 //! Invariants: the source is hashed through the hash cache (`plan::manifest`), so a file whose
 //! size, mtime, inode and ctime did not change is never read again; targets come from the one
-//! factory (`target::build`); nothing here prints except terminal progress (`ui`).
+//! factory (`targets::build`); nothing here prints except terminal progress (`ui`).
 
 use anyhow::Result;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use crate::input_err;
 use crate::plan::Plan;
 use crate::plan::excludes::Excludes;
 use crate::plan::manifest::{self, Manifest};
-use crate::target::{self, Target};
+use crate::targets::{self, Target};
 use crate::ui;
 
 /// Everything a plan needs: config, hashed source, targets.
@@ -44,7 +44,7 @@ impl Session {
     /// `names` is empty).
     pub fn open(ctx: &Context, names: &[String]) -> Result<Session> {
         let (config, source, excludes) = load_source(ctx)?;
-        let targets = target::build(ctx, &config, names)?;
+        let targets = targets::build(ctx, &config, names)?;
         let cache = manifest::cache_path(&ctx.home, Path::new(&source));
         let spinner = ui::spinner(&format!("hashing {source}"));
         let show = |done: u64| {

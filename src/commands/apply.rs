@@ -19,7 +19,7 @@ use crate::error::{ErrorKind, exit};
 use crate::oplog::{self, Outcome};
 use crate::plan::Plan;
 use crate::session::{self, Session};
-use crate::target::TargetInfo;
+use crate::targets::TargetInfo;
 use crate::{input_err, interrupt, lock, prompt, sanitize, ui};
 
 /// One row of `apply --json`.

@@ -391,7 +391,7 @@ fn restore_cmd(ctx: &Context, args: MirrorRestoreArgs) -> Result<ExitCode> {
         keep_special_modes: args.keep_special_modes,
         ..Default::default()
     };
-    let done = restore::apply(&m, &dest, &work, crate::target::mirror::WORKERS, &|_| {})?;
+    let done = restore::apply(&m, &dest, &work, crate::targets::mirror::WORKERS, &|_| {})?;
     crate::outln!(
         "restored {} entries ({}) of generation {} into {}, every file verified",
         done.changed.len(),
@@ -589,7 +589,7 @@ fn rekey(ctx: &Context, args: MirrorRekeyArgs) -> Result<ExitCode> {
     let counter = std::sync::atomic::AtomicU64::new(0);
     let results = crate::engine::parallel(
         &mut items,
-        crate::target::mirror::WORKERS,
+        crate::targets::mirror::WORKERS,
         |(h, e)| -> Result<(String, (String, u64))> {
             let hash: [u8; 32] = e.to_entry().and_then(|en| match en.kind {
                 crate::plan::manifest::Kind::File { hash, .. } => Ok(hash),

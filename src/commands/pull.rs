@@ -193,7 +193,7 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
         &mirror,
         &dest,
         &work,
-        crate::target::mirror::WORKERS,
+        crate::targets::mirror::WORKERS,
         &|_| {},
     )
     .and_then(|done| {

@@ -17,7 +17,7 @@ use crate::known_hosts;
 use crate::probe::{self, ProbeReport};
 use crate::process::Cmd;
 use crate::ssh::{Login, SshFailure, SshSettings};
-use crate::target::mirror::MirrorTarget;
+use crate::targets::mirror::MirrorTarget;
 use crate::{input_err, keys, prompt, sanitize};
 
 /// Host key algorithms to ask for, in turn, when the first key ssh negotiates does not match
