@@ -45,7 +45,7 @@ pub fn plan_one(t: &mut dyn Target, source: &Manifest, excludes: &Excludes) -> T
 /// Plan every target in parallel; `max_delete` is the limit given by flag or config (see
 /// [`mass_delete`]), which the plan warns about.
 pub fn plan_all(
-    targets: &mut [Box<dyn Target>],
+    targets: &mut [Box<dyn Target + '_>],
     source: &Manifest,
     excludes: &Excludes,
     workers: usize,
@@ -162,16 +162,32 @@ pub struct ApplyPolicy {
     pub max_delete: Option<u64>,
     /// Files in the source (for the mass-delete guard).
     pub source_files: u64,
+    /// Target-only paths are left alone: neither refused nor deleted, and not a difference
+    /// when verifying (`mirror restore --force` into a directory with other files).
+    pub keep_extra: bool,
+}
+
+/// Whether `p` asks for any work under `policy` (target-only paths count unless kept).
+fn has_work(p: &TargetPlan, policy: &ApplyPolicy) -> bool {
+    let c = &p.changes;
+    !(c.added.is_empty()
+        && c.modified.is_empty()
+        && c.metadata.is_empty()
+        && (c.missing.is_empty() || policy.keep_extra))
 }
 
 /// Why `policy` refuses `plan` before anything is sent, if it does.
 pub fn refusal(plan: &TargetPlan, policy: &ApplyPolicy) -> Option<(ErrorKind, String)> {
-    let missing = plan.changes.missing.len();
+    let missing = if policy.keep_extra {
+        0
+    } else {
+        plan.changes.missing.len()
+    };
     if missing > 0 && !policy.delete {
         return Some((
             ErrorKind::NeedsDelete,
             format!(
-                "{missing} target-only path(s) would need deleting; nothing was changed on this target; review the plan and pass --delete (or set `delete: true`) to delete exactly them"
+                "{missing} target-only path(s) would need deleting; nothing was changed on this target; review the plan and pass --delete to delete exactly them"
             ),
         ));
     }
@@ -256,7 +272,7 @@ pub fn apply_one(
     if let Err(e) = t.before_apply() {
         return status(Status::failed(&e));
     }
-    if !plan.has_changes() {
+    if !has_work(plan, &policy) {
         return status(Status::Unchanged);
     }
     if let Some((kind, why)) = refusal(plan, &policy) {
@@ -265,7 +281,8 @@ pub fn apply_one(
     if crate::interrupt::interrupted() {
         return status(Status::Interrupted);
     }
-    let outcome = match t.apply(source, excludes, plan, policy.delete, progress) {
+    let delete = policy.delete && !policy.keep_extra;
+    let outcome = match t.apply(source, excludes, plan, delete, progress) {
         Ok(o) => o,
         Err(e) => {
             let partial = e.downcast_ref::<PartialApply>();
@@ -298,7 +315,7 @@ pub fn apply_one(
     };
     if policy.verify {
         result.status = match verify_one(t, source, excludes, false) {
-            Ok(after) if !after.has_changes() => Status::Ok,
+            Ok(after) if !has_work(&after, &policy) => Status::Ok,
             Ok(after) => Status::Failed(
                 ErrorKind::VerificationFailed,
                 format!(
@@ -320,7 +337,7 @@ pub fn apply_one(
 /// target never stops the others. Connections are closed as each target finishes. A signal
 /// that arrives turns whatever did not complete into [`Status::Interrupted`].
 pub fn apply_all(
-    targets: &mut [Box<dyn Target>],
+    targets: &mut [Box<dyn Target + '_>],
     source: &Manifest,
     excludes: &Excludes,
     plan: &Plan,
@@ -359,6 +376,36 @@ pub fn apply_all(
     })
 }
 
+/// The `operations.log` record of one target's apply (or pull, or restore).
+pub fn log_record(
+    operation: &str,
+    info: &TargetInfo,
+    r: &ApplyResult,
+    plan: &Plan,
+) -> crate::oplog::Record {
+    use crate::oplog;
+    let (changed, changed_hex) = oplog::encode_paths(&r.outcome.changed);
+    let (deleted, deleted_hex) = oplog::encode_paths(&r.outcome.deleted);
+    oplog::Record {
+        timestamp: oplog::now(),
+        target: info.name.clone(),
+        host: info.host.clone(),
+        operation: operation.to_string(),
+        status: r.status.name(),
+        files_changed: changed,
+        files_deleted: deleted,
+        files_changed_hex: changed_hex,
+        files_deleted_hex: deleted_hex,
+        bytes: r.outcome.bytes,
+        duration_ms: r.duration_ms,
+        source_digest: plan.source.digest.clone(),
+        plan_digest: plan.digest.clone(),
+        error: r.status.error(),
+        error_kind: r.status.kind(),
+        partial: r.outcome.partial,
+    }
+}
+
 /// A fresh whole-tree comparison of one target (used by `verify` and after `apply`), plus
 /// the target's storage check (`deep`: mirrors re-read all content).
 pub fn verify_one(
@@ -382,7 +429,7 @@ pub fn verify_one(
 
 /// Verify every target in parallel: each one's differences (or error) as a plan.
 pub fn verify_all(
-    targets: &mut [Box<dyn Target>],
+    targets: &mut [Box<dyn Target + '_>],
     source: &Manifest,
     excludes: &Excludes,
     workers: usize,
@@ -431,6 +478,7 @@ mod tests {
         verify: true,
         max_delete: None,
         source_files: 2,
+        keep_extra: false,
     };
 
     #[test]

@@ -34,6 +34,7 @@ pub mod prompt;
 pub mod rsync;
 pub mod sanitize;
 pub mod session;
+pub mod source;
 pub mod ssh;
 pub mod targets;
 pub mod ui;

@@ -205,7 +205,7 @@ pub fn parse_version(stdout: &str) -> Option<(u32, u32, u32)> {
 /// not pass `--partial-dir`: rrsync (3.5.0) pins that option to `/proc/self/fd/N`, and rsync
 /// then cannot use it with `--delay-updates` — it discards every completed file and still
 /// exits 0. The holding dir is excluded everywhere (see `plan::excludes`).
-pub const HOLDING_DIR: &str = ".~tmp~";
+pub use crate::plan::excludes::HOLDING_DIR;
 
 /// Options every plan, transfer and verification shares: recurse is decided by the caller;
 /// links as links, permissions and mtimes preserved, directory times ignored (they change

@@ -101,6 +101,7 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         verify: session.config.verify,
         max_delete,
         source_files: session.manifest.file_count(),
+        keep_extra: false,
     };
     let bars = ui::TransferBars::new(!args.json);
     let mut results = engine::apply_all(
@@ -124,7 +125,10 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
             }
         }
     }
-    let records: Vec<oplog::Record> = results.iter().map(|(i, r)| record(i, r, &plan)).collect();
+    let records: Vec<oplog::Record> = results
+        .iter()
+        .map(|(i, r)| engine::log_record("apply", i, r, &plan))
+        .collect();
     oplog::append(&ctx.home.join("operations.log"), &records)
         .context("cannot write operations.log")?;
     render(&results, args.json, policy.verify);
@@ -172,32 +176,8 @@ fn check_saved(saved: &Plan, plan: &Plan) -> Result<()> {
     ))
 }
 
-/// The `operations.log` record of one target's apply.
-fn record(info: &TargetInfo, r: &ApplyResult, plan: &Plan) -> oplog::Record {
-    let (changed, changed_hex) = oplog::encode_paths(&r.outcome.changed);
-    let (deleted, deleted_hex) = oplog::encode_paths(&r.outcome.deleted);
-    oplog::Record {
-        timestamp: oplog::now(),
-        target: info.name.clone(),
-        host: info.host.clone(),
-        operation: "apply".into(),
-        status: r.status.name(),
-        files_changed: changed,
-        files_deleted: deleted,
-        files_changed_hex: changed_hex,
-        files_deleted_hex: deleted_hex,
-        bytes: r.outcome.bytes,
-        duration_ms: r.duration_ms,
-        source_digest: plan.source.digest.clone(),
-        plan_digest: plan.digest.clone(),
-        error: r.status.error(),
-        error_kind: r.status.kind(),
-        partial: r.outcome.partial,
-    }
-}
-
 /// One line (or JSON row) per target. Best effort: see the plan preview above.
-fn render(results: &[(TargetInfo, ApplyResult)], json: bool, verify: bool) {
+pub(crate) fn render(results: &[(TargetInfo, ApplyResult)], json: bool, verify: bool) {
     let rows: Vec<ResultRow> = results
         .iter()
         .map(|(info, r)| ResultRow {

@@ -6,6 +6,10 @@
 //! check (the newest generation signed by this controller or a writer added with `mirror
 //! writers add`); every generation read is validated before anything is printed or written.
 
+use crate::engine;
+use crate::source::Source;
+use crate::targets::Target;
+use crate::targets::local::LocalTarget;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -23,7 +27,7 @@ use crate::context::Context;
 use crate::mirror::crypto::{self, Identity, MirrorKey};
 use crate::mirror::snapshot::{self, SnapEntry, Snapshot};
 use crate::mirror::store::{Location, S3Settings, Store};
-use crate::mirror::{self, Mirror, restore};
+use crate::mirror::{self, Mirror};
 use crate::plan::human_bytes;
 use crate::{fsutil, input_err, prompt, sanitize};
 
@@ -382,20 +386,61 @@ fn restore_cmd(ctx: &Context, args: MirrorRestoreArgs) -> Result<ExitCode> {
         ));
     }
     crate::fsutil::create_dir_all_mode(&dest, crate::mirror::restore::NEW_DIR_MODE)?;
-    let work = restore::Work {
-        write: map
-            .iter()
-            .filter(|(p, _)| selected.contains(*p))
-            .map(|(p, e)| (p.clone(), *e))
-            .collect(),
-        keep_special_modes: args.keep_special_modes,
-        ..Default::default()
+    // The engine, as for apply and pull: plan DEST against the (selected part of the)
+    // snapshot, write exactly the differences, verify. Other files in DEST (`--force`) are
+    // left alone, never deleted.
+    crate::interrupt::install();
+    let mut source = Source::snapshot(&m, &snap, args.keep_special_modes)?;
+    source.retain(|p| selected.contains(p));
+    let excludes = crate::plan::excludes::Excludes::new(&[])?;
+    let cache = crate::plan::manifest::cache_path(&ctx.home, &dest);
+    let mut targets: Vec<Box<dyn Target + '_>> = vec![Box::new(
+        LocalTarget::new(&dest, cache, &source)?.replacing_escaping_links(),
+    )];
+    let manifest = source.manifest();
+    let plans = engine::plan_all(&mut targets, manifest, &excludes, 1, None);
+    let plan = crate::plan::Plan::new(manifest, excludes.patterns(), plans);
+    let policy = engine::ApplyPolicy {
+        delete: false,
+        overwrite: true,
+        verify: true,
+        max_delete: None,
+        source_files: manifest.file_count(),
+        keep_extra: true,
     };
-    let done = restore::apply(&m, &dest, &work, crate::targets::mirror::WORKERS, &|_| {})?;
+    let results = engine::apply_all(
+        &mut targets,
+        manifest,
+        &excludes,
+        &plan,
+        policy,
+        1,
+        &engine::NoProgress,
+    );
+    let operation = format!("restore {}", args.name);
+    let records: Vec<crate::oplog::Record> = results
+        .iter()
+        .map(|(i, r)| engine::log_record(&operation, i, r, &plan))
+        .collect();
+    crate::oplog::append(&ctx.home.join("operations.log"), &records)?;
+    let (_, r) = &results[0];
+    match &r.status {
+        engine::Status::Ok | engine::Status::Unchanged => {}
+        engine::Status::Interrupted => {
+            eprintln!("offsync: interrupted; the restore was logged as interrupted");
+            return Ok(ExitCode::from(crate::interrupt::exit_code()));
+        }
+        engine::Status::Refused(kind, msg) | engine::Status::Failed(kind, msg) => {
+            return Err(crate::error::TargetError::error(
+                *kind,
+                format!("{}: {msg}", dest.display()),
+            ));
+        }
+    }
     crate::outln!(
         "restored {} entries ({}) of generation {} into {}, every file verified",
-        done.changed.len(),
-        human_bytes(done.bytes),
+        selected.len(),
+        human_bytes(r.outcome.bytes),
         snap.generation,
         dest.display()
     )?;

@@ -15,24 +15,24 @@
 //! touched, and writes never follow a symlink inside DEST (see `mirror::restore`).
 
 use anyhow::{Context as _, Result};
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use crate::cli::PullArgs;
 use crate::config::Config;
 use crate::context::Context;
-use crate::error::exit;
+use crate::engine::{self, ApplyPolicy, Status};
+use crate::error::{TargetError, exit};
 use crate::mirror::store::{Location, S3Settings, Store};
-use crate::mirror::{self, Mirror, Trust, restore};
-use crate::plan::diff::{self, TargetView};
+use crate::mirror::{self, Mirror, Trust};
+use crate::plan::Plan;
 use crate::plan::excludes::Excludes;
 use crate::plan::manifest;
-use crate::plan::{Plan, Summary, TargetPlan};
+use crate::source::Source;
+use crate::targets::Target;
+use crate::targets::local::LocalTarget;
 use crate::{fsutil, input_err, lock, oplog};
 
 pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
-    let start = Instant::now();
     let location = Location::parse(&args.url)?;
     let dest = crate::context::absolute(&args.dest)?;
     if dest.exists() && !dest.is_dir() {
@@ -63,188 +63,88 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
         Some(lock::acquire(&ctx.home)?)
     };
     crate::interrupt::install();
-    let source = snap.to_manifest(PathBuf::from(mirror.store.display()))?;
+    let source = Source::snapshot(&mirror, &snap, false)?;
     let excludes = Excludes::new(&[])?;
     let cache = manifest::cache_path(&ctx.home, &dest);
-    let scan = |dest: &std::path::Path| -> Result<TargetPlan> {
-        let listing = if dest.exists() {
-            manifest::build(dest, &excludes, Some(&cache))?.0.entries
-        } else {
-            Default::default()
-        };
-        let changes = diff::diff(&source, &TargetView::Listing(listing));
-        Ok(TargetPlan {
-            name: dest.display().to_string(),
-            kind: crate::plan::TargetKind::Local,
-            address: dest.display().to_string(),
-            delete_allowed: true,
-            error: None,
-            error_kind: None,
-            changes,
-            summary: Summary::default(),
-            warnings: Vec::new(),
-        })
-    };
-    let mut dest_plan = scan(&dest)?;
-    if let Some(w) = crate::engine::mass_delete(&dest_plan, source.file_count(), args.max_delete) {
-        dest_plan.warnings.push(w);
+    let mut targets: Vec<Box<dyn Target + '_>> =
+        vec![Box::new(LocalTarget::new(&dest, cache, &source)?)];
+    let manifest = source.manifest();
+    let plans = engine::plan_all(&mut targets, manifest, &excludes, 1, args.max_delete);
+    let plan = Plan::new(manifest, excludes.patterns(), plans);
+    if crate::interrupt::interrupted() {
+        eprintln!("offsync: interrupted; nothing was changed");
+        return Ok(ExitCode::from(crate::interrupt::exit_code()));
     }
-    let plan = Plan::new(&source, excludes.patterns(), vec![dest_plan]);
-    let tp = &plan.targets[0];
     if args.json {
         crate::out!("{}", plan.to_json())?;
     } else {
         crate::out!("{}", plan.to_text())?;
     }
-    let changes_code = || {
-        if args.detailed_exitcode {
+    let tp = &plan.targets[0];
+    if let Some(e) = &tp.error {
+        anyhow::bail!("{}: {}", dest.display(), e);
+    }
+    if args.dry_run || !tp.has_changes() {
+        let code = if tp.has_changes() && args.detailed_exitcode {
             exit::CHANGES
         } else {
             exit::OK
-        }
-    };
-    if args.dry_run || !tp.has_changes() {
-        return Ok(ExitCode::from(if tp.has_changes() {
-            changes_code()
-        } else {
-            exit::OK
-        }));
+        };
+        return Ok(ExitCode::from(code));
     }
-    use crate::error::ErrorKind;
-    use oplog::Outcome;
-    let record = |status: Outcome,
-                  changed: &[Vec<u8>],
-                  deleted: &[Vec<u8>],
-                  bytes,
-                  error: Option<(ErrorKind, String)>| {
-        let (c, ch) = oplog::encode_paths(changed);
-        let (d, dh) = oplog::encode_paths(deleted);
-        oplog::append(
-            &ctx.home.join("operations.log"),
-            &[oplog::Record {
-                timestamp: oplog::now(),
-                target: dest.display().to_string(),
-                host: crate::keys::hostname(),
-                operation: format!("pull {}", mirror.store.display()),
-                status,
-                files_changed: c,
-                files_deleted: d,
-                files_changed_hex: ch,
-                files_deleted_hex: dh,
-                bytes,
-                duration_ms: start.elapsed().as_millis() as u64,
-                source_digest: plan.source.digest.clone(),
-                plan_digest: plan.digest.clone(),
-                error_kind: error.as_ref().map(|e| e.0),
-                error: error.map(|e| e.1),
-                partial: false,
-            }],
-        )
-        .context("cannot write operations.log")
+    // The same policy as apply, by construction: DEST-only paths need --delete, the
+    // mass-delete guard holds, and DEST is verified against the snapshot afterwards.
+    let policy = ApplyPolicy {
+        delete: args.delete,
+        overwrite: true,
+        verify: true,
+        max_delete: args.max_delete,
+        source_files: manifest.file_count(),
+        keep_extra: false,
     };
-    let missing = tp.changes.missing.len();
-    if missing > 0 && !args.delete {
-        let msg = format!(
-            "{missing} path(s) exist only in {}; nothing was changed; review the plan and pass --delete to delete exactly them",
-            dest.display()
-        );
-        record(
-            Outcome::Refused,
-            &[],
-            &[],
-            0,
-            Some((ErrorKind::NeedsDelete, msg.clone())),
-        )?;
-        anyhow::bail!(msg);
-    }
-    if let Some(why) = crate::engine::mass_delete(tp, source.file_count(), args.max_delete) {
-        let msg = format!("{}: {why}; nothing was changed", dest.display());
-        record(
-            Outcome::Refused,
-            &[],
-            &[],
-            0,
-            Some((ErrorKind::MassDelete, msg.clone())),
-        )?;
-        anyhow::bail!(msg);
-    }
-    let map = snap.entry_map()?;
-    let pick = |v: &[crate::plan::PlanEntry]| -> Result<Vec<_>> {
-        v.iter()
-            .map(|pe| {
-                let p = pe.raw_path();
-                let e = *map
-                    .get(&p)
-                    .context("a planned path is not in the snapshot")?;
-                Ok((p, e))
-            })
-            .collect()
-    };
-    let mut write = pick(&tp.changes.added)?;
-    write.extend(pick(&tp.changes.modified)?);
-    let work = restore::Work {
-        write,
-        metadata: pick(&tp.changes.metadata)?,
-        delete: tp.changes.missing.iter().map(|pe| pe.raw_path()).collect(),
-        // A host never gets setuid/setgid/sticky bits from a mirror.
-        keep_special_modes: false,
-    };
-    let result = restore::apply(
-        &mirror,
-        &dest,
-        &work,
-        crate::targets::mirror::WORKERS,
-        &|_| {},
-    )
-    .and_then(|done| {
-        let after = scan(&dest)?;
-        if after.has_changes() {
-            let s = after.changes.summary();
-            anyhow::bail!(
-                "{} did not verify after the pull: {} added, {} modified, {} metadata, {} missing still differ",
-                dest.display(),
-                s.added,
-                s.modified,
-                s.metadata,
-                s.missing
-            );
-        }
-        Ok(done)
-    });
-    match result {
-        Ok(done) => {
-            record(Outcome::Ok, &done.changed, &done.deleted, done.bytes, None)?;
+    let results = engine::apply_all(
+        &mut targets,
+        manifest,
+        &excludes,
+        &plan,
+        policy,
+        1,
+        &engine::NoProgress,
+    );
+    let operation = format!("pull {}", mirror.store.display());
+    let records: Vec<oplog::Record> = results
+        .iter()
+        .map(|(i, r)| engine::log_record(&operation, i, r, &plan))
+        .collect();
+    oplog::append(&ctx.home.join("operations.log"), &records)
+        .context("cannot write operations.log")?;
+    let (_, r) = &results[0];
+    match &r.status {
+        Status::Ok | Status::Unchanged => {
             if !args.json {
                 crate::outln!(
                     "\nok  {}  {} changed, {} deleted, {}, verified (generation {})",
                     dest.display(),
-                    done.changed.len(),
-                    done.deleted.len(),
-                    crate::plan::human_bytes(done.bytes),
+                    r.outcome.changed.len(),
+                    r.outcome.deleted.len(),
+                    crate::plan::human_bytes(r.outcome.bytes),
                     snap.generation
                 )?;
             }
-            Ok(ExitCode::from(changes_code()))
-        }
-        Err(e) => {
-            let status = if crate::interrupt::interrupted() {
-                Outcome::Interrupted
+            Ok(ExitCode::from(if args.detailed_exitcode {
+                exit::CHANGES
             } else {
-                Outcome::Failed
-            };
-            record(
-                status,
-                &[],
-                &[],
-                0,
-                Some((ErrorKind::of(&e), format!("{e:#}"))),
-            )?;
-            if crate::interrupt::interrupted() {
-                eprintln!("offsync: error: {e:#}");
-                return Ok(ExitCode::from(crate::interrupt::exit_code()));
-            }
-            Err(e)
+                exit::OK
+            }))
         }
+        Status::Interrupted => {
+            eprintln!("offsync: interrupted; the pull was logged as interrupted");
+            Ok(ExitCode::from(crate::interrupt::exit_code()))
+        }
+        Status::Refused(kind, msg) | Status::Failed(kind, msg) => Err(TargetError::error(
+            *kind,
+            format!("{}: {msg}", dest.display()),
+        )),
     }
 }
 

@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime};
 
 use super::Mirror;
 use super::snapshot::{SPECIAL_BITS, SnapEntry};
-use crate::rsync::HOLDING_DIR;
+use crate::plan::excludes::HOLDING_DIR;
 
 /// What to do in DEST.
 #[derive(Default)]
@@ -312,7 +312,7 @@ fn apply_inner(
         work.write.iter().filter(|(_, e)| e.kind != "dir").collect();
     let counter = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
-    let results = crate::engine::parallel(&mut items, workers, |(p, e)| -> Result<()> {
+    let results = crate::parallel::parallel(&mut items, workers, |(p, e)| -> Result<()> {
         if crate::interrupt::interrupted() {
             anyhow::bail!("interrupted");
         }

@@ -447,12 +447,18 @@ impl Snapshot {
 
     /// The snapshot as a source manifest (for `pull`, which plans a directory against it).
     pub fn to_manifest(&self, root: PathBuf) -> Result<Manifest> {
+        self.to_manifest_with(root, false)
+    }
+
+    /// [`Self::to_manifest`]; `keep_special`: keep setuid/setgid/sticky bits (only `mirror
+    /// restore --keep-special-modes` asks for them).
+    pub fn to_manifest_with(&self, root: PathBuf, keep_special: bool) -> Result<Manifest> {
         let mut entries = self.listing()?;
         // A snapshot may hold setuid/setgid/sticky bits (written before offsync stripped them,
         // or by a hostile writer); pull never recreates them (see `restore`).
         let mut modes_stripped = Vec::new();
         for (p, e) in entries.iter_mut() {
-            if e.mode & SPECIAL_BITS != 0 {
+            if !keep_special && e.mode & SPECIAL_BITS != 0 {
                 e.mode &= !SPECIAL_BITS;
                 modes_stripped.push(p.clone());
             }

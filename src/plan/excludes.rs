@@ -19,6 +19,10 @@ use std::path::Path;
 /// `--delay-updates` holding directory, which may hold a partly sent file for resuming.
 pub const DEFAULT_EXCLUDES: &[&str] = &[".git/", ".~tmp~/"];
 
+/// The holding directory for files not yet in place: rsync's `--delay-updates` directory, and
+/// where `pull`/`mirror restore` stage verified files before renaming them. Always excluded.
+pub const HOLDING_DIR: &str = ".~tmp~";
+
 /// offsync's target markers (see `marker`) at the root of a target: never part of a source,
 /// never planned, never deleted. Matched after (so above) every other rule, and not listed in
 /// [`Excludes::patterns`], because it is offsync's own business rather than the user's.

@@ -129,6 +129,17 @@ pub fn build(
     build_with_progress(root, excludes, cache_path, &|_| {})
 }
 
+/// [`build`] for a directory being written to rather than read from (`mirror restore
+/// --force`): a symlink pointing outside it is listed as a symlink (never followed), so the
+/// plan replaces it, instead of being refused as a source's would be.
+pub fn build_destination(
+    root: &Path,
+    excludes: &Excludes,
+    cache_path: Option<&Path>,
+) -> Result<(Manifest, Stats)> {
+    build_inner(root, excludes, cache_path, &|_| {}, false)
+}
+
 /// [`build`], calling `progress` with the number of bytes hashed so far (from any thread).
 pub fn build_with_progress(
     root: &Path,
@@ -136,13 +147,23 @@ pub fn build_with_progress(
     cache_path: Option<&Path>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Manifest, Stats)> {
+    build_inner(root, excludes, cache_path, progress, true)
+}
+
+fn build_inner(
+    root: &Path,
+    excludes: &Excludes,
+    cache_path: Option<&Path>,
+    progress: &(dyn Fn(u64) + Sync),
+    refuse_escaping: bool,
+) -> Result<(Manifest, Stats)> {
     let hashed_so_far = std::sync::atomic::AtomicU64::new(0);
     let root = std::fs::canonicalize(root)
         .with_context(|| format!("source {} does not exist; fix `source:` in config.yaml or run `offsync init --source DIR`", root.display()))?;
     if !root.is_dir() {
         anyhow::bail!("source {} is not a directory", root.display());
     }
-    let walked = walk(&root, excludes)?;
+    let walked = walk(&root, excludes, refuse_escaping)?;
     let cache = cache_path
         .map(|p| Cache::load(p, &root))
         .unwrap_or_default();
@@ -240,7 +261,7 @@ struct Walked {
     modes_stripped: Vec<Vec<u8>>,
 }
 
-fn walk(root: &Path, excludes: &Excludes) -> Result<Walked> {
+fn walk(root: &Path, excludes: &Excludes, refuse_escaping: bool) -> Result<Walked> {
     let mut out = Walked {
         entries: BTreeMap::new(),
         files: Vec::new(),
@@ -328,7 +349,7 @@ fn walk(root: &Path, excludes: &Excludes) -> Result<Walked> {
         }
     }
     out.modes_stripped.sort();
-    if !escaping.is_empty() {
+    if refuse_escaping && !escaping.is_empty() {
         anyhow::bail!(
             "symlinks in the source point outside it (absolute or `..` past the root): {}; make them relative and inside the source, or exclude them",
             escaping.join(", ")

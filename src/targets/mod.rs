@@ -6,6 +6,7 @@
 //! targets and mirrors implement the trait; [`build`] is the one factory; `memory` is an
 //! in-memory target for fast engine tests.
 
+pub mod local;
 pub mod memory;
 pub mod mirror;
 pub mod ssh;
