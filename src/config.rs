@@ -373,6 +373,45 @@ impl Config {
         fsutil::atomic_write(path, text.as_bytes(), fsutil::FILE_MODE)
     }
 
+    /// Every configured target, typed by kind: SSH targets then mirrors, in config order.
+    pub fn specs(&self) -> impl Iterator<Item = TargetSpec<'_>> {
+        self.targets
+            .iter()
+            .map(TargetSpec::Ssh)
+            .chain(self.mirrors.iter().map(TargetSpec::Mirror))
+    }
+
+    /// The target or mirror called `name`.
+    pub fn find(&self, name: &str) -> Option<TargetSpec<'_>> {
+        self.specs().find(|s| s.name() == name)
+    }
+
+    /// The targets named in `names` (all when empty), in config order; an unknown name is
+    /// bad input naming the known ones.
+    pub fn select(&self, names: &[String]) -> Result<Vec<TargetSpec<'_>>> {
+        if let Some(n) = names.iter().find(|n| self.find(n).is_none()) {
+            return Err(self.unknown_target(n));
+        }
+        Ok(self
+            .specs()
+            .filter(|s| names.is_empty() || names.iter().any(|n| *n == s.name()))
+            .collect())
+    }
+
+    /// The bad-input error for a name no target or mirror has.
+    pub fn unknown_target(&self, name: &str) -> anyhow::Error {
+        let known = self.all_names();
+        crate::input_err!(
+            "no target named {:?}; known targets: {}",
+            crate::sanitize::for_terminal(name),
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        )
+    }
+
     pub fn find_target(&self, name: &str) -> Option<&TargetConfig> {
         self.targets.iter().find(|t| t.name() == name)
     }
@@ -387,6 +426,24 @@ impl Config {
         v.extend(self.mirrors.iter().map(|m| m.name.clone()));
         v.sort();
         v
+    }
+}
+
+/// One configured target, tagged by kind: the one type the target factory and `target
+/// check` dispatch on. (The file keeps the Python offsync's `targets:` list for SSH targets
+/// and a `mirrors:` list beside it.)
+#[derive(Debug, Clone, Copy)]
+pub enum TargetSpec<'a> {
+    Ssh(&'a TargetConfig),
+    Mirror(&'a MirrorConfig),
+}
+
+impl TargetSpec<'_> {
+    pub fn name(&self) -> String {
+        match self {
+            TargetSpec::Ssh(t) => t.name(),
+            TargetSpec::Mirror(m) => m.name.clone(),
+        }
     }
 }
 

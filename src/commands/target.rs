@@ -10,7 +10,7 @@ use serde::Serialize;
 use std::process::ExitCode;
 
 use crate::cli::{TargetAddArgs, TargetCheckArgs, TargetListArgs, TargetRemoveArgs};
-use crate::config::{Config, MirrorConfig, RrsyncSetting, TargetConfig};
+use crate::config::{Config, MirrorConfig, RrsyncSetting, TargetConfig, TargetSpec};
 use crate::context::Context;
 use crate::fsutil::{self, ScratchDir};
 use crate::known_hosts;
@@ -343,16 +343,7 @@ pub fn remove(ctx: &Context, args: TargetRemoveArgs) -> Result<ExitCode> {
 }
 
 fn unknown_target(config: &Config, name: &str) -> anyhow::Error {
-    let names = config.all_names();
-    input_err!(
-        "no target named {:?}; known targets: {}",
-        sanitize::for_terminal(name),
-        if names.is_empty() {
-            "none".to_string()
-        } else {
-            names.join(", ")
-        }
-    )
+    config.unknown_target(name)
 }
 
 #[derive(Serialize)]
@@ -373,44 +364,22 @@ struct CheckRow {
 }
 
 /// One thing `target check` looks at.
-enum Checked<'a> {
-    Ssh(&'a TargetConfig),
-    Mirror(&'a MirrorConfig),
-}
-
 pub fn check(ctx: &Context, args: TargetCheckArgs) -> Result<ExitCode> {
     let config = Config::load(&ctx.config_path())?;
-    let mut selected: Vec<Checked> = if args.names.is_empty() {
-        let ssh = config.targets.iter().map(Checked::Ssh);
-        ssh.chain(config.mirrors.iter().map(Checked::Mirror))
-            .collect()
-    } else {
-        args.names
-            .iter()
-            .map(|n| {
-                if let Some(t) = config.find_target(n) {
-                    Ok(Checked::Ssh(t))
-                } else if let Some(m) = config.find_mirror(n) {
-                    Ok(Checked::Mirror(m))
-                } else {
-                    Err(unknown_target(&config, n))
-                }
-            })
-            .collect::<Result<_>>()?
-    };
+    let mut selected: Vec<TargetSpec> = config.select(&args.names)?;
     if selected.is_empty() {
         anyhow::bail!(
             "no targets to check; add one with `offsync target add` or `offsync mirror add`"
         );
     }
-    if selected.iter().any(|c| matches!(c, Checked::Ssh(_))) {
+    if selected.iter().any(|c| matches!(c, TargetSpec::Ssh(_))) {
         require_key(ctx)?;
     }
     let settings = SshSettings::new(&ctx.key_path(), &ctx.known_hosts_path());
     let scratch = ctx.home.join("tmp");
     let workers = config.concurrency.unwrap_or(8).min(selected.len());
     let rows = crate::engine::parallel(&mut selected, workers, |c| match c {
-        Checked::Ssh(t) => {
+        TargetSpec::Ssh(t) => {
             let login_text = login_of(t);
             let report = match Login::parse(&login_text) {
                 Ok(login) => probe::probe(&settings, &login, t.port, &scratch)
@@ -426,7 +395,7 @@ pub fn check(ctx: &Context, args: TargetCheckArgs) -> Result<ExitCode> {
                 files: None,
             }
         }
-        Checked::Mirror(m) => check_mirror(ctx, m),
+        TargetSpec::Mirror(m) => check_mirror(ctx, m),
     });
     let all_ok = rows.iter().all(|r| r.report.ok);
     if args.json {

@@ -13,7 +13,7 @@ pub mod ssh;
 
 use anyhow::Result;
 
-use crate::config::Config;
+use crate::config::{Config, TargetSpec};
 use crate::context::Context;
 use crate::plan::TargetPlan;
 use crate::plan::diff::TargetView;
@@ -100,27 +100,12 @@ pub trait Target: Send {
 /// Build the targets named in `names` (all when empty): SSH targets then mirrors, in config
 /// order.
 pub fn build(ctx: &Context, config: &Config, names: &[String]) -> Result<Vec<Box<dyn Target>>> {
-    for n in names {
-        if config.find_target(n).is_none() && config.find_mirror(n).is_none() {
-            let known = config.all_names();
-            return Err(crate::input_err!(
-                "no target named {:?}; known targets: {}",
-                crate::sanitize::for_terminal(n),
-                if known.is_empty() {
-                    "none".into()
-                } else {
-                    known.join(", ")
-                }
-            ));
-        }
-    }
-    let wanted = |name: String| names.is_empty() || names.contains(&name);
     let mut out: Vec<Box<dyn Target>> = Vec::new();
-    for t in config.targets.iter().filter(|t| wanted(t.name())) {
-        out.push(Box::new(ssh::SshTarget::from_config(ctx, t)?));
-    }
-    for m in config.mirrors.iter().filter(|m| wanted(m.name.clone())) {
-        out.push(Box::new(mirror::MirrorTarget::from_config(ctx, m)?));
+    for spec in config.select(names)? {
+        out.push(match spec {
+            TargetSpec::Ssh(t) => Box::new(ssh::SshTarget::from_config(ctx, t)?),
+            TargetSpec::Mirror(m) => Box::new(mirror::MirrorTarget::from_config(ctx, m)?),
+        });
     }
     if out.is_empty() {
         anyhow::bail!(

@@ -1154,6 +1154,32 @@ fn pull_delete_is_bounded_by_the_mass_delete_guard() {
         std::fs::write(dest.join(format!("stray-{i}")), b"x").unwrap();
     }
     let before = listing(&dest);
+    // Without --delete: refused like apply, with the same record.
+    let out = m
+        .pull_cmd(&host, &dest, &id)
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert!(stderr(&out).contains("--delete"), "{}", stderr(&out));
+    assert_eq!(listing(&dest), before, "a refused pull changes nothing");
+    let last = |home: &Home| -> serde_json::Value {
+        let log = std::fs::read_to_string(home.home.join("operations.log")).unwrap();
+        serde_json::from_str(log.lines().last().unwrap()).unwrap()
+    };
+    let rec = last(&host);
+    assert_eq!(rec["status"], "refused", "{rec}");
+    assert_eq!(rec["error_kind"], "needs_delete", "{rec}");
+    assert_eq!(rec["files_deleted"], serde_json::json!([]), "{rec}");
+    // The same record shape as an apply's (the engine writes both).
+    let apply_rec = last(&m.home);
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.retain(|k| k != "error" && k != "error_kind" && !k.ends_with("_hex"));
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&rec), keys(&apply_rec), "{rec}\n{apply_rec}");
     let out = m
         .pull_cmd(&host, &dest, &id)
         .arg("--delete")
