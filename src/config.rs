@@ -344,7 +344,7 @@ impl Config {
                     m.name
                 );
             }
-            crate::mirror::store::Location::parse(&m.url)
+            crate::location::Location::parse(&m.url)
                 .map_err(|e| anyhow::anyhow!("{}: mirror {:?}: {e}", path.display(), m.name))?;
         }
         for (i, p) in self.exclude.iter().enumerate() {

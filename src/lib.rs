@@ -20,6 +20,7 @@ pub mod interrupt;
 pub mod itemize;
 pub mod keys;
 pub mod known_hosts;
+pub mod location;
 pub mod lock;
 pub mod man;
 pub mod marker;

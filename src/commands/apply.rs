@@ -39,7 +39,14 @@ struct ResultRow {
 
 pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
     let saved = match &args.plan_file {
-        Some(p) => Some(Plan::read_file_for(p, &ctx.config_path())?),
+        Some(p) => {
+            // The plan file is read first (a bad one is bad input whatever the config says);
+            // its source is checked against the configured one when there is a config.
+            let configured = crate::config::Config::load(&ctx.config_path())
+                .ok()
+                .and_then(|c| c.source);
+            Some(Plan::read_file_for(p, configured.as_deref())?)
+        }
         None => None,
     };
     if saved.is_none() && !args.yes && !ctx.interactive {

@@ -443,17 +443,16 @@ impl Plan {
         read_plan_file(path)
     }
     /// See [`read_plan_file_for`].
-    pub fn read_file_for(path: &Path, config_path: &Path) -> Result<Plan> {
-        read_plan_file_for(path, config_path)
+    pub fn read_file_for(path: &Path, source: Option<&str>) -> Result<Plan> {
+        read_plan_file_for(path, source)
     }
 }
 
-/// [`read_plan_file`], and the plan must have been made for the source that `config.yaml`
-/// (at `config_path`) names now: a plan of another source is refused before anything runs.
-pub fn read_plan_file_for(path: &Path, config_path: &Path) -> Result<Plan> {
+/// [`read_plan_file`], and the plan must have been made for `source`, the source that
+/// `config.yaml` names now: a plan of another source is refused before anything runs.
+pub fn read_plan_file_for(path: &Path, source: Option<&str>) -> Result<Plan> {
     let plan = read_plan_file(path)?;
-    let config = crate::config::Config::load(config_path)?;
-    if let Some(source) = config.source.as_deref() {
+    if let Some(source) = source {
         // Plans record the canonical source path; compare like with like.
         let now = std::fs::canonicalize(source).unwrap_or_else(|_| Path::new(source).into());
         if Path::new(&plan.source.path) != now {
