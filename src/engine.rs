@@ -406,6 +406,20 @@ pub fn log_record(
     }
 }
 
+/// Append one record per target of `results` to the operations log at `log`.
+pub fn log_all(
+    log: &std::path::Path,
+    operation: &str,
+    results: &[(TargetInfo, ApplyResult)],
+    plan: &Plan,
+) -> Result<()> {
+    let records: Vec<crate::oplog::Record> = results
+        .iter()
+        .map(|(i, r)| log_record(operation, i, r, plan))
+        .collect();
+    crate::oplog::append(log, &records).map_err(|e| e.context("cannot write operations.log"))
+}
+
 /// A fresh whole-tree comparison of one target (used by `verify` and after `apply`), plus
 /// the target's storage check (`deep`: mirrors re-read all content).
 pub fn verify_one(

@@ -8,7 +8,7 @@
 //! This file turns arguments into a session, asks, calls `engine::apply_all`, logs, renders
 //! and maps the exit status; the engine does the work.
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde::Serialize;
 use std::process::ExitCode;
 
@@ -16,7 +16,7 @@ use crate::cli::ApplyArgs;
 use crate::context::Context;
 use crate::engine::{self, ApplyPolicy, ApplyResult, Status};
 use crate::error::{ErrorKind, exit};
-use crate::oplog::{self, Outcome};
+use crate::oplog::Outcome;
 use crate::plan::Plan;
 use crate::session::{self, Session};
 use crate::targets::TargetInfo;
@@ -132,12 +132,7 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
             }
         }
     }
-    let records: Vec<oplog::Record> = results
-        .iter()
-        .map(|(i, r)| engine::log_record("apply", i, r, &plan))
-        .collect();
-    oplog::append(&ctx.home.join("operations.log"), &records)
-        .context("cannot write operations.log")?;
+    engine::log_all(&ctx.home.join("operations.log"), "apply", &results, &plan)?;
     render(&results, args.json, policy.verify);
 
     if results.iter().any(|(_, r)| r.status == Status::Interrupted) {

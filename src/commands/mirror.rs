@@ -418,11 +418,12 @@ fn restore_cmd(ctx: &Context, args: MirrorRestoreArgs) -> Result<ExitCode> {
         &engine::NoProgress,
     );
     let operation = format!("restore {}", args.name);
-    let records: Vec<crate::oplog::Record> = results
-        .iter()
-        .map(|(i, r)| engine::log_record(&operation, i, r, &plan))
-        .collect();
-    crate::oplog::append(&ctx.home.join("operations.log"), &records)?;
+    engine::log_all(
+        &ctx.home.join("operations.log"),
+        &operation,
+        &results,
+        &plan,
+    )?;
     let (_, r) = &results[0];
     match &r.status {
         engine::Status::Ok | engine::Status::Unchanged => {}

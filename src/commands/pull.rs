@@ -14,7 +14,7 @@
 //! happens only while nothing else is trusted. Every snapshot is validated before DEST is
 //! touched, and writes never follow a symlink inside DEST (see `mirror::restore`).
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use std::process::ExitCode;
 
 use crate::cli::PullArgs;
@@ -30,7 +30,7 @@ use crate::plan::manifest;
 use crate::source::Source;
 use crate::targets::Target;
 use crate::targets::local::LocalTarget;
-use crate::{fsutil, input_err, lock, oplog};
+use crate::{fsutil, input_err, lock};
 
 pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
     let location = Location::parse(&args.url)?;
@@ -112,12 +112,12 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
         &engine::NoProgress,
     );
     let operation = format!("pull {}", mirror.store.display());
-    let records: Vec<oplog::Record> = results
-        .iter()
-        .map(|(i, r)| engine::log_record(&operation, i, r, &plan))
-        .collect();
-    oplog::append(&ctx.home.join("operations.log"), &records)
-        .context("cannot write operations.log")?;
+    engine::log_all(
+        &ctx.home.join("operations.log"),
+        &operation,
+        &results,
+        &plan,
+    )?;
     let (_, r) = &results[0];
     match &r.status {
         Status::Ok | Status::Unchanged => {
