@@ -863,16 +863,16 @@ fn concurrent_applies(backend: Backend) {
     .assert()
     .success();
 
-    // Both applies wait for each other before writing their snapshot, so both have scanned
-    // the empty mirror and race for generation 1 on every run.
-    let barrier = a.home.tmp.path().join("barrier");
-    std::fs::create_dir(&barrier).unwrap();
-    let barrier = format!("{}:2", barrier.display());
+    // Two real processes race. Whether both scan the empty mirror before either publishes
+    // depends on the scheduler, so the assertions hold in both orders: racing for generation
+    // 1, exactly one wins and the loser changed nothing visible; one after the other, both
+    // publish (generations 1 and 2) and nothing is overwritten. The exact race (both
+    // prepared on one generation, then published at once) is proven in-process by
+    // `mirror::commit::tests`.
     let spawn = |h: &Home| {
         h.offsync_std()
             .args(["apply", "--yes", "--target", "m"])
             .envs(AWS_ENV)
-            .env("OFFSYNC_TEST_SNAPSHOT_BARRIER", &barrier)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -883,31 +883,37 @@ fn concurrent_applies(backend: Backend) {
         ca.wait_with_output().unwrap(),
         cb.wait_with_output().unwrap(),
     );
+    let show = || {
+        format!(
+            "A: {}{}\nB: {}{}",
+            stdout(&oa),
+            stderr(&oa),
+            stdout(&ob),
+            stderr(&ob)
+        )
+    };
     let wins = [&oa, &ob].iter().filter(|o| o.status.success()).count();
-    assert_eq!(
-        wins,
-        1,
-        "A: {}{}\nB: {}{}",
-        stdout(&oa),
-        stderr(&oa),
-        stdout(&ob),
-        stderr(&ob)
-    );
-    let loser = if oa.status.success() { &ob } else { &oa };
-    assert!(
-        stdout(loser).contains("another apply wrote generation 1"),
-        "{}",
-        stdout(loser)
-    );
+    assert!(wins >= 1, "{}", show());
+    let raced = wins == 1;
+    if raced {
+        let loser = if oa.status.success() { &ob } else { &oa };
+        assert!(
+            stdout(loser).contains("another apply wrote generation 1"),
+            "{}",
+            stdout(loser)
+        );
+    }
     let snaps = json(
         &a.off(&["mirror", "snapshots", "m", "--json"])
             .output()
             .unwrap()
             .stdout,
     );
-    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    // One generation per successful apply: a loser never replaced the winner's.
+    assert_eq!(snaps.as_array().unwrap().len(), wins, "{}", show());
 
     // The loser's objects are unreferenced: prune lists them, and deletes them with --yes.
+    // (Without a race the second apply kept the first one's files: nothing is unreferenced.)
     let prune = |yes: bool| {
         let mut args = vec![
             "mirror",
@@ -924,38 +930,42 @@ fn concurrent_applies(backend: Backend) {
         }
         json(&a.off(&args).output().unwrap().stdout)
     };
-    assert_eq!(prune(false)["delete_objects"], 300);
+    let orphans = if raced { 300 } else { 0 };
+    assert_eq!(prune(false)["delete_objects"], orphans);
     assert_eq!(
         prune(false)["delete_objects"],
-        300,
+        orphans,
         "without --yes nothing is deleted"
     );
-    assert_eq!(prune(true)["delete_objects"], 300);
+    assert_eq!(prune(true)["delete_objects"], orphans);
     assert_eq!(prune(false)["delete_objects"], 0);
     // The winner's generation is intact.
-    let winner_home = if oa.status.success() {
-        &a.home
+    let (first, second) = if oa.status.success() {
+        (&a.home, &b_home)
     } else {
-        &b_home
+        (&b_home, &a.home)
     };
-    winner_home
-        .offsync(["verify", "--deep"])
-        .envs(AWS_ENV)
-        .assert()
-        .code(0);
-    // The loser plans again and applies on top.
-    let loser_home = if oa.status.success() {
-        &b_home
-    } else {
-        &a.home
-    };
-    // Its tree replaces the winner's: a mass delete, allowed explicitly.
-    let out = loser_home
+    if raced {
+        first
+            .offsync(["verify", "--deep"])
+            .envs(AWS_ENV)
+            .assert()
+            .code(0);
+    }
+    // The loser (without a race: either) plans again and applies on top; its tree replaces
+    // the other's: a mass delete, allowed explicitly.
+    let again = if raced { second } else { &a.home };
+    let out = again
         .offsync(["apply", "--yes", "--delete", "--max-delete", "1000"])
         .envs(AWS_ENV)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    again
+        .offsync(["verify", "--deep"])
+        .envs(AWS_ENV)
+        .assert()
+        .code(0);
 }
 
 #[test]
