@@ -64,14 +64,7 @@ pub fn prepare(
 ) -> Result<Prepared> {
     let (base_gen, base_digest, mut entries) = match base {
         None => (0, None, BTreeMap::new()),
-        Some((snap, digest)) => (
-            snap.generation,
-            Some(digest.clone()),
-            snap.entry_map()?
-                .into_iter()
-                .map(|(p, e)| (p, e.clone()))
-                .collect::<BTreeMap<Vec<u8>, SnapEntry>>(),
-        ),
+        Some((snap, digest)) => (snap.generation, Some(digest.clone()), owned_entries(snap)?),
     };
     // Objects already stored: those the base generation references, and (only when
     // something must be uploaded) whatever an interrupted apply left behind.
@@ -84,13 +77,7 @@ pub fn prepare(
     for p in &changed {
         let e = &source.entries[p];
         let object = match &e.kind {
-            Kind::File { hash, .. } => {
-                let id = mirror.key.object_id(hash);
-                let n = *known
-                    .get(&id)
-                    .context("an object was not stored; run apply again")?;
-                Some((id, n))
-            }
+            Kind::File { hash, .. } => Some(stored(mirror, &known, hash)?),
             _ => None,
         };
         entries.insert(p.clone(), SnapEntry::from_entry(p, e, object));
@@ -123,6 +110,15 @@ pub fn prepare(
     })
 }
 
+/// The object id and stored size of the content with BLAKE3 `hash`, which must be stored.
+fn stored(mirror: &Mirror, known: &HashMap<String, u64>, hash: &[u8; 32]) -> Result<(String, u64)> {
+    let id = mirror.key.object_id(hash);
+    let n = *known
+        .get(&id)
+        .context("an object was not stored; run apply again")?;
+    Ok((id, n))
+}
+
 /// Publish `prepared` with a create-only write.
 pub fn publish(mirror: &Mirror, prepared: &Prepared) -> Result<Published> {
     if crate::interrupt::interrupted() {
@@ -136,6 +132,15 @@ pub fn publish(mirror: &Mirror, prepared: &Prepared) -> Result<Published> {
     } else {
         Published::Conflict
     })
+}
+
+/// A generation's entries by exact path, to build the next one from.
+fn owned_entries(snap: &Snapshot) -> Result<BTreeMap<Vec<u8>, SnapEntry>> {
+    Ok(snap
+        .entry_map()?
+        .into_iter()
+        .map(|(p, e)| (p, e.clone()))
+        .collect())
 }
 
 /// Dedupe: the paths `changes` writes, and one upload per object they need that is not in
@@ -244,17 +249,12 @@ pub fn sign_latest(mirror: &Mirror) -> Result<Signed> {
             by,
         });
     }
-    let map = snap
-        .entry_map()?
-        .into_iter()
-        .map(|(p, e)| (p, e.clone()))
-        .collect();
     let next = Snapshot::assemble(
         snap.generation + 1,
         Some(digest),
         snap.source.clone(),
         mirror.key.key_id(),
-        map,
+        owned_entries(&snap)?,
     );
     let generation = next.generation;
     let prepared = Prepared {

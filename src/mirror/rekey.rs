@@ -130,7 +130,7 @@ pub fn rekey_plan(mirror: &Mirror) -> Result<RekeyPlan> {
 /// Execute `plan` on `mirror` (the same opened mirror it was planned on). Plaintext passes
 /// through files in `scratch` (a private directory) between download and re-encryption.
 pub fn rekey(mirror: &Mirror, plan: &RekeyPlan, scratch: &Path) -> Result<Rekeyed> {
-    let signer = mirror.signer().context("a writer has a signing key")?;
+    mirror.signer().context("a writer has a signing key")?;
     let fresh;
     let next = match mirror.rekey_pending() {
         Some(k) if plan.resume => k,
@@ -154,6 +154,34 @@ pub fn rekey(mirror: &Mirror, plan: &RekeyPlan, scratch: &Path) -> Result<Rekeye
     }
     let new_ids = reencrypt(mirror, plan, next, scratch)?;
     mirror.store.flush()?;
+    let keep = rewrite_snapshots(mirror, plan, next, &new_ids)?;
+    mirror.store.put(KEY_FILE, next.seal(&mirror.recipients)?)?;
+    mirror.store.delete(&[NEXT_KEY_FILE.to_string()])?;
+    let stale: Vec<String> = plan
+        .delete_objects
+        .iter()
+        .filter(|p| !keep.contains(p.rsplit('/').next().unwrap_or("")))
+        .cloned()
+        .collect();
+    mirror.store.delete(&stale)?;
+    Ok(Rekeyed {
+        objects: new_ids.len(),
+        snapshots: plan.generations.len(),
+        deleted_objects: stale.len(),
+        key_id: next.key_id(),
+    })
+}
+
+/// Rewrite every generation still under the old key under `next`, pointing at the
+/// re-encrypted objects (`new_ids`), re-chained and signed by this controller; each records
+/// the digest it had before. Returns every object some generation references afterwards.
+fn rewrite_snapshots(
+    mirror: &Mirror,
+    plan: &RekeyPlan,
+    next: &MirrorKey,
+    new_ids: &HashMap<String, (String, u64)>,
+) -> Result<BTreeSet<String>> {
+    let signer = mirror.signer().context("a writer has a signing key")?;
     let mut prev: Option<String> = None;
     let mut keep: BTreeSet<String> = BTreeSet::new();
     for (s, old_digest) in &plan.snapshots {
@@ -179,21 +207,7 @@ pub fn rekey(mirror: &Mirror, plan: &RekeyPlan, scratch: &Path) -> Result<Rekeye
         }
         keep.extend(s.entries.iter().filter_map(|e| e.object.clone()));
     }
-    mirror.store.put(KEY_FILE, next.seal(&mirror.recipients)?)?;
-    mirror.store.delete(&[NEXT_KEY_FILE.to_string()])?;
-    let stale: Vec<String> = plan
-        .delete_objects
-        .iter()
-        .filter(|p| !keep.contains(p.rsplit('/').next().unwrap_or("")))
-        .cloned()
-        .collect();
-    mirror.store.delete(&stale)?;
-    Ok(Rekeyed {
-        objects: new_ids.len(),
-        snapshots: plan.generations.len(),
-        deleted_objects: stale.len(),
-        key_id: next.key_id(),
-    })
+    Ok(keep)
 }
 
 /// Re-encrypt every content of `plan` under `next` (reusing objects already stored under

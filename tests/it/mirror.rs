@@ -895,6 +895,7 @@ fn concurrent_applies(backend: Backend) {
     let wins = [&oa, &ob].iter().filter(|o| o.status.success()).count();
     assert!(wins >= 1, "{}", show());
     let raced = wins == 1;
+    eprintln!("raced for generation 1: {raced}");
     if raced {
         let loser = if oa.status.success() { &ob } else { &oa };
         assert!(
