@@ -1,5 +1,10 @@
 //! `offsync mirror …`: create, inspect, restore, prune and re-key encrypted mirrors.
 //!
+//! Each subcommand turns its arguments into a call on [`crate::mirror`] and renders the
+//! result: `prune` and `rekey` compute a plan there ([`prune::PrunePlan`],
+//! [`rekey::RekeyPlan`]), show it and execute that same value; `sign` is
+//! [`commit::sign_latest`]. No mirror protocol lives here.
+//!
 //! Invariants: `add` checks the store (credentials, bucket, reachability) before it writes
 //! anything, and saves config.yaml only after the mirror is initialised; `prune` and `rekey`
 //! change nothing without `--yes`; every read goes through the rollback check and the writer
@@ -12,10 +17,12 @@ use crate::targets::Target;
 use crate::targets::local::LocalTarget;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroUsize;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::cli::{
     MirrorAddArgs, MirrorCommand, MirrorLsArgs, MirrorPruneArgs, MirrorRekeyArgs,
@@ -24,10 +31,11 @@ use crate::cli::{
 };
 use crate::config::{Config, MirrorConfig};
 use crate::context::Context;
-use crate::mirror::crypto::{self, Identity, MirrorKey};
-use crate::mirror::snapshot::{self, SnapEntry, Snapshot};
+use crate::mirror::commit::{self, Signed};
+use crate::mirror::crypto::{self, Identity};
+use crate::mirror::snapshot::{SnapEntry, Snapshot};
 use crate::mirror::store::{Location, S3Settings, Store};
-use crate::mirror::{self, Mirror};
+use crate::mirror::{self, Mirror, prune, rekey};
 use crate::plan::human_bytes;
 use crate::{fsutil, input_err, prompt, sanitize};
 
@@ -491,6 +499,7 @@ impl Includes {
     }
 }
 
+/// `mirror prune --json` (a documented wire format).
 #[derive(Serialize)]
 struct PruneReport {
     keep: Vec<u64>,
@@ -502,73 +511,55 @@ struct PruneReport {
 }
 
 fn prune(ctx: &Context, args: MirrorPruneArgs) -> Result<ExitCode> {
-    if args.keep == 0 {
-        return Err(input_err!(
-            "--keep 0 would delete every snapshot; keep at least 1"
-        ));
-    }
+    let keep = NonZeroUsize::new(args.keep as usize)
+        .ok_or_else(|| input_err!("--keep 0 would delete every snapshot; keep at least 1"))?;
     let m = open_named(ctx, &args.name, None)?;
-    m.latest()?;
-    let gens = m.generations()?;
-    let cut = gens.len().saturating_sub(args.keep as usize);
-    let (old, kept) = gens.split_at(cut);
-    let mut referenced = BTreeSet::new();
-    if let Some(&first) = kept.first() {
-        m.walk_verified(first, |s, _| {
-            referenced.extend(s.entries.iter().filter_map(|e| e.object.clone()));
-            Ok(())
-        })?;
-    }
-    let min_age = std::time::Duration::from_secs(args.min_age);
-    let mut doomed = Vec::new();
-    let mut bytes = 0u64;
-    let mut young = 0usize;
-    for o in m.store.list("objects")? {
-        let id = o.path.rsplit('/').next().unwrap_or("");
-        if referenced.contains(id) {
-            continue;
-        }
-        if o.age < min_age {
-            young += 1;
-            continue;
-        }
-        bytes += o.size;
-        doomed.push(o.path);
-    }
+    let plan = prune::prune_plan(&m, keep, Duration::from_secs(args.min_age))?;
+    let done = if args.yes {
+        Some(prune::prune(&m, &plan)?)
+    } else {
+        None
+    };
+    let (objects, bytes) = match &done {
+        Some(d) => (d.objects, d.bytes),
+        None => (plan.delete_objects.len(), plan.delete_bytes()),
+    };
     let report = PruneReport {
-        keep: kept.to_vec(),
-        delete_generations: old.to_vec(),
-        delete_objects: doomed.len(),
+        keep: plan.keep.clone(),
+        delete_generations: plan.delete_generations.clone(),
+        delete_objects: objects,
         delete_bytes: bytes,
-        young_unreferenced_objects: young,
+        young_unreferenced_objects: plan.young_unreferenced_objects,
         deleted: args.yes,
     };
-    if args.yes {
-        let names: Vec<String> = old.iter().map(|g| snapshot::snapshot_path(*g)).collect();
-        m.store.delete(&names)?;
-        m.store.delete(&doomed)?;
-    }
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
-    } else {
-        let verb = if args.yes { "deleted" } else { "would delete" };
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verb = if args.yes { "deleted" } else { "would delete" };
+    crate::outln!(
+        "{verb} {} generation(s) {:?} and {} unreferenced object(s) ({}); keeping generation(s) {:?}",
+        report.delete_generations.len(),
+        report.delete_generations,
+        objects,
+        human_bytes(bytes),
+        report.keep
+    )?;
+    if plan.young_unreferenced_objects > 0 {
         crate::outln!(
-            "{verb} {} generation(s) {:?} and {} unreferenced object(s) ({}); keeping generation(s) {:?}",
-            old.len(),
-            old,
-            doomed.len(),
-            human_bytes(bytes),
-            kept
+            "{} unreferenced object(s) are younger than --min-age {}s and were kept (an apply may still be writing them)",
+            plan.young_unreferenced_objects,
+            args.min_age
         )?;
-        if young > 0 {
-            crate::outln!(
-                "{young} unreferenced object(s) are younger than --min-age {}s and were kept (an apply may still be writing them)",
-                args.min_age
-            )?;
-        }
-        if !args.yes && (!old.is_empty() || !doomed.is_empty()) {
-            crate::outln!("run again with --yes to delete")?;
-        }
+    }
+    if let Some(d) = done.as_ref().filter(|d| d.spared > 0) {
+        crate::outln!(
+            "{} object(s) are referenced by a generation written during the prune and were kept",
+            d.spared
+        )?;
+    }
+    if !args.yes && !plan.is_empty() {
+        crate::outln!("run again with --yes to delete")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -581,130 +572,30 @@ fn rekey(ctx: &Context, args: MirrorRekeyArgs) -> Result<ExitCode> {
     }
     let _lock = crate::lock::acquire(&ctx.home)?;
     let m = open_named_as(ctx, &args.name, None, true)?;
-    if m.rekey_pending().is_none() {
-        m.latest()?;
-        if !args.yes
-            && !prompt::confirm(&format!("Re-encrypt all of {} under a new key?", args.name))?
-        {
-            anyhow::bail!("cancelled; nothing was changed");
-        }
-    }
-    let new_key = match m.rekey_pending() {
-        Some(_) => None,
-        None => Some(MirrorKey::generate()),
-    };
-    if let Some(k) = &new_key {
-        // The next key is stored (sealed to the recipients) before any object uses it, so an
-        // interrupted rekey can always be finished.
-        m.store.put(mirror::NEXT_KEY_FILE, k.seal(&m.recipients)?)?;
-    }
-    let m = open_named_as(ctx, &args.name, None, true)?;
-    let signer = m.signer().context("a writer has a signing key")?;
-    let next = m.rekey_pending().context("the new key was just stored")?;
-    let gens = m.generations()?;
-    // An interrupted rekey left some generations under the new key and some under the old
-    // one, so the chain cannot be walked until it is finished: each generation is read
-    // authenticated (MAC, validation, any signature) and rewritten signed by this controller.
-    let snaps: Vec<(Snapshot, String)> = gens
-        .iter()
-        .map(|g| {
-            let (s, d, _) = m.read_unverified(*g)?;
-            s.validate(&snapshot::snapshot_path(*g))?;
-            Ok((s, d))
-        })
-        .collect::<Result<_>>()?;
-    let present: HashMap<String, u64> = m
-        .store
-        .list("objects")?
-        .into_iter()
-        .filter_map(|o| Some((o.path.rsplit('/').next()?.to_string(), o.size)))
-        .collect();
-    // Every distinct content, by plaintext hash, re-encrypted once.
-    let mut todo: BTreeMap<String, SnapEntry> = BTreeMap::new();
-    for (s, _) in &snaps {
-        if s.key_id == next.key_id() {
-            continue;
-        }
-        for e in s.entries.iter().filter(|e| e.kind == "file") {
-            let h = e.blake3.clone().unwrap_or_default();
-            todo.entry(h).or_insert_with(|| e.clone());
-        }
+    let plan = rekey::rekey_plan(&m)?;
+    if !plan.resume
+        && !args.yes
+        && !prompt::confirm(&format!(
+            "Re-encrypt all of {} ({} snapshot(s), {} distinct file(s), {}) under a new key?",
+            args.name,
+            plan.rewrite.len(),
+            plan.contents.len(),
+            human_bytes(plan.bytes())
+        ))?
+    {
+        anyhow::bail!("cancelled; nothing was changed");
     }
     let scratch = fsutil::ScratchDir::new(&ctx.home, "rekey")?;
-    let mut items: Vec<(String, SnapEntry)> = todo.into_iter().collect();
-    let counter = std::sync::atomic::AtomicU64::new(0);
-    let results = crate::engine::parallel(
-        &mut items,
-        crate::targets::mirror::WORKERS,
-        |(h, e)| -> Result<(String, (String, u64))> {
-            let hash: [u8; 32] = e.to_entry().and_then(|en| match en.kind {
-                crate::plan::manifest::Kind::File { hash, .. } => Ok(hash),
-                _ => anyhow::bail!("not a file"),
-            })?;
-            let new_id = next.object_id(&hash);
-            let size = e.size.unwrap_or(0);
-            if let Some(n) = present.get(&new_id) {
-                return Ok((h.clone(), (new_id, *n)));
-            }
-            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let tmp = scratch.path().join(n.to_string());
-            let mut f = fs_err::File::create(&tmp)?;
-            m.fetch_into(e, &mut f)?;
-            drop(f);
-            let (_, stored) = m.store_file_with(next, &tmp, size, &hash)?;
-            let _ = std::fs::remove_file(&tmp);
-            Ok((h.clone(), (new_id, stored)))
-        },
-    );
-    let mut new_ids: HashMap<String, (String, u64)> = HashMap::new();
-    for r in results {
-        let (h, v) = r?;
-        new_ids.insert(h, v);
-    }
-    m.store.flush()?;
-    // Rewrite every snapshot under the new key, re-chaining digests; each records the digest
-    // it had before, so machines that remember the old chain accept the rewrite.
-    let mut prev: Option<String> = None;
-    let mut keep: BTreeSet<String> = BTreeSet::new();
-    for (s, old_digest) in snaps {
-        let mut s = s;
-        if s.key_id != next.key_id() {
-            for e in s.entries.iter_mut().filter(|e| e.kind == "file") {
-                let (id, n) = new_ids
-                    .get(e.blake3.as_deref().unwrap_or(""))
-                    .context("an object was not re-encrypted")?;
-                e.object = Some(id.clone());
-                e.stored_size = Some(*n);
-            }
-            s.key_id = next.key_id();
-            s.rekeyed_from = Some(old_digest);
-            s.previous = prev.clone();
-            let pt = s.to_plaintext(next, Some(signer))?;
-            m.store
-                .put(&snapshot::snapshot_path(s.generation), next.encrypt(&pt)?)?;
-            prev = Some(snapshot::chain_digest(&pt));
-        } else {
-            prev = Some(old_digest);
-        }
-        keep.extend(s.entries.iter().filter_map(|e| e.object.clone()));
-    }
-    m.store.put(mirror::KEY_FILE, next.seal(&m.recipients)?)?;
-    m.store.delete(&[mirror::NEXT_KEY_FILE.to_string()])?;
-    let stale: Vec<String> = present
-        .keys()
-        .filter(|id| !keep.contains(*id))
-        .map(|id| snapshot::object_path(id))
-        .collect();
-    m.store.delete(&stale)?;
-    let m = open_named_as(ctx, &args.name, None, true)?;
-    m.latest()?;
+    let done = rekey::rekey(&m, &plan, scratch.path())?;
+    // Read the rewritten newest generation once, so this machine remembers the new chain.
+    open_named_as(ctx, &args.name, None, true)?.latest()?;
     crate::outln!(
         "re-encrypted {} object(s) and {} snapshot(s) of {} under mirror key {}; deleted {} old object(s)",
-        new_ids.len(),
-        gens.len(),
+        done.objects,
+        done.snapshots,
         args.name,
-        m.key.key_id(),
-        stale.len()
+        done.key_id,
+        done.deleted_objects
     )?;
     Ok(ExitCode::SUCCESS)
 }
@@ -831,51 +722,27 @@ fn sign(ctx: &Context, args: MirrorSignArgs) -> Result<ExitCode> {
         .context("a writer has a signing key")?
         .public_key()
         .clone();
-    let Some((snap, digest)) = m.latest()? else {
-        crate::outln!(
+    match commit::sign_latest(&m)? {
+        Signed::Empty => crate::outln!(
             "{} has no snapshot yet; the first apply writes a signed one",
             args.name
-        )?;
-        return Ok(ExitCode::SUCCESS);
-    };
-    let (_, _, signed_by) = m.read_unverified(snap.generation)?;
-    if let Some(k) = signed_by {
-        crate::outln!(
-            "generation {} of {} is already signed by {}; nothing to do",
-            snap.generation,
+        )?,
+        Signed::Already { generation, by } => crate::outln!(
+            "generation {generation} of {} is already signed by {}; nothing to do",
             args.name,
-            crate::keys::fingerprint(&k)
-        )?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let map = snap
-        .entry_map()?
-        .into_iter()
-        .map(|(p, e)| (p, e.clone()))
-        .collect();
-    let mut next = Snapshot::assemble(
-        snap.generation + 1,
-        Some(digest),
-        snap.source.clone(),
-        m.key.key_id(),
-        map,
-    );
-    next.rekeyed_from = None;
-    if !m.write_snapshot(&next)? {
-        anyhow::bail!(
-            "another writer wrote generation {} of {} first; run `offsync mirror sign {}` again",
-            next.generation,
+            crate::keys::fingerprint(&by)
+        )?,
+        Signed::Conflict { generation } => anyhow::bail!(
+            "another writer wrote generation {generation} of {} first; run `offsync mirror sign {}` again",
             args.name,
             args.name
-        );
+        ),
+        Signed::Written { from, generation } => crate::outln!(
+            "signed {}: generation {generation} (same files as {from}) is signed by {} and vouches for every older generation; readers must trust that key (hosts: `offsync pull --trust 'KEY'`, see `offsync mirror writers list {}`)",
+            args.name,
+            mirror::describe_key(&signer),
+            args.name
+        )?,
     }
-    crate::outln!(
-        "signed {}: generation {} (same files as {}) is signed by {} and vouches for every older generation; readers must trust that key (hosts: `offsync pull --trust 'KEY'`, see `offsync mirror writers list {}`)",
-        args.name,
-        next.generation,
-        snap.generation,
-        mirror::describe_key(&signer),
-        args.name
-    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -378,7 +378,7 @@ pub fn check(ctx: &Context, args: TargetCheckArgs) -> Result<ExitCode> {
     let settings = SshSettings::new(&ctx.key_path(), &ctx.known_hosts_path());
     let scratch = ctx.home.join("tmp");
     let workers = config.concurrency.unwrap_or(8).min(selected.len());
-    let rows = crate::engine::parallel(&mut selected, workers, |c| match c {
+    let rows = crate::parallel::parallel(&mut selected, workers, |c| match c {
         TargetSpec::Ssh(t) => {
             let login_text = login_of(t);
             let report = match Login::parse(&login_text) {

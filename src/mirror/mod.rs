@@ -29,10 +29,17 @@
 //!   must be the mirror key that decrypted it (a signed snapshot cannot be replayed into
 //!   another mirror).
 
+pub mod check;
+pub mod commit;
 pub mod crypto;
+pub mod index;
+pub mod prune;
+pub mod rekey;
 pub mod restore;
 pub mod snapshot;
 pub mod store;
+#[cfg(test)]
+mod testutil;
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
@@ -49,6 +56,9 @@ pub const KEY_FILE: &str = "keys/mirror-key.age";
 pub const NEXT_KEY_FILE: &str = "keys/mirror-key.next.age";
 pub const MARKER: &str = "offsync-mirror";
 const MARKER_TEXT: &str = "offsync-mirror/1\nAn offsync encrypted mirror. Format and manual recovery: `man offsync-mirror`, or the README section \"Mirror format\".\n";
+
+/// Parallel uploads/downloads per mirror.
+pub const WORKERS: usize = 16;
 
 /// Files up to this size are encrypted in memory and stored with one PUT.
 pub const SMALL_OBJECT: u64 = 8 << 20;

@@ -863,16 +863,17 @@ fn concurrent_applies(backend: Backend) {
     .assert()
     .success();
 
-    // Both applies wait for each other before writing their snapshot, so both have scanned
-    // the empty mirror and race for generation 1 on every run.
-    let barrier = a.home.tmp.path().join("barrier");
-    std::fs::create_dir(&barrier).unwrap();
-    let barrier = format!("{}:2", barrier.display());
+    // Two real processes race. Whether both scan the empty mirror before either publishes
+    // depends on the scheduler, so the assertions hold in both orders; in each, exactly one
+    // apply wins and the loser changes nothing visible. Racing for generation 1, the loser
+    // finds it taken when it publishes; one after the other, the second sees the first's
+    // files as target-only and is refused before uploading anything. The exact race (both
+    // prepared on one generation, then published at once) is proven in-process by
+    // `mirror::commit::tests`.
     let spawn = |h: &Home| {
         h.offsync_std()
             .args(["apply", "--yes", "--target", "m"])
             .envs(AWS_ENV)
-            .env("OFFSYNC_TEST_SNAPSHOT_BARRIER", &barrier)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -894,8 +895,10 @@ fn concurrent_applies(backend: Backend) {
         stderr(&ob)
     );
     let loser = if oa.status.success() { &ob } else { &oa };
+    let raced = stdout(loser).contains("another apply wrote generation 1");
+    eprintln!("raced for generation 1: {raced}");
     assert!(
-        stdout(loser).contains("another apply wrote generation 1"),
+        raced || stdout(loser).contains("would need deleting; nothing was changed"),
         "{}",
         stdout(loser)
     );
@@ -908,6 +911,7 @@ fn concurrent_applies(backend: Backend) {
     assert_eq!(snaps.as_array().unwrap().len(), 1);
 
     // The loser's objects are unreferenced: prune lists them, and deletes them with --yes.
+    // (Refused before uploading, it left none.)
     let prune = |yes: bool| {
         let mut args = vec![
             "mirror",
@@ -924,19 +928,20 @@ fn concurrent_applies(backend: Backend) {
         }
         json(&a.off(&args).output().unwrap().stdout)
     };
-    assert_eq!(prune(false)["delete_objects"], 300);
+    let orphans = if raced { 300 } else { 0 };
+    assert_eq!(prune(false)["delete_objects"], orphans);
     assert_eq!(
         prune(false)["delete_objects"],
-        300,
+        orphans,
         "without --yes nothing is deleted"
     );
-    assert_eq!(prune(true)["delete_objects"], 300);
+    assert_eq!(prune(true)["delete_objects"], orphans);
     assert_eq!(prune(false)["delete_objects"], 0);
     // The winner's generation is intact.
-    let winner_home = if oa.status.success() {
-        &a.home
+    let (winner_home, loser_home) = if oa.status.success() {
+        (&a.home, &b_home)
     } else {
-        &b_home
+        (&b_home, &a.home)
     };
     winner_home
         .offsync(["verify", "--deep"])
@@ -944,11 +949,6 @@ fn concurrent_applies(backend: Backend) {
         .assert()
         .code(0);
     // The loser plans again and applies on top.
-    let loser_home = if oa.status.success() {
-        &b_home
-    } else {
-        &a.home
-    };
     // Its tree replaces the winner's: a mass delete, allowed explicitly.
     let out = loser_home
         .offsync(["apply", "--yes", "--delete", "--max-delete", "1000"])

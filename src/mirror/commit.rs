@@ -1,0 +1,372 @@
+//! Publishing a generation: store the objects a plan needs, then write the next snapshot
+//! create-only.
+//!
+//! A commit has two steps. [`prepare`] uploads every object the new generation references
+//! (deduplicated against what the base generation and the store already hold, in batches that
+//! bound memory) and assembles the snapshot in memory: nothing a reader sees has changed yet.
+//! [`publish`] writes that snapshot with one create-only write. Two writers that prepared on
+//! the same base generation both reach `publish`; the store lets exactly one create the
+//! generation and tells the other ([`Published::Conflict`]), whose objects stay unreferenced
+//! until `mirror prune`. The split is what lets a unit test interleave two writers exactly.
+//!
+//! Invariants: the new generation is the base generation with exactly the plan's paths
+//! changed (excluded paths in the base are kept, target-only paths are dropped only when
+//! deleting is allowed); a snapshot is published only after every object it references is
+//! stored (and flushed, see [`Mirror::write_snapshot`]); a published generation is never
+//! replaced.
+
+use anyhow::{Context as _, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::index::ObjectIndex;
+use super::snapshot::{SnapEntry, SnapSource, Snapshot};
+use super::{Mirror, SMALL_OBJECT, WORKERS};
+use crate::plan::Categories;
+use crate::plan::manifest::{Kind, Manifest};
+
+/// One object to upload: object id, source path, size, BLAKE3.
+type Upload = (String, (Vec<u8>, u64, [u8; 32]));
+
+/// A generation ready to publish: every object it references is stored.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub snapshot: Snapshot,
+    /// Paths written (added, modified or metadata-updated), sorted.
+    pub changed: Vec<Vec<u8>>,
+    /// Paths dropped from the base generation, sorted.
+    pub deleted: Vec<Vec<u8>>,
+}
+
+/// How a create-only publish ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Published {
+    /// This writer created the generation.
+    Written,
+    /// Another writer created that generation first; nothing of this commit is visible.
+    Conflict,
+}
+
+/// Store what `changes` needs from `source` and assemble the generation after `base` (the
+/// newest generation and its chain digest; `None`: the mirror is empty). `progress` gets the
+/// number of objects uploaded so far.
+pub fn prepare(
+    mirror: &Mirror,
+    base: Option<&(Snapshot, String)>,
+    source: &Manifest,
+    changes: &Categories,
+    delete: bool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Prepared> {
+    let (base_gen, base_digest, mut entries) = match base {
+        None => (0, None, BTreeMap::new()),
+        Some((snap, digest)) => (snap.generation, Some(digest.clone()), owned_entries(snap)?),
+    };
+    // Objects already stored: those the base generation references, and (only when
+    // something must be uploaded) whatever an interrupted apply left behind.
+    let mut known: HashMap<String, u64> = entries
+        .values()
+        .filter_map(|e| Some((e.object.clone()?, e.stored_size?)))
+        .collect();
+    let (mut changed, jobs) = missing_objects(mirror, source, changes, &mut known)?;
+    known.extend(upload(mirror, &source.root, jobs, progress)?);
+    for p in &changed {
+        let e = &source.entries[p];
+        let object = match &e.kind {
+            Kind::File { hash, .. } => Some(stored(mirror, &known, hash)?),
+            _ => None,
+        };
+        entries.insert(p.clone(), SnapEntry::from_entry(p, e, object));
+    }
+    let mut deleted = Vec::new();
+    if delete {
+        for pe in &changes.missing {
+            let p = pe.raw_path();
+            if entries.remove(&p).is_some() {
+                deleted.push(p);
+            }
+        }
+    }
+    let snapshot = Snapshot::assemble(
+        base_gen + 1,
+        base_digest,
+        SnapSource {
+            path: source.root.display().to_string(),
+            digest: source.digest_hex(),
+        },
+        mirror.key.key_id(),
+        entries,
+    );
+    changed.sort();
+    deleted.sort();
+    Ok(Prepared {
+        snapshot,
+        changed,
+        deleted,
+    })
+}
+
+/// The object id and stored size of the content with BLAKE3 `hash`, which must be stored.
+fn stored(mirror: &Mirror, known: &HashMap<String, u64>, hash: &[u8; 32]) -> Result<(String, u64)> {
+    let id = mirror.key.object_id(hash);
+    let n = *known
+        .get(&id)
+        .context("an object was not stored; run apply again")?;
+    Ok((id, n))
+}
+
+/// Publish `prepared` with a create-only write.
+pub fn publish(mirror: &Mirror, prepared: &Prepared) -> Result<Published> {
+    if crate::interrupt::interrupted() {
+        anyhow::bail!(
+            "interrupted before the snapshot was written; the mirror still shows generation {}",
+            prepared.snapshot.generation - 1
+        );
+    }
+    Ok(if mirror.write_snapshot(&prepared.snapshot)? {
+        Published::Written
+    } else {
+        Published::Conflict
+    })
+}
+
+/// A generation's entries by exact path, to build the next one from.
+fn owned_entries(snap: &Snapshot) -> Result<BTreeMap<Vec<u8>, SnapEntry>> {
+    Ok(snap
+        .entry_map()?
+        .into_iter()
+        .map(|(p, e)| (p, e.clone()))
+        .collect())
+}
+
+/// Dedupe: the paths `changes` writes, and one upload per object they need that is not in
+/// `known` (extended with the store's listing when anything is missing).
+fn missing_objects(
+    mirror: &Mirror,
+    source: &Manifest,
+    changes: &Categories,
+    known: &mut HashMap<String, u64>,
+) -> Result<(Vec<Vec<u8>>, Vec<Upload>)> {
+    let mut wanted: BTreeMap<String, (Vec<u8>, u64, [u8; 32])> = BTreeMap::new();
+    let mut changed = Vec::new();
+    let c = changes;
+    for pe in c.added.iter().chain(&c.modified).chain(&c.metadata) {
+        let p = pe.raw_path();
+        let e = source
+            .entries
+            .get(&p)
+            .with_context(|| format!("{} vanished from the source", pe.path))?;
+        if let Kind::File { size, hash } = &e.kind {
+            let id = mirror.key.object_id(hash);
+            if !known.contains_key(&id) {
+                wanted.entry(id).or_insert((p.clone(), *size, *hash));
+            }
+        }
+        changed.push(p);
+    }
+    if !wanted.is_empty() {
+        known.extend(ObjectIndex::load(&mirror.store)?.sizes());
+        // Objects are written atomically (S3 PUT, temp file + rename locally), so a
+        // leftover of an interrupted apply is whole; the size check only rejects what
+        // cannot be an age file of that plaintext (tampering shows up in `verify --deep`).
+        wanted.retain(|id, (_, size, _)| {
+            !known
+                .get(id)
+                .is_some_and(|n| super::crypto::plausible_len(*size, *n))
+        });
+    }
+    Ok((changed, wanted.into_iter().collect()))
+}
+
+/// Encrypt and store `jobs` (paths relative to `root`); returns id → stored size.
+///
+/// Memory stays bounded whatever the sizes: each small upload holds one ciphertext, so files
+/// over 1 MiB go four at a time, and multipart uploads (one part buffer each) two at a time;
+/// everything else [`WORKERS`] at a time.
+fn upload(
+    mirror: &Mirror,
+    root: &Path,
+    jobs: Vec<Upload>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<HashMap<String, u64>> {
+    let (mut large, rest): (Vec<_>, Vec<_>) = jobs
+        .into_iter()
+        .partition(|(_, (_, size, _))| *size > SMALL_OBJECT);
+    let (mut medium, mut small): (Vec<_>, Vec<_>) = rest
+        .into_iter()
+        .partition(|(_, (_, size, _))| *size > 1 << 20);
+    let done = AtomicU64::new(0);
+    let mut stored = HashMap::new();
+    for (batch, workers) in [(&mut small, WORKERS), (&mut medium, 4), (&mut large, 2)] {
+        let results = crate::parallel::parallel(batch, workers, |(id, (p, size, hash))| {
+            if crate::interrupt::interrupted() {
+                anyhow::bail!("interrupted");
+            }
+            let src = root.join(OsStr::from_bytes(p));
+            let (got, n) = mirror.store_file(&src, *size, hash)?;
+            debug_assert_eq!(&got, id);
+            progress(done.fetch_add(1, Ordering::Relaxed) + 1);
+            Ok((got, n))
+        });
+        for r in results {
+            let (id, n) = r?;
+            stored.insert(id, n);
+        }
+    }
+    Ok(stored)
+}
+
+/// What [`sign_latest`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signed {
+    /// The mirror has no generation yet.
+    Empty,
+    /// The newest generation is already signed by this key.
+    Already {
+        generation: u64,
+        by: ssh_key::PublicKey,
+    },
+    /// Generation `generation` (same files as `from`) was published, signed.
+    Written { from: u64, generation: u64 },
+    /// Another writer published generation `generation` first.
+    Conflict { generation: u64 },
+}
+
+/// Sign a mirror written before snapshots were signed: publish, signed, a generation with the
+/// same files as the (unsigned) newest one, which vouches for every older generation.
+pub fn sign_latest(mirror: &Mirror) -> Result<Signed> {
+    let Some((snap, digest)) = mirror.latest()? else {
+        return Ok(Signed::Empty);
+    };
+    let (_, _, signed_by) = mirror.read_unverified(snap.generation)?;
+    if let Some(by) = signed_by {
+        return Ok(Signed::Already {
+            generation: snap.generation,
+            by,
+        });
+    }
+    let next = Snapshot::assemble(
+        snap.generation + 1,
+        Some(digest),
+        snap.source.clone(),
+        mirror.key.key_id(),
+        owned_entries(&snap)?,
+    );
+    let generation = next.generation;
+    let prepared = Prepared {
+        snapshot: next,
+        changed: Vec::new(),
+        deleted: Vec::new(),
+    };
+    Ok(match publish(mirror, &prepared)? {
+        Published::Written => Signed::Written {
+            from: snap.generation,
+            generation,
+        },
+        Published::Conflict => Signed::Conflict { generation },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mirror::prune;
+    use crate::mirror::testutil::{TestMirror, object_ids};
+    use std::num::NonZeroUsize;
+    use std::time::Duration;
+
+    /// The race `tests/it/mirror.rs` runs with two processes, made exact: two writers prepare
+    /// on the same generation (both saw generation 1), then publish at the same moment.
+    /// Exactly one create-only write succeeds, the published generation is the winner's
+    /// byte for byte (never overwritten by the loser), and the loser's objects are exactly
+    /// what a prune removes.
+    #[test]
+    fn two_writers_prepared_on_one_generation_exactly_one_publishes_and_none_overwrites() {
+        let t = TestMirror::new();
+        let (w0, w1) = (t.open(0), t.open(1));
+        TestMirror::commit(&w0, &t.source("base", &[("shared", b"both keep this")]));
+        let before = object_ids(&w0);
+        let a = TestMirror::prepare(
+            &w0,
+            &t.source("a", &[("shared", b"both keep this"), ("a", b"only A")]),
+        );
+        let b = TestMirror::prepare(
+            &w1,
+            &t.source("b", &[("shared", b"both keep this"), ("b", b"only B")]),
+        );
+        assert_eq!((a.snapshot.generation, b.snapshot.generation), (2, 2));
+        let barrier = std::sync::Barrier::new(2);
+        let (ra, rb) = std::thread::scope(|s| {
+            let ta = s.spawn(|| {
+                barrier.wait();
+                publish(&w0, &a).unwrap()
+            });
+            let tb = s.spawn(|| {
+                barrier.wait();
+                publish(&w1, &b).unwrap()
+            });
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        let (winner, loser) = match (ra, rb) {
+            (Published::Written, Published::Conflict) => (&a, &b),
+            (Published::Conflict, Published::Written) => (&b, &a),
+            other => panic!("exactly one publish must win, got {other:?}"),
+        };
+        // A fresh reader sees the winner's generation exactly, and nothing newer.
+        let reader = t.open(1);
+        assert_eq!(reader.generations().unwrap(), [1, 2]);
+        let (latest, _) = reader.latest().unwrap().unwrap();
+        assert_eq!(latest, winner.snapshot);
+        // Publishing the loser again still cannot replace it.
+        let sealed = std::fs::read(t.root().join("snapshots/0000000002.age")).unwrap();
+        assert_eq!(publish(&reader, loser).unwrap(), Published::Conflict);
+        assert_eq!(
+            std::fs::read(t.root().join("snapshots/0000000002.age")).unwrap(),
+            sealed
+        );
+        // The loser's own object is stored but unreferenced: prune plans exactly it.
+        let loser_only: Vec<String> = object_ids(&reader)
+            .into_iter()
+            .filter(|id| !before.contains(id))
+            .filter(|id| {
+                !winner
+                    .snapshot
+                    .entries
+                    .iter()
+                    .any(|e| e.object.as_ref() == Some(id))
+            })
+            .collect();
+        assert_eq!(loser_only.len(), 1);
+        let plan =
+            prune::prune_plan(&reader, NonZeroUsize::new(1).unwrap(), Duration::ZERO).unwrap();
+        let doomed: Vec<&str> = plan.delete_objects.iter().map(|o| o.id.as_str()).collect();
+        assert_eq!(doomed, loser_only);
+        prune::prune(&reader, &plan).unwrap();
+        crate::mirror::check::check_objects(&reader, &latest, true).unwrap();
+    }
+
+    /// A commit changes exactly the planned paths, uploads each content once, and reuses what
+    /// is stored.
+    #[test]
+    fn a_commit_dedupes_and_changes_only_the_planned_paths() {
+        let t = TestMirror::new();
+        let m = t.open(0);
+        let src = t.source("s", &[("x", b"same"), ("y", b"same"), ("z", b"other")]);
+        TestMirror::commit(&m, &src);
+        assert_eq!(object_ids(&m).len(), 2, "one object per distinct content");
+        std::fs::remove_file(src.join("y")).unwrap();
+        std::fs::write(src.join("w"), b"same").unwrap();
+        let p = TestMirror::prepare(&m, &src);
+        assert_eq!(p.changed, [b"w".to_vec()]);
+        assert_eq!(p.deleted, [b"y".to_vec()]);
+        assert_eq!(publish(&m, &p).unwrap(), Published::Written);
+        assert_eq!(object_ids(&m).len(), 2, "nothing new to upload");
+        let (latest, _) = m.latest().unwrap().unwrap();
+        let paths: Vec<&str> = latest.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["w", "x", "z"]);
+    }
+}
