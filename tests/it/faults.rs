@@ -282,7 +282,8 @@ impl Fixture {
         (status, out_text)
     }
 
-    /// 1. Children die with offsync: within 2 s no process mentions the controller home.
+    /// Promise 1: children die with offsync: within 2 s no process mentions the controller
+    /// home.
     fn step_children_die_with_offsync(&self, failures: &mut Vec<String>) {
         let left = wait_no_procs(&self.needle, Duration::from_secs(2));
         if !left.is_empty() {
@@ -301,7 +302,8 @@ impl Fixture {
         }
     }
 
-    /// 2. No file at a final path on a target holds anything but its old or its new content.
+    /// Promise 2: no file at a final path on a target holds anything but its old or its new
+    /// content.
     fn step_no_file_holds_anything_but_old_or_new_content(
         &self,
         old: &[Tree],
@@ -329,7 +331,7 @@ impl Fixture {
         }
     }
 
-    /// 3. A handled signal: 128+signal (or 0 when done) and one new record per target.
+    /// Promise 3: a handled signal: 128+signal (or 0 when done) and one new record per target.
     fn step_a_handled_signal_exits_128_plus_and_logs_each_target(
         &self,
         signal: &str,
@@ -365,7 +367,7 @@ impl Fixture {
         }
     }
 
-    /// 4. The next apply succeeds at its first try; verify agrees; the targets equal the
+    /// Promise 4: the next apply succeeds at its first try; verify agrees; the targets equal the
     /// source; nothing of the killed run is left in `$OFFSYNC_HOME/tmp`, no process either.
     fn step_the_next_apply_recovers_and_leaves_nothing(
         &self,
