@@ -76,15 +76,17 @@ pub fn current_user() -> String {
             return u;
         }
     }
+    passwd_user().unwrap_or_else(|| "USER".to_string())
+}
+
+/// The login name in `/etc/passwd` for the uid of this process, ignoring `$USER`/`$LOGNAME`
+/// (which `runuser` or `sudo` may leave stale). `None` for users only NSS knows.
+pub fn passwd_user() -> Option<String> {
     use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
-    if let (Some(uid), Ok(passwd)) = (uid, std::fs::read_to_string("/etc/passwd")) {
-        for line in passwd.lines() {
-            let f: Vec<&str> = line.split(':').collect();
-            if f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid) {
-                return f[0].to_string();
-            }
-        }
-    }
-    "USER".to_string()
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
+    })
 }

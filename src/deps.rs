@@ -440,7 +440,12 @@ fn is_executable(meta: &std::fs::Metadata) -> bool {
 }
 
 fn on_path(program: &str) -> bool {
-    which::which(program).is_ok()
+    which(program).is_some()
+}
+
+/// Where `program` is on PATH (`which(1)`), if anywhere.
+pub fn which(program: &str) -> Option<PathBuf> {
+    which::which(program).ok()
 }
 
 fn dedup_keep_order(items: Vec<&'static str>) -> Vec<&'static str> {

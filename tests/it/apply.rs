@@ -42,7 +42,19 @@ fn first_apply_incremental_delete_and_verify() {
     if !skip_unless_tools() {
         return;
     }
-    let w = World::new(2);
+    let w = World::fast(2);
+    step_source_with_awkward_names_and_excludes(&w);
+    step_plans_are_deterministic_and_agree_with_rsync_on_excludes(&w);
+    step_first_apply_makes_both_targets_identical(&w);
+    step_an_incremental_plan_lists_exactly_the_changes(&w);
+    step_a_target_only_file_refuses_that_target_only(&w);
+    step_delete_removes_exactly_the_listed_path(&w);
+    step_verify_detects_a_file_changed_on_a_target(&w);
+    step_every_apply_is_logged_once_per_target(&w);
+}
+
+/// Awkward names, a symlink, and an exclude list with a negation.
+fn step_source_with_awkward_names_and_excludes(w: &World) {
     let h = &w.home;
     for (i, n) in awkward_names().iter().enumerate() {
         write_raw(&w.source, n, format!("content {i}").as_bytes());
@@ -59,9 +71,12 @@ fn first_apply_incremental_delete_and_verify() {
         1,
     );
     std::fs::write(h.config(), cfg).unwrap();
+}
 
-    // Plans are deterministic and list every entry rsync sees as added on an empty target —
-    // rsync (with our filter rules) and our walker agree on what is excluded.
+/// Plans are deterministic and list every entry rsync sees as added on an empty target —
+/// rsync (with our filter rules) and our walker agree on what is excluded.
+fn step_plans_are_deterministic_and_agree_with_rsync_on_excludes(w: &World) {
+    let h = &w.home;
     let p1 = h
         .offsync(["plan", "--json"])
         .assert()
@@ -111,8 +126,11 @@ fn first_apply_incremental_delete_and_verify() {
         .unwrap();
     assert_eq!(bad["path_hex"], "626164ff62797465");
     h.offsync(["plan", "--detailed-exitcode"]).assert().code(2);
+}
 
-    // First apply: both targets become byte-identical to the source (minus excludes).
+/// First apply: both targets become byte-identical to the source (minus excludes).
+fn step_first_apply_makes_both_targets_identical(w: &World) {
+    let h = &w.home;
     h.offsync(["apply", "--yes"]).assert().success();
     let expected = without(snapshot(&w.source), &[b".git", b"build", b"logs/a.log"]);
     for t in &w.targets {
@@ -120,8 +138,11 @@ fn first_apply_incremental_delete_and_verify() {
     }
     h.offsync(["plan", "--detailed-exitcode"]).assert().code(0);
     h.offsync(["verify"]).assert().code(0);
+}
 
-    // An incremental change shows exactly the changed files.
+/// An incremental change shows exactly the changed files.
+fn step_an_incremental_plan_lists_exactly_the_changes(w: &World) {
+    let h = &w.home;
     write_raw(&w.source, b"with space", b"changed!");
     write_raw(&w.source, b"brand new", b"new");
     let plan = json(
@@ -138,8 +159,11 @@ fn first_apply_incremental_delete_and_verify() {
         assert_eq!(t["added"][0]["path"], "brand new");
         assert_eq!(t["modified"][0]["path"], "with space");
     }
+}
 
-    // A target-only file blocks apply on that target only; excluded target files never count.
+/// A target-only file blocks apply on that target only; excluded target files never count.
+fn step_a_target_only_file_refuses_that_target_only(w: &World) {
+    let h = &w.home;
     std::fs::write(w.targets[1].sync_dir().join("target-only"), b"x").unwrap();
     std::fs::write(w.targets[1].sync_dir().join("debug.log"), b"excluded").unwrap();
     let out = h
@@ -161,8 +185,11 @@ fn first_apply_incremental_delete_and_verify() {
         b"content 1",
         "refused target untouched"
     );
+}
 
-    // --delete removes exactly the listed path.
+/// `--delete` removes exactly the listed path; excluded paths stay.
+fn step_delete_removes_exactly_the_listed_path(w: &World) {
+    let h = &w.home;
     h.offsync(["apply", "--yes", "--delete"]).assert().success();
     assert!(!w.targets[1].sync_dir().join("target-only").exists());
     assert!(
@@ -173,8 +200,11 @@ fn first_apply_incremental_delete_and_verify() {
         std::fs::read(w.targets[1].sync_dir().join("with space")).unwrap(),
         b"changed!"
     );
+}
 
-    // verify detects a file changed on a target.
+/// verify detects a file changed on a target, and names only that target.
+fn step_verify_detects_a_file_changed_on_a_target(w: &World) {
+    let h = &w.home;
     std::fs::write(w.targets[0].sync_dir().join("plain.txt"), b"tampered").unwrap();
     let out = h
         .offsync(["verify"])
@@ -189,8 +219,11 @@ fn first_apply_incremental_delete_and_verify() {
         "{text}"
     );
     assert!(text.contains("ok       t2"), "{text}");
+}
 
-    // Every apply is logged, one JSON line per target.
+/// Every apply is logged, one JSON line per target (three applies, two targets).
+fn step_every_apply_is_logged_once_per_target(w: &World) {
+    let h = &w.home;
     let log = std::fs::read_to_string(h.home.join("operations.log")).unwrap();
     let lines: Vec<serde_json::Value> = log
         .lines()
@@ -212,7 +245,7 @@ fn stale_saved_plan_is_refused_without_transfer() {
     if !skip_unless_tools() {
         return;
     }
-    let w = World::new(1);
+    let w = World::fast(1);
     let h = &w.home;
     w.write("a.txt", b"one");
     let plan_file = h.tmp.path().join("plan.json");
@@ -266,7 +299,7 @@ fn apply_without_terminal_needs_yes() {
     if !skip_unless_tools() {
         return;
     }
-    let w = World::new(1);
+    let w = World::fast(1);
     w.write("a", b"a");
     w.home.offsync(["apply"]).assert().code(64);
     assert!(snapshot(&w.targets[0].sync_dir()).is_empty());
@@ -277,7 +310,7 @@ fn plan_apply_verify_share_one_connection_per_target() {
     if !skip_unless_tools() {
         return;
     }
-    let w = World::new(1);
+    let w = World::fast(1);
     w.write("a", b"a");
     w.write("d/b", b"b");
     let count = || w.targets[0].log().matches("Accepted publickey").count();
@@ -295,7 +328,7 @@ fn a_second_apply_waits_for_the_lock() {
     if !skip_unless_tools() {
         return;
     }
-    let w = World::new(1);
+    let w = World::fast(1);
     w.write("a", b"a");
     std::fs::create_dir_all(&w.home.home).unwrap();
     let lock = w.home.home.join("apply.lock");
@@ -333,7 +366,7 @@ fn ctrl_c_logs_an_interrupted_record_and_the_next_apply_finishes() {
         return;
     }
     use std::os::unix::process::CommandExt;
-    let w = World::new(1);
+    let w = World::fast(1);
     let chunk: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
     let big = w.source.join("big.bin");
     let mut f = std::fs::File::create(&big).unwrap();
@@ -392,7 +425,7 @@ fn a_failing_target_does_not_stop_the_others() {
     if !skip_unless_tools() {
         return;
     }
-    let mut w = World::new(2);
+    let mut w = World::fast(2);
     w.write("a", b"a");
     w.targets[0].stop();
     let out = w

@@ -3,7 +3,8 @@
 //! fully set-up controller and target, so a rejection that happens "too late" shows up.
 
 use crate::util::{
-    World, keygen, listing, read_opt, setup_linked_target, skip_unless_tools, stderr,
+    World, fast_linked_target, keygen, listing, read_opt, setup_linked_target, skip_unless_tools,
+    stderr,
 };
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
@@ -238,7 +239,7 @@ fn unknown_config_key_is_an_error_with_its_line() {
     if !skip_unless_tools() {
         return;
     }
-    let w = setup_linked_target();
+    let w = fast_linked_target();
     let h = &w.home;
     let mut cfg = std::fs::read(h.config()).unwrap();
     cfg.extend_from_slice(b"colour: red\n");
@@ -274,7 +275,7 @@ fn apply_refuses_bad_plan_files() {
     if !skip_unless_tools() {
         return;
     }
-    let w = setup_linked_target();
+    let w = fast_linked_target();
     w.write("a.txt", b"a");
     let h = &w.home;
     let dir = h.tmp.path();
@@ -347,7 +348,7 @@ fn bad_exclude_patterns_are_refused_with_their_index() {
     if !skip_unless_tools() {
         return;
     }
-    let w = setup_linked_target();
+    let w = fast_linked_target();
     w.write("a.txt", b"a");
     let h = &w.home;
     // One good apply first, so the target is not empty.

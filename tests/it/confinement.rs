@@ -103,7 +103,7 @@ fn a_key_without_its_forced_command_is_not_confined_for_plan_and_verify() {
     if !skip_unless_tools() {
         return;
     }
-    let w = World::new(2);
+    let w = World::fast(2);
     let _guard = KillMatchingOnDrop(home_needle(&w.home));
     source_files(&w);
     w.home.offsync(["apply", "--yes"]).assert().success();
@@ -175,7 +175,7 @@ fn an_unrestricted_command_is_refused_by_apply_delete() {
     if !skip_unless_tools() {
         return;
     }
-    let w = World::new(2);
+    let w = World::fast(2);
     let _guard = KillMatchingOnDrop(home_needle(&w.home));
     source_files(&w);
     let elsewhere = scratch(&w.targets[0], "elsewhere");
@@ -217,7 +217,7 @@ fn an_unrestricted_command_is_refused_by_apply_of_a_saved_plan() {
     if !skip_unless_tools() {
         return;
     }
-    let w = World::new(2);
+    let w = World::fast(2);
     let _guard = KillMatchingOnDrop(home_needle(&w.home));
     source_files(&w);
     let plan_file = w.home.tmp.path().join("saved-plan.json");
@@ -276,7 +276,7 @@ fn a_forced_command_pointing_elsewhere_is_refused_by_the_marker() {
     if !skip_unless_tools() {
         return;
     }
-    let w = World::new(2);
+    let w = World::fast(2);
     let _guard = KillMatchingOnDrop(home_needle(&w.home));
     source_files(&w);
     w.home.offsync(["apply", "--yes"]).assert().success();

@@ -101,7 +101,7 @@ fn nested_target_only_tree_goes_in_one_apply_and_is_logged() {
     if !skip_unless_tools() {
         return;
     }
-    let w = World::new(2);
+    let w = World::fast(2);
     pad_source(&w, 20);
     w.home.offsync(["apply", "--yes"]).assert().success();
     for t in &w.targets {
@@ -123,7 +123,7 @@ fn fifty_five_levels_and_a_thousand_entries_go_in_one_apply() {
     if !skip_unless_tools() {
         return;
     }
-    let w = World::new(1);
+    let w = World::fast(1);
     // 1,500 source files keep ~1,070 deletions under half of the target's paths.
     pad_source(&w, 1500);
     w.home.offsync(["apply", "--yes"]).assert().success();
@@ -159,7 +159,7 @@ fn a_directory_replaced_by_a_file_and_a_file_by_a_directory() {
     if !skip_unless_tools() {
         return;
     }
-    let w = World::new(2);
+    let w = World::fast(2);
     pad_source(&w, 30);
     w.write("a/inner.txt", b"inner");
     w.write("a/deeper/x", b"x");
@@ -192,7 +192,7 @@ fn awkward_target_only_names_are_deleted_exactly() {
     if !skip_unless_tools() {
         return;
     }
-    let w = World::new(1);
+    let w = World::fast(1);
     pad_source(&w, 40);
     w.home.offsync(["apply", "--yes"]).assert().success();
     let dir = w.targets[0].sync_dir();
@@ -224,7 +224,7 @@ fn excluded_files_inside_target_only_dirs_stay_and_nothing_fails_forever() {
     if !skip_unless_tools() {
         return;
     }
-    let w = World::new(1);
+    let w = World::fast(1);
     set_config(&w.home, "exclude", "['*.keep']");
     pad_source(&w, 40);
     w.home.offsync(["apply", "--yes"]).assert().success();
@@ -311,7 +311,7 @@ fn an_empty_source_with_delete_true_is_refused_on_every_target() {
     if !skip_unless_tools() {
         return;
     }
-    let w = World::new(2);
+    let w = World::fast(2);
     for f in ["f1", "f2", "f3"] {
         w.write(f, f.as_bytes());
     }
@@ -378,7 +378,7 @@ fn deleting_more_than_half_of_a_target_is_refused_unless_max_delete_allows_it() 
     if !skip_unless_tools() {
         return;
     }
-    let w = World::new(2);
+    let w = World::fast(2);
     for f in ["a", "b", "c", "d"] {
         w.write(f, f.as_bytes());
     }
@@ -456,7 +456,7 @@ fn max_delete_in_config_refuses_more_deletions() {
     if !skip_unless_tools() {
         return;
     }
-    let w = World::new(1);
+    let w = World::fast(1);
     set_config(&w.home, "max_delete", "3");
     pad_source(&w, 20);
     w.home.offsync(["apply", "--yes"]).assert().success();

@@ -71,7 +71,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(label: &str) -> Fixture {
-        let w = World::new(2);
+        let w = World::fast(2);
         let needle = home_needle(&w.home);
         let mut f = Fixture {
             w,
@@ -195,6 +195,46 @@ impl Fixture {
         let new: Tree = snapshot(&self.w.source).into_iter().collect();
         let log_before = oplog(&self.w.home).len();
         let tmp_before = self.tmp_entries();
+        let (status, out_text) = self.step_signal_a_running_apply(i, n, signal, &mut failures);
+        self.step_children_die_with_offsync(&mut failures);
+        let tmp_after_kill: BTreeSet<String> = self
+            .tmp_entries()
+            .difference(&tmp_before)
+            .cloned()
+            .collect();
+        self.step_no_file_holds_anything_but_old_or_new_content(&old, &new, &mut failures);
+        if signal != "KILL" {
+            self.step_a_handled_signal_exits_128_plus_and_logs_each_target(
+                signal,
+                &status,
+                &out_text,
+                log_before,
+                &mut failures,
+            );
+        }
+        let t_next = Instant::now();
+        self.step_the_next_apply_recovers_and_leaves_nothing(&tmp_after_kill, &mut failures);
+        eprintln!(
+            "trial {i}/{n}: {} ms in all (source rewrite {mutate_ms} ms, recovery apply + verify \
+             {} ms)",
+            t_trial.elapsed().as_millis(),
+            t_next.elapsed().as_millis()
+        );
+        for f in &failures {
+            eprintln!("trial {i}/{n}: FAILED: {f}");
+        }
+        failures
+    }
+
+    /// Start `apply --yes --delete`, send `signal` to offsync alone after a random delay, and
+    /// wait for it (30 s at most, then SIGKILL and a failure). Returns its status and output.
+    fn step_signal_a_running_apply(
+        &mut self,
+        i: usize,
+        n: usize,
+        signal: &str,
+        failures: &mut Vec<String>,
+    ) -> (ExitStatus, String) {
         let out_dir = self.w.home.tmp.path().join(format!("trial-{signal}-{i}"));
         std::fs::create_dir_all(&out_dir).unwrap();
         let delay = self.delay(signal);
@@ -239,8 +279,12 @@ impl Fixture {
             started.elapsed().as_millis(),
             describe(&status)
         );
+        (status, out_text)
+    }
 
-        // 1. Children die with offsync.
+    /// Promise 1: children die with offsync: within 2 s no process mentions the controller
+    /// home.
+    fn step_children_die_with_offsync(&self, failures: &mut Vec<String>) {
         let left = wait_no_procs(&self.needle, Duration::from_secs(2));
         if !left.is_empty() {
             let list: Vec<String> = left
@@ -256,14 +300,17 @@ impl Fixture {
             kill_matching(&self.needle);
             let _ = wait_no_procs(&self.needle, Duration::from_secs(5));
         }
-        let tmp_after_kill: BTreeSet<String> = self
-            .tmp_entries()
-            .difference(&tmp_before)
-            .cloned()
-            .collect();
+    }
 
-        // 2. No file holds anything but its old or its new content.
-        for (t, old) in self.w.targets.iter().zip(&old) {
+    /// Promise 2: no file at a final path on a target holds anything but its old or its new
+    /// content.
+    fn step_no_file_holds_anything_but_old_or_new_content(
+        &self,
+        old: &[Tree],
+        new: &Tree,
+        failures: &mut Vec<String>,
+    ) {
+        for (t, old) in self.w.targets.iter().zip(old) {
             for (path, content) in snapshot(&t.sync_dir()) {
                 if ignored(&path) || content == b"<dir>" {
                     continue;
@@ -282,38 +329,51 @@ impl Fixture {
                 }
             }
         }
+    }
 
-        // 3. A handled signal: 128+signal (or 0 when done) and a record per target.
-        if signal != "KILL" {
-            let want = 128 + signal_number(signal);
-            let code = status.code();
-            if code != Some(want) && code != Some(0) {
+    /// Promise 3: a handled signal: 128+signal (or 0 when done) and one new record per target.
+    fn step_a_handled_signal_exits_128_plus_and_logs_each_target(
+        &self,
+        signal: &str,
+        status: &ExitStatus,
+        out_text: &str,
+        log_before: usize,
+        failures: &mut Vec<String>,
+    ) {
+        let want = 128 + signal_number(signal);
+        let code = status.code();
+        if code != Some(want) && code != Some(0) {
+            failures.push(format!(
+                "SIG{signal}: expected exit {want} (or 0 when completed), got {}\n{out_text}",
+                describe(status)
+            ));
+        }
+        let records: Vec<serde_json::Value> =
+            oplog(&self.w.home).into_iter().skip(log_before).collect();
+        for name in ["t1", "t2"] {
+            let mine: Vec<&serde_json::Value> =
+                records.iter().filter(|r| r["target"] == name).collect();
+            let statuses: Vec<String> = mine.iter().map(|r| r["status"].to_string()).collect();
+            let good = mine.len() == 1
+                && (mine[0]["status"] == "interrupted" || mine[0]["status"] == "ok")
+                && (code != Some(0) || mine[0]["status"] == "ok");
+            if !good {
                 failures.push(format!(
-                    "SIG{signal}: expected exit {want} (or 0 when completed), got {}\n{out_text}",
-                    describe(&status)
+                    "SIG{signal} ({}): want one new `interrupted` (or `ok`) record for \
+                     {name}, got {statuses:?}",
+                    describe(status)
                 ));
             }
-            let records: Vec<serde_json::Value> =
-                oplog(&self.w.home).into_iter().skip(log_before).collect();
-            for name in ["t1", "t2"] {
-                let mine: Vec<&serde_json::Value> =
-                    records.iter().filter(|r| r["target"] == name).collect();
-                let statuses: Vec<String> = mine.iter().map(|r| r["status"].to_string()).collect();
-                let good = mine.len() == 1
-                    && (mine[0]["status"] == "interrupted" || mine[0]["status"] == "ok")
-                    && (code != Some(0) || mine[0]["status"] == "ok");
-                if !good {
-                    failures.push(format!(
-                        "SIG{signal} ({}): want one new `interrupted` (or `ok`) record for \
-                         {name}, got {statuses:?}",
-                        describe(&status)
-                    ));
-                }
-            }
         }
+    }
 
-        // 4. The next apply succeeds at its first try; verify agrees; nothing is left over.
-        let t_next = Instant::now();
+    /// Promise 4: the next apply succeeds at its first try; verify agrees; the targets equal the
+    /// source; nothing of the killed run is left in `$OFFSYNC_HOME/tmp`, no process either.
+    fn step_the_next_apply_recovers_and_leaves_nothing(
+        &self,
+        tmp_after_kill: &BTreeSet<String>,
+        failures: &mut Vec<String>,
+    ) {
         let next = self
             .w
             .home
@@ -365,16 +425,6 @@ impl Fixture {
             failures.push(format!("processes left after the recovery apply: {left:?}"));
             kill_matching(&self.needle);
         }
-        eprintln!(
-            "trial {i}/{n}: {} ms in all (source rewrite {mutate_ms} ms, recovery apply + verify \
-             {} ms)",
-            t_trial.elapsed().as_millis(),
-            t_next.elapsed().as_millis()
-        );
-        for f in &failures {
-            eprintln!("trial {i}/{n}: FAILED: {f}");
-        }
-        failures
     }
 }
 
@@ -486,7 +536,7 @@ fn sigint_during_plan_json_exits_130_and_prints_no_plan() {
         return;
     }
     let mut rng = Prng::from_env_or_time("plan --json SIGINT");
-    let w = World::new(2);
+    let w = World::fast(2);
     let needle = home_needle(&w.home);
     let _guard = KillMatchingOnDrop(needle.clone());
     for i in 0..400 {

@@ -2,7 +2,7 @@
 //! setuid/setgid bits in the source, a full target disk, and the Python offsync's
 //! `verify: hash`.
 
-use crate::util::{Home, is_root, mode, setup_linked_target, skip_unless_tools, stderr, stdout};
+use crate::util::{Home, fast_linked_target, is_root, mode, skip_unless_tools, stderr, stdout};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -155,7 +155,7 @@ fn setuid_and_setgid_bits_are_never_sent() {
     if !skip_unless_tools() {
         return;
     }
-    let w = setup_linked_target();
+    let w = fast_linked_target();
     let set = |rel: &str, m: u32| {
         std::fs::set_permissions(w.source.join(rel), std::fs::Permissions::from_mode(m)).unwrap()
     };
@@ -238,7 +238,7 @@ fn full_target_disk_is_named() {
     if !skip_unless_tools() {
         return;
     }
-    let w = setup_linked_target();
+    let w = fast_linked_target();
     let sync = w.sshd().sync_dir();
     let st = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs"])
@@ -316,7 +316,7 @@ fn python_verify_hash_is_accepted() {
     if !skip_unless_tools() {
         return;
     }
-    let w = setup_linked_target();
+    let w = fast_linked_target();
     w.write("a.txt", b"a");
     let h = &w.home;
     let cfg = std::fs::read_to_string(h.config()).unwrap();

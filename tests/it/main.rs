@@ -18,6 +18,11 @@
 //! - `faults`: randomized SIGKILL/SIGTERM/SIGINT/SIGHUP trials during apply and plan
 //! - `deletes`: hostile target-only trees in one `apply --delete`; the mass-delete guard
 //! - `confinement`: a tampered forced command is refused by every connecting command
+//! - `snapshots`: insta snapshots of `--help`, the plan text and the main error messages
+//!
+//! Tests about set-up (`setup`, `security`, and `bad_input`'s link/target add cases) go
+//! through the real `init` → `link` → `target add` flow (`World::new`); every other test
+//! starts from `World::fast`, which writes the same state directly (`util::prelink`).
 
 mod apply;
 mod bad_input;
@@ -29,5 +34,6 @@ mod hardening;
 mod mirror;
 mod security;
 mod setup;
+mod snapshots;
 mod trust;
 mod util;

@@ -191,8 +191,19 @@ fn full_flow(backend: Backend) {
         return;
     };
     fill(&m.source);
+    step_a_mirror_is_listed_like_any_target(&m);
+    step_plan_adds_everything_and_apply_verifies(&m);
+    step_in_sync_plans_are_identical_and_verify_passes(&m);
+    step_restore_elsewhere_is_byte_identical(&m);
+    let host = step_pull_onto_a_second_host_is_byte_identical(&m);
+    step_an_incremental_change_and_a_deletion_that_needs_delete(&m);
+    step_ls_lists_an_older_snapshot(&m);
+    step_the_host_pulls_the_new_release_deleting_only_with_delete(&m, &host);
+    step_part_of_an_older_generation_can_be_restored(&m);
+}
 
-    // Listed like any target.
+/// Listed like any target.
+fn step_a_mirror_is_listed_like_any_target(m: &Mirror) {
     let list = json(
         &m.off(&["target", "list", "--json"])
             .output()
@@ -201,8 +212,11 @@ fn full_flow(backend: Backend) {
     );
     assert_eq!(list[0]["name"], "m");
     assert_eq!(list[0]["kind"], "mirror");
+}
 
-    // plan: everything added, JSON says kind mirror; exit 2 with --detailed-exitcode.
+/// plan: everything added, JSON says kind mirror; exit 2 with --detailed-exitcode; apply
+/// uploads and verifies.
+fn step_plan_adds_everything_and_apply_verifies(m: &Mirror) {
     let out = m
         .off(&["plan", "--json", "--detailed-exitcode", "--target", "m"])
         .output()
@@ -215,16 +229,20 @@ fn full_flow(backend: Backend) {
     let out = m.apply(&[]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("verified"), "{}", stdout(&out));
+}
 
-    // In sync: byte-identical plans, exit 0, verify (and --deep) pass.
+/// In sync: byte-identical plans, exit 0, verify (and --deep) pass.
+fn step_in_sync_plans_are_identical_and_verify_passes(m: &Mirror) {
     let p1 = m.off(&["plan", "--detailed-exitcode"]).output().unwrap();
     assert_eq!(p1.status.code(), Some(0), "{}{}", stdout(&p1), stderr(&p1));
     let p2 = m.off(&["plan", "--detailed-exitcode"]).output().unwrap();
     assert_eq!(p1.stdout, p2.stdout);
     m.off(&["verify"]).assert().code(0);
     m.off(&["verify", "--deep"]).assert().code(0);
+}
 
-    // Restore elsewhere: byte-identical, modes and mtimes included.
+/// Restore elsewhere: byte-identical, modes and mtimes included.
+fn step_restore_elsewhere_is_byte_identical(m: &Mirror) {
     let dest = m.home.tmp.path().join("restored");
     let out = m
         .off(&["mirror", "restore", "m", dest.to_str().unwrap()])
@@ -232,8 +250,19 @@ fn full_flow(backend: Backend) {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(full_listing(&dest), full_listing(&m.source));
+}
 
-    // Pull onto a second "host": its own home, only the identity file and read access.
+/// A second "host" that pulls the mirror: its own home, only the identity file and read
+/// access.
+struct PullHost {
+    host: Home,
+    id: PathBuf,
+    dir: PathBuf,
+}
+
+/// Pull onto a second "host": byte-identical (exit 2: changes made), then nothing to do
+/// (exit 0), and logged.
+fn step_pull_onto_a_second_host_is_byte_identical(m: &Mirror) -> PullHost {
     let host = Home::new();
     let host_id = host.tmp.path().join("mirror.id");
     std::fs::copy(m.identity(), &host_id).unwrap();
@@ -259,8 +288,16 @@ fn full_flow(backend: Backend) {
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
     let log = std::fs::read_to_string(host.home.join("operations.log")).unwrap();
     assert!(log.contains("\"status\":\"ok\""), "{log}");
+    PullHost {
+        host,
+        id: host_id,
+        dir: host_dir,
+    }
+}
 
-    // An incremental change: exactly the changed paths; a deletion needs --delete.
+/// An incremental change: exactly the changed paths; a deletion needs --delete (a refused
+/// apply writes no generation).
+fn step_an_incremental_change_and_a_deletion_that_needs_delete(m: &Mirror) {
     std::fs::write(m.source.join("index.html"), b"<h1>v2</h1>").unwrap();
     std::fs::remove_file(m.source.join("dir/nested/deep.txt")).unwrap();
     let plan = json(&m.off(&["plan", "--json"]).output().unwrap().stdout);
@@ -292,8 +329,10 @@ fn full_flow(backend: Backend) {
     );
     assert_eq!(snaps[1]["generation"], 2);
     assert_eq!(snaps[1]["files"], 7);
+}
 
-    // ls lists a snapshot without writing anything.
+/// ls lists a snapshot without writing anything.
+fn step_ls_lists_an_older_snapshot(m: &Mirror) {
     let ls = json(
         &m.off(&["mirror", "ls", "m", "--snapshot", "1", "--json"])
             .output()
@@ -307,9 +346,12 @@ fn full_flow(backend: Backend) {
             .iter()
             .any(|e| e["path"] == "dir/nested/deep.txt")
     );
+}
 
-    // The host takes the new release; the deletion only with --delete.
-    let out = m.pull_cmd(&host, &host_dir, &host_id).output().unwrap();
+/// The host takes the new release; the deletion only with --delete.
+fn step_the_host_pulls_the_new_release_deleting_only_with_delete(m: &Mirror, h: &PullHost) {
+    let (host, host_id, host_dir) = (&h.host, &h.id, &h.dir);
+    let out = m.pull_cmd(host, host_dir, host_id).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(stderr(&out).contains("--delete"), "{}", stderr(&out));
     assert!(
@@ -317,14 +359,16 @@ fn full_flow(backend: Backend) {
         "refused pull changed nothing"
     );
     let out = m
-        .pull_cmd(&host, &host_dir, &host_id)
+        .pull_cmd(host, host_dir, host_id)
         .arg("--delete")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(full_listing(&host_dir), full_listing(&m.source));
+    assert_eq!(full_listing(host_dir), full_listing(&m.source));
+}
 
-    // An older generation can still be restored, and only part of it.
+/// An older generation can still be restored, and only part of it.
+fn step_part_of_an_older_generation_can_be_restored(m: &Mirror) {
     let part = m.home.tmp.path().join("part");
     m.off(&[
         "mirror",
@@ -457,12 +501,20 @@ fn bad_input_names_the_problem_and_changes_nothing() {
     let source = home.tmp.path().join("src");
     std::fs::create_dir_all(&source).unwrap();
     home.init(Some(&source));
+    let url = format!("s3://{}/x", new_bucket());
+    step_bad_mirror_adds_are_named_and_change_no_state(&home, &url);
+    step_credentials_can_come_from_an_aws_profile_file(&home, &url);
+    step_a_wrong_identity_says_no_matching_key_and_writes_nothing();
+}
+
+/// Missing credentials, a missing bucket, an unreachable endpoint, a bad URL and a bad
+/// recipient: each named (usage errors exit 64 with one line), no secret printed, no state
+/// file changed.
+fn step_bad_mirror_adds_are_named_and_change_no_state(home: &Home, url: &str) {
     let before = listing(&home.home);
-    let bucket = new_bucket();
-    let url = format!("s3://{bucket}/x");
     // Missing credentials: caught before any request.
     let out = home
-        .offsync(["mirror", "add", "m", &url, "--endpoint", moto_endpoint()])
+        .offsync(["mirror", "add", "m", url, "--endpoint", moto_endpoint()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
@@ -490,7 +542,7 @@ fn bad_input_names_the_problem_and_changes_nothing() {
     let dead = format!("http://127.0.0.1:{}", crate::util::free_port());
     let t = std::time::Instant::now();
     let out = home
-        .offsync(["mirror", "add", "m", &url, "--endpoint", &dead])
+        .offsync(["mirror", "add", "m", url, "--endpoint", &dead])
         .envs(AWS_ENV)
         .output()
         .unwrap();
@@ -511,8 +563,10 @@ fn bad_input_names_the_problem_and_changes_nothing() {
         assert!(!line.contains("offsync-test-secret"));
     }
     assert_eq!(listing(&home.home), before, "no state file changed");
+}
 
-    // Credentials from an AWS profile file instead of the environment.
+/// Credentials from an AWS profile file instead of the environment; never saved in config.
+fn step_credentials_can_come_from_an_aws_profile_file(home: &Home, url: &str) {
     let creds = home.tmp.path().join("aws-credentials");
     std::fs::write(
         &creds,
@@ -520,7 +574,7 @@ fn bad_input_names_the_problem_and_changes_nothing() {
     )
     .unwrap();
     let out = home
-        .offsync(["mirror", "add", "m", &url, "--endpoint", moto_endpoint()])
+        .offsync(["mirror", "add", "m", url, "--endpoint", moto_endpoint()])
         .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
         .env("AWS_PROFILE", "deploy")
         .output()
@@ -531,8 +585,10 @@ fn bad_input_names_the_problem_and_changes_nothing() {
             .unwrap()
             .contains("from-a-file")
     );
+}
 
-    // Wrong identity: a clear "no matching key", nothing written.
+/// Wrong identity: a clear "no matching key", nothing written.
+fn step_a_wrong_identity_says_no_matching_key_and_writes_nothing() {
     let Some(m) = Mirror::new(Backend::S3) else {
         return;
     };

@@ -412,3 +412,65 @@ fn target_add_without_link_explains_and_saves_nothing() {
     assert_eq!(durable(listing(&h.home)), durable(before));
     assert_eq!(read_opt(&h.known_hosts()), None);
 }
+
+/// The fast fixture (`util::prelink`, used by every test that is not about set-up) writes
+/// byte for byte what `link` and `target add` write: authorized_keys, known_hosts,
+/// config.yaml, and a marker recorded in `$OFFSYNC_HOME/markers/t1` that exists in the sync
+/// dir. Checked by undoing the real flow's files and writing them again with the fixture.
+#[test]
+fn the_fast_fixture_writes_what_link_and_target_add_write() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = setup_linked_target();
+    let (h, sshd) = (&w.home, w.sshd());
+    let real = |p: &std::path::Path| std::fs::read(p).unwrap();
+    let (ak, kh, cfg) = (
+        real(&sshd.authorized_keys()),
+        real(&h.known_hosts()),
+        real(&h.config()),
+    );
+    let record = h.home.join("markers").join("t1");
+    let marker_of = |record: &std::path::Path| {
+        let id = std::fs::read_to_string(record).unwrap().trim().to_string();
+        assert_eq!(
+            util::markers(&sshd.sync_dir()),
+            [format!(".offsync-marker-{id}")]
+        );
+        let file = sshd.sync_dir().join(format!(".offsync-marker-{id}"));
+        (mode(&file), std::fs::read(&file).unwrap())
+    };
+    let real_marker = marker_of(&record);
+    assert_eq!(mode(&sshd.sync_dir()), 0o700);
+
+    // Undo: no authorized_keys, known_hosts, marker or target; the sync dir stays (`prelink`
+    // keeps an existing one, as `link` does).
+    std::fs::remove_file(sshd.authorized_keys()).unwrap();
+    std::fs::remove_file(h.known_hosts()).unwrap();
+    for m in util::markers(&sshd.sync_dir()) {
+        std::fs::remove_file(sshd.sync_dir().join(m)).unwrap();
+    }
+    std::fs::remove_file(&record).unwrap();
+    let mut config = offsync::config::Config::load(&h.config()).unwrap();
+    config.targets.clear();
+    config.save(&h.config()).unwrap();
+
+    util::prelink(h, sshd, "t1");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert_eq!(
+        text(&real(&sshd.authorized_keys())),
+        text(&ak),
+        "authorized_keys"
+    );
+    assert_eq!(text(&real(&h.known_hosts())), text(&kh), "known_hosts");
+    assert_eq!(text(&real(&h.config())), text(&cfg), "config.yaml");
+    assert_eq!(mode(&sshd.authorized_keys()), 0o600);
+    assert_eq!(mode(&h.known_hosts()), 0o600);
+    assert_eq!(
+        marker_of(&record),
+        real_marker,
+        "marker file (mode, content)"
+    );
+    assert_eq!(mode(&sshd.sync_dir()), 0o700);
+    h.offsync(["target", "check"]).assert().success();
+}

@@ -462,8 +462,17 @@ fn a_reader_cannot_publish_and_a_removed_writer_no_longer_can() {
     };
     let h = host(&m);
     let world = world_with_pull(&m, &h);
-    // The attacker: a host with the mirror's age identity and write access to the
-    // directory, running offsync itself as a "controller" with its own key.
+    let (a, a_src) = step_a_reader_publishes_a_generation_signed_by_its_own_key(&m);
+    step_nobody_else_accepts_the_readers_generation(&m, &h, &world);
+    step_a_writer_added_on_purpose_is_accepted_until_removed(&m, &a, &a_src);
+    step_own_key_cannot_be_removed_and_a_non_writer_is_bad_input(&m, &a);
+}
+
+/// The attacker: a host with the mirror's age identity and write access to the directory,
+/// running offsync itself as a "controller" with its own key. It does not trust the
+/// controller either (its apply refuses the controller's snapshot) until told to; then it
+/// writes generation 2. Returns its home and source.
+fn step_a_reader_publishes_a_generation_signed_by_its_own_key(m: &Mirror) -> (Home, PathBuf) {
     let a = Home::new();
     let a_src = a.tmp.path().join("src");
     std::fs::create_dir_all(&a_src).unwrap();
@@ -491,9 +500,14 @@ fn a_reader_cannot_publish_and_a_removed_writer_no_longer_can() {
     a.offsync(["apply", "--yes", "--delete", "--max-delete", "100"])
         .assert()
         .success();
-    // Generation 2 is signed by the attacker: nobody else accepts it.
+    (a, a_src)
+}
+
+/// Generation 2 is signed by the attacker: nobody else accepts it (pull and ls refuse it,
+/// nothing in the pulling host's world changes).
+fn step_nobody_else_accepts_the_readers_generation(m: &Mirror, h: &Host, world: &Path) {
     let pulled = world.join("dests/pulled");
-    let before = listing(&world);
+    let before = listing(world);
     let out = m.pull_cmd(&h.home, &pulled, &h.identity).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -508,9 +522,12 @@ fn a_reader_cannot_publish_and_a_removed_writer_no_longer_can() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(listing(&world), before);
+    assert_eq!(listing(world), before);
+}
 
-    // Made a writer on purpose, its generations are accepted by the controller…
+/// Made a writer on purpose, its generations are accepted by the controller… until it is
+/// removed: its next generation is refused by `mirror ls` and `plan`.
+fn step_a_writer_added_on_purpose_is_accepted_until_removed(m: &Mirror, a: &Home, a_src: &Path) {
     let a_pub = a.pub_key();
     m.off(&["mirror", "writers", "add", "m", a_pub.to_str().unwrap()])
         .assert()
@@ -539,7 +556,11 @@ fn a_reader_cannot_publish_and_a_removed_writer_no_longer_can() {
             stderr(&out)
         );
     }
-    // Own key cannot be removed; a key that is not a writer is bad input.
+}
+
+/// Own key cannot be removed; a key that is not a writer is bad input.
+fn step_own_key_cannot_be_removed_and_a_non_writer_is_bad_input(m: &Mirror, a: &Home) {
+    let a_pub = a.pub_key();
     m.off(&[
         "mirror",
         "writers",

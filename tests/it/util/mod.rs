@@ -1,5 +1,7 @@
 //! The harness: a controller home with a scrubbed environment, a real sshd on a free loopback
-//! port, and the whole `init` → `link` → `target add` flow.
+//! port, and either the whole `init` → `link` → `target add` flow ([`World::new`], for tests
+//! about set-up) or `init` plus the state `link` and `target add` leave, written directly
+//! ([`World::fast`], [`prelink`]: no SSH round trips, for everything else).
 //!
 //! Invariants: every test gets its own temp dirs and its own sshd, so tests run in parallel
 //! threads; nothing here needs root (sshd on a high port can only log in as the user running
@@ -46,12 +48,9 @@ pub fn skip_unless_tools() -> bool {
     false
 }
 
+/// `name` on PATH: the product's own lookup (`offsync::deps::which`).
 pub fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|c| c.is_file())
-    })
+    offsync::deps::which(name)
 }
 
 fn sshd_path() -> Option<PathBuf> {
@@ -60,24 +59,19 @@ fn sshd_path() -> Option<PathBuf> {
         .or_else(|| which("sshd"))
 }
 
+/// rrsync as `offsync link` finds it (PATH, then the distributions' places; its interpreter
+/// must exist).
 fn rrsync_path() -> Option<PathBuf> {
-    which("rrsync").or_else(|| Some(PathBuf::from("/usr/lib/rsync/rrsync")).filter(|p| p.is_file()))
+    offsync::deps::find_rrsync(None).ok()
 }
 
 /// The login name of the test process: the only user a non-root sshd accepts. From the passwd
-/// entry of our uid (never `$USER`, which `runuser`/`sudo` may leave stale), else `id -un`
-/// (for users that only NSS knows).
+/// entry of our uid (`offsync::context::passwd_user`: never `$USER`, which `runuser`/`sudo`
+/// may leave stale), else `id -un` (for users that only NSS knows).
 pub fn user() -> &'static str {
     static USER: OnceLock<String> = OnceLock::new();
     USER.get_or_init(|| {
-        use std::os::unix::fs::MetadataExt;
-        let uid = std::fs::metadata("/proc/self").expect("/proc/self").uid();
-        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-        let from_passwd = passwd.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 2 && f[2].parse() == Ok(uid)).then(|| f[0].to_string())
-        });
-        from_passwd.unwrap_or_else(|| {
+        offsync::context::passwd_user().unwrap_or_else(|| {
             let out = std::process::Command::new("id")
                 .arg("-un")
                 .output()
@@ -390,9 +384,9 @@ impl Drop for Sshd {
     }
 }
 
+/// Whether the tests run as root (effective uid 0): the product's own check.
 pub fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    offsync::deps::is_root()
 }
 
 /// A port that was free a moment ago (bind to port 0, read it, release it).
@@ -472,6 +466,71 @@ pub fn target_add_cmd(home: &Home, sshd: &Sshd, name: &str, fingerprint: Option<
     c
 }
 
+/// The state that `offsync link --key-file PUB --path SYNC --yes` (on the target) and then
+/// `offsync target add USER@127.0.0.1 --port P --path SYNC --fingerprint FP --name NAME` (on
+/// the controller) leave behind, written directly instead of probing over SSH:
+/// - target: SYNC created (0700) and the key's `restrict,…,command="RRSYNC -wo SYNC" ssh-ed25519
+///   … offsync-link: COMMENT linked DATE` line in authorized_keys, built by the product's own
+///   `authorized_keys::build_line` with rrsync found as `link` finds it;
+/// - controller: the sshd host key in `$OFFSYNC_HOME/known_hosts` under `[127.0.0.1]:P`, the
+///   target in config.yaml, and a target marker (`.offsync-marker-ID` in SYNC, the id in
+///   `$OFFSYNC_HOME/markers/NAME`), so the first apply behaves as after a real `target add`.
+///
+/// `setup::the_fast_fixture_writes_what_link_and_target_add_write` checks that every file is
+/// byte-identical to what the real flow writes.
+pub fn prelink(home: &Home, sshd: &Sshd, name: &str) {
+    use offsync::config::{Config, TargetConfig};
+    use offsync::{authorized_keys, fsutil, keys, known_hosts, marker, sanitize};
+
+    // Target side: `link`.
+    let key = keys::read_public(&home.pub_key()).unwrap();
+    let dir = sshd.sync_dir();
+    fsutil::ensure_private_dir_keep(&dir).unwrap();
+    let canonical = std::fs::canonicalize(&dir).unwrap();
+    let rrsync = rrsync_path().expect("rrsync (checked by skip_unless_tools)");
+    let comment = format!(
+        "{} linked {}",
+        sanitize::for_terminal(key.comment()),
+        chrono::Utc::now().format("%Y-%m-%d")
+    );
+    let line = authorized_keys::build_line(
+        &key,
+        rrsync.to_str().unwrap(),
+        canonical.to_str().unwrap(),
+        false,
+        comment.trim(),
+    );
+    let existing = read_opt(&sshd.authorized_keys()).unwrap_or_default();
+    let (content, _) = authorized_keys::upsert(&existing, &key, &line);
+    fsutil::atomic_write(&sshd.authorized_keys(), &content, fsutil::FILE_MODE).unwrap();
+
+    // Controller side: `target add` (host key first, then the marker, then config.yaml).
+    let host_key =
+        ssh_key::PublicKey::read_openssh_file(&sshd.dir.join("host_ed25519.pub")).unwrap();
+    let host_key = host_key.key_data();
+    let pattern = known_hosts::pattern("127.0.0.1", sshd.port);
+    let kh = read_opt(&home.known_hosts()).unwrap_or_default();
+    let kh = known_hosts::replace_host(&kh, &pattern, std::slice::from_ref(host_key));
+    fsutil::atomic_write(&home.known_hosts(), &kh, fsutil::FILE_MODE).unwrap();
+    let id = marker::new_id();
+    marker::write_source(&canonical, &id).unwrap();
+    marker::save(&home.home, name, &id).unwrap();
+    let mut config = Config::load(&home.config()).unwrap();
+    assert!(config.find_target(name).is_none(), "{name} exists already");
+    config.targets.push(TargetConfig {
+        name: Some(name.to_string()),
+        login: Some(login()),
+        user: Some(user().to_string()),
+        host: Some("127.0.0.1".to_string()),
+        port: Some(sshd.port),
+        remote_path: dir.display().to_string(),
+        rrsync: None,
+        fingerprint: Some(keys::fingerprint_of(host_key)),
+        no_delete: false,
+    });
+    config.save(&home.config()).unwrap();
+}
+
 /// A controller with a source and `n` linked and added targets (`t1`, `t2`, …), each behind
 /// its own sshd. Everything (temp dirs, sshd processes) lives as long as the value.
 pub struct World {
@@ -488,26 +547,60 @@ pub fn setup_linked_target() -> World {
     World::new(1)
 }
 
+/// [`World::fast`] with one target `t1`: for tests that need a linked target but are not
+/// about setting one up.
+pub fn fast_linked_target() -> World {
+    World::fast(1)
+}
+
 impl World {
+    /// `n` targets through the real flow (`link`, then `target add`: several SSH round trips
+    /// each). Tests about set-up use this; the others use [`World::fast`].
     pub fn new(n: usize) -> World {
         World::with_link_args(n, &[])
     }
 
     pub fn with_link_args(n: usize, link_args: &[&str]) -> World {
-        let home = Home::new();
-        let source = home.tmp.path().join("source dir");
-        std::fs::create_dir_all(&source).unwrap();
-        home.init(Some(&source));
-        let mut w = World {
-            home,
-            source,
-            targets: Vec::new(),
-            link_stdout: Vec::new(),
-        };
+        let mut w = World::initialised();
         for _ in 0..n {
             w.add_target(link_args);
         }
         w
+    }
+
+    /// `n` pre-linked targets: the state `link` and `target add` leave (see [`prelink`]) is
+    /// written directly, without connecting. `init` still runs (it is fast and in-process).
+    pub fn fast(n: usize) -> World {
+        let mut w = World::initialised();
+        for _ in 0..n {
+            w.add_prelinked_target();
+        }
+        w
+    }
+
+    /// A controller after `init --source`, with no target.
+    fn initialised() -> World {
+        let home = Home::new();
+        let source = home.tmp.path().join("source dir");
+        std::fs::create_dir_all(&source).unwrap();
+        home.init(Some(&source));
+        World {
+            home,
+            source,
+            targets: Vec::new(),
+            link_stdout: Vec::new(),
+        }
+    }
+
+    /// Start another sshd and write it as `t<N>` with [`prelink`] (`link_stdout` gets an
+    /// empty entry: nothing ran `link`).
+    pub fn add_prelinked_target(&mut self) -> &Sshd {
+        let sshd = Sshd::start();
+        let name = format!("t{}", self.targets.len() + 1);
+        prelink(&self.home, &sshd, &name);
+        self.targets.push(sshd);
+        self.link_stdout.push(String::new());
+        self.targets.last().unwrap()
     }
 
     /// Start another sshd, link it and add it as `t<N>`.
