@@ -139,6 +139,16 @@ impl Status {
     pub fn is_success(&self) -> bool {
         matches!(self, Status::Ok | Status::Unchanged)
     }
+
+    /// A refusal or failure as an error (with its kind) prefixed by `what`; `None` otherwise.
+    pub fn to_error(&self, what: &str) -> Option<anyhow::Error> {
+        match self {
+            Status::Refused(kind, msg) | Status::Failed(kind, msg) => Some(
+                crate::error::TargetError::error(*kind, format!("{what}: {msg}")),
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// The result of applying one target.

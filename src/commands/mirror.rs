@@ -433,18 +433,12 @@ fn restore_cmd(ctx: &Context, args: MirrorRestoreArgs) -> Result<ExitCode> {
         &plan,
     )?;
     let (_, r) = &results[0];
-    match &r.status {
-        engine::Status::Ok | engine::Status::Unchanged => {}
-        engine::Status::Interrupted => {
-            eprintln!("offsync: interrupted; the restore was logged as interrupted");
-            return Ok(ExitCode::from(crate::interrupt::exit_code()));
-        }
-        engine::Status::Refused(kind, msg) | engine::Status::Failed(kind, msg) => {
-            return Err(crate::error::TargetError::error(
-                *kind,
-                format!("{}: {msg}", dest.display()),
-            ));
-        }
+    if r.status == engine::Status::Interrupted {
+        eprintln!("offsync: interrupted; the restore was logged as interrupted");
+        return Ok(ExitCode::from(crate::interrupt::exit_code()));
+    }
+    if let Some(e) = r.status.to_error(&dest.display().to_string()) {
+        return Err(e);
     }
     crate::outln!(
         "restored {} entries ({}) of generation {} into {}, every file verified",

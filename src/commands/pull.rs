@@ -21,7 +21,7 @@ use crate::cli::PullArgs;
 use crate::config::Config;
 use crate::context::Context;
 use crate::engine::{self, ApplyPolicy, Status};
-use crate::error::{TargetError, exit};
+use crate::error::exit;
 use crate::mirror::store::{Location, S3Settings, Store};
 use crate::mirror::{self, Mirror, Trust};
 use crate::plan::Plan;
@@ -32,12 +32,9 @@ use crate::targets::Target;
 use crate::targets::local::LocalTarget;
 use crate::{fsutil, input_err, lock};
 
-pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
+/// Open the mirror at `args.url` with this host's identities and trusted writers.
+fn open_mirror(ctx: &Context, args: &PullArgs) -> Result<Mirror> {
     let location = Location::parse(&args.url)?;
-    let dest = crate::context::absolute(&args.dest)?;
-    if dest.exists() && !dest.is_dir() {
-        return Err(input_err!("{} is not a directory", dest.display()));
-    }
     let ids = super::mirror::identities(ctx, args.identity.as_deref())?;
     let store = Store::open(
         &location,
@@ -47,9 +44,17 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
         },
         false,
     )?;
-    let trust = host_trust(ctx, &args, &location)?;
+    let trust = host_trust(ctx, args, &location)?;
     fsutil::ensure_private_dir_keep(&ctx.home)?;
-    let mirror = Mirror::open(store, &ids, &ctx.home.join("mirror-state"))?.with_trust(trust);
+    Ok(Mirror::open(store, &ids, &ctx.home.join("mirror-state"))?.with_trust(trust))
+}
+
+pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
+    let dest = crate::context::absolute(&args.dest)?;
+    if dest.exists() && !dest.is_dir() {
+        return Err(input_err!("{} is not a directory", dest.display()));
+    }
+    let mirror = open_mirror(ctx, &args)?;
     let Some((snap, _)) = mirror.latest()? else {
         anyhow::bail!(
             "{} has no snapshot yet; nothing to pull",
@@ -119,33 +124,28 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
         &plan,
     )?;
     let (_, r) = &results[0];
-    match &r.status {
-        Status::Ok | Status::Unchanged => {
-            if !args.json {
-                crate::outln!(
-                    "\nok  {}  {} changed, {} deleted, {}, verified (generation {})",
-                    dest.display(),
-                    r.outcome.changed.len(),
-                    r.outcome.deleted.len(),
-                    crate::plan::human_bytes(r.outcome.bytes),
-                    snap.generation
-                )?;
-            }
-            Ok(ExitCode::from(if args.detailed_exitcode {
-                exit::CHANGES
-            } else {
-                exit::OK
-            }))
-        }
-        Status::Interrupted => {
-            eprintln!("offsync: interrupted; the pull was logged as interrupted");
-            Ok(ExitCode::from(crate::interrupt::exit_code()))
-        }
-        Status::Refused(kind, msg) | Status::Failed(kind, msg) => Err(TargetError::error(
-            *kind,
-            format!("{}: {msg}", dest.display()),
-        )),
+    if r.status == Status::Interrupted {
+        eprintln!("offsync: interrupted; the pull was logged as interrupted");
+        return Ok(ExitCode::from(crate::interrupt::exit_code()));
     }
+    if let Some(e) = r.status.to_error(&dest.display().to_string()) {
+        return Err(e);
+    }
+    if !args.json {
+        crate::outln!(
+            "\nok  {}  {} changed, {} deleted, {}, verified (generation {})",
+            dest.display(),
+            r.outcome.changed.len(),
+            r.outcome.deleted.len(),
+            crate::plan::human_bytes(r.outcome.bytes),
+            snap.generation
+        )?;
+    }
+    Ok(ExitCode::from(if args.detailed_exitcode {
+        exit::CHANGES
+    } else {
+        exit::OK
+    }))
 }
 
 /// The writers this host trusts for the mirror at `location` (see the module docs).
