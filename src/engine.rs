@@ -416,6 +416,60 @@ pub fn log_record(
     }
 }
 
+/// One target planned against a source, then applied and logged: the whole of `pull` and
+/// `mirror restore` (a local directory fed by a snapshot), with the same rules as `apply`.
+pub struct Single<'t> {
+    targets: Vec<Box<dyn Target + 't>>,
+    excludes: Excludes,
+    pub plan: Plan,
+}
+
+impl<'t> Single<'t> {
+    /// Plan `target` against `source` (offsync's default excludes only).
+    pub fn plan(
+        target: Box<dyn Target + 't>,
+        source: &Manifest,
+        max_delete: Option<u64>,
+    ) -> Result<Single<'t>> {
+        let excludes = Excludes::new(&[])?;
+        let mut targets = vec![target];
+        let plans = plan_all(&mut targets, source, &excludes, 1, max_delete);
+        let plan = Plan::new(source, excludes.patterns(), plans);
+        Ok(Single {
+            targets,
+            excludes,
+            plan,
+        })
+    }
+
+    /// The target's part of the plan.
+    pub fn target_plan(&self) -> &TargetPlan {
+        &self.plan.targets[0]
+    }
+
+    /// Apply the plan under `policy`, append the record to `log` as `operation`, and return
+    /// the result.
+    pub fn apply(
+        mut self,
+        source: &Manifest,
+        policy: ApplyPolicy,
+        log: &std::path::Path,
+        operation: &str,
+    ) -> Result<ApplyResult> {
+        let mut results = apply_all(
+            &mut self.targets,
+            source,
+            &self.excludes,
+            &self.plan,
+            policy,
+            1,
+            &NoProgress,
+        );
+        log_all(log, operation, &results, &self.plan)?;
+        Ok(results.remove(0).1)
+    }
+}
+
 /// Append one record per target of `results` to the operations log at `log`.
 pub fn log_all(
     log: &std::path::Path,

@@ -13,7 +13,6 @@
 
 use crate::engine;
 use crate::source::Source;
-use crate::targets::Target;
 use crate::targets::local::LocalTarget;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
@@ -400,14 +399,13 @@ fn restore_cmd(ctx: &Context, args: MirrorRestoreArgs) -> Result<ExitCode> {
     crate::interrupt::install();
     let mut source = Source::snapshot(&m, &snap, args.keep_special_modes)?;
     source.retain(|p| selected.contains(p));
-    let excludes = crate::plan::excludes::Excludes::new(&[])?;
     let cache = crate::plan::manifest::cache_path(&ctx.home, &dest);
-    let mut targets: Vec<Box<dyn Target + '_>> = vec![Box::new(
-        LocalTarget::new(&dest, cache, &source)?.replacing_escaping_links(),
-    )];
     let manifest = source.manifest();
-    let plans = engine::plan_all(&mut targets, manifest, &excludes, 1, None);
-    let plan = crate::plan::Plan::new(manifest, excludes.patterns(), plans);
+    let single = engine::Single::plan(
+        Box::new(LocalTarget::new(&dest, cache, &source)?.replacing_escaping_links()),
+        manifest,
+        None,
+    )?;
     let policy = engine::ApplyPolicy {
         delete: false,
         overwrite: true,
@@ -416,23 +414,12 @@ fn restore_cmd(ctx: &Context, args: MirrorRestoreArgs) -> Result<ExitCode> {
         source_files: manifest.file_count(),
         keep_extra: true,
     };
-    let results = engine::apply_all(
-        &mut targets,
+    let r = single.apply(
         manifest,
-        &excludes,
-        &plan,
         policy,
-        1,
-        &engine::NoProgress,
-    );
-    let operation = format!("restore {}", args.name);
-    engine::log_all(
         &ctx.home.join("operations.log"),
-        &operation,
-        &results,
-        &plan,
+        &format!("restore {}", args.name),
     )?;
-    let (_, r) = &results[0];
     if r.status == engine::Status::Interrupted {
         eprintln!("offsync: interrupted; the restore was logged as interrupted");
         return Ok(ExitCode::from(crate::interrupt::exit_code()));

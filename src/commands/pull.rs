@@ -20,15 +20,12 @@ use std::process::ExitCode;
 use crate::cli::PullArgs;
 use crate::config::Config;
 use crate::context::Context;
-use crate::engine::{self, ApplyPolicy, Status};
+use crate::engine::{ApplyPolicy, Single, Status};
 use crate::error::exit;
 use crate::mirror::store::{Location, S3Settings, Store};
 use crate::mirror::{self, Mirror, Trust};
-use crate::plan::Plan;
-use crate::plan::excludes::Excludes;
 use crate::plan::manifest;
 use crate::source::Source;
-use crate::targets::Target;
 use crate::targets::local::LocalTarget;
 use crate::{fsutil, input_err, lock};
 
@@ -69,23 +66,23 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
     };
     crate::interrupt::install();
     let source = Source::snapshot(&mirror, &snap, false)?;
-    let excludes = Excludes::new(&[])?;
     let cache = manifest::cache_path(&ctx.home, &dest);
-    let mut targets: Vec<Box<dyn Target + '_>> =
-        vec![Box::new(LocalTarget::new(&dest, cache, &source)?)];
     let manifest = source.manifest();
-    let plans = engine::plan_all(&mut targets, manifest, &excludes, 1, args.max_delete);
-    let plan = Plan::new(manifest, excludes.patterns(), plans);
+    let single = Single::plan(
+        Box::new(LocalTarget::new(&dest, cache, &source)?),
+        manifest,
+        args.max_delete,
+    )?;
     if crate::interrupt::interrupted() {
         eprintln!("offsync: interrupted; nothing was changed");
         return Ok(ExitCode::from(crate::interrupt::exit_code()));
     }
     if args.json {
-        crate::out!("{}", plan.to_json())?;
+        crate::out!("{}", single.plan.to_json())?;
     } else {
-        crate::out!("{}", plan.to_text())?;
+        crate::out!("{}", single.plan.to_text())?;
     }
-    let tp = &plan.targets[0];
+    let tp = single.target_plan();
     if let Some(e) = &tp.error {
         anyhow::bail!("{}: {}", dest.display(), e);
     }
@@ -107,23 +104,12 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
         source_files: manifest.file_count(),
         keep_extra: false,
     };
-    let results = engine::apply_all(
-        &mut targets,
+    let r = single.apply(
         manifest,
-        &excludes,
-        &plan,
         policy,
-        1,
-        &engine::NoProgress,
-    );
-    let operation = format!("pull {}", mirror.store.display());
-    engine::log_all(
         &ctx.home.join("operations.log"),
-        &operation,
-        &results,
-        &plan,
+        &format!("pull {}", mirror.store.display()),
     )?;
-    let (_, r) = &results[0];
     if r.status == Status::Interrupted {
         eprintln!("offsync: interrupted; the pull was logged as interrupted");
         return Ok(ExitCode::from(crate::interrupt::exit_code()));
