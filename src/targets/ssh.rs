@@ -396,6 +396,14 @@ impl Target for SshTarget {
             .collect();
         if !ok {
             let d = Diagnosis::from_output(out.code(), &out.stderr);
+            // Exit 24 that is not the benign case above: name every line rsync wrote, so the
+            // vanished file is visible (the usual two-line tail ends with rsync's summary).
+            let d = match (out.code(), d) {
+                (Some(24), Diagnosis::Other(code, _)) => {
+                    Diagnosis::Other(code, sanitize::stderr_tail(&out.stderr, 8))
+                }
+                (_, d) => d,
+            };
             let sent: Vec<Vec<u8>> = sent.into_iter().collect();
             return Err(PartialApply::new(
                 ApplyOutcome {
