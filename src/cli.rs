@@ -216,6 +216,11 @@ pub struct PlanArgs {
     /// source has no files]
     #[arg(long, value_name = "N")]
     pub max_delete: Option<u64>,
+    /// How SSH targets are compared: `checksum` reads every file on both ends, `quick`
+    /// compares size and mtime like rsync's default [default: config `check:`, else
+    /// checksum]
+    #[arg(long, value_name = "MODE", hide_possible_values = true)]
+    pub check: Option<crate::plan::CheckMode>,
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +239,10 @@ pub struct ApplyArgs {
     /// source has no files]
     #[arg(long, value_name = "N")]
     pub max_delete: Option<u64>,
+    /// How SSH targets are compared when planning (without a plan file; a saved plan keeps
+    /// the mode it was made with) [default: config `check:`, else checksum]
+    #[arg(long, value_name = "MODE", hide_possible_values = true)]
+    pub check: Option<crate::plan::CheckMode>,
     /// Don't ask for confirmation (required without a terminal)
     #[arg(long, short = 'y')]
     pub yes: bool,

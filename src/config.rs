@@ -61,6 +61,11 @@ pub struct Config {
     /// How many targets to work on at once (default 8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
+    /// How SSH targets' content is compared when planning: `checksum` (default) or `quick`
+    /// (size and mtime, like rsync's default). Per target with a target's own `check:`;
+    /// `--check` overrides both. `offsync verify` always compares content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::plan::CheckMode>,
     /// The targets, sorted by name.
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
@@ -102,6 +107,7 @@ impl Default for Config {
             verify: true,
             exclude: Vec::new(),
             concurrency: None,
+            check: None,
             targets: Vec::new(),
             mirrors: Vec::new(),
         }
@@ -228,6 +234,9 @@ pub struct TargetConfig {
     /// The target refuses deletions (`link --no-delete`); found by the probe.
     #[serde(default, skip_serializing_if = "is_false")]
     pub no_delete: bool,
+    /// This target's comparison mode (overrides the top-level `check:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::plan::CheckMode>,
 }
 
 impl TargetConfig {
@@ -410,6 +419,18 @@ impl Config {
                 known.join(", ")
             }
         )
+    }
+
+    /// The comparison mode for SSH target `name`: `flag`, else the target's `check:`, else
+    /// the top-level `check:`, else checksum.
+    pub fn check_for(
+        &self,
+        name: &str,
+        flag: Option<crate::plan::CheckMode>,
+    ) -> crate::plan::CheckMode {
+        flag.or_else(|| self.find_target(name).and_then(|t| t.check))
+            .or(self.check)
+            .unwrap_or_default()
     }
 
     pub fn find_target(&self, name: &str) -> Option<&TargetConfig> {

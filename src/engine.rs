@@ -13,21 +13,34 @@ use crate::error::ErrorKind;
 use crate::plan::diff;
 use crate::plan::excludes::Excludes;
 use crate::plan::manifest::Manifest;
-use crate::plan::{Categories, Plan, Summary, TargetPlan};
+use crate::plan::{Categories, CheckMode, Plan, Summary, TargetPlan};
 use crate::targets::{ApplyOutcome, PartialApply, Target, TargetInfo};
 
 pub use crate::parallel::parallel;
 
 /// Plan one target: scan it and diff against the source. Errors become part of the plan.
-pub fn plan_one(t: &mut dyn Target, source: &Manifest, excludes: &Excludes) -> TargetPlan {
+/// `check` overrides the target's configured comparison mode.
+pub fn plan_one(
+    t: &mut dyn Target,
+    source: &Manifest,
+    excludes: &Excludes,
+    check: Option<CheckMode>,
+) -> TargetPlan {
     let info = t.info().clone();
-    let (changes, error, error_kind) = match t.scan(source, excludes) {
+    let configured = t.check_mode();
+    let mode = check.or(configured).unwrap_or_default();
+    let (changes, error, error_kind) = match t.scan(source, excludes, mode) {
         Ok(view) => (diff::diff(source, &view), None, None),
         Err(e) => (
             Categories::default(),
             Some(format!("{e:#}")),
             Some(ErrorKind::of(&e)),
         ),
+    };
+    let state = if error.is_none() {
+        t.scanned_state()
+    } else {
+        None
     };
     TargetPlan {
         name: info.name,
@@ -36,6 +49,8 @@ pub fn plan_one(t: &mut dyn Target, source: &Manifest, excludes: &Excludes) -> T
         delete_allowed: info.delete_allowed,
         error,
         error_kind,
+        check: configured.map(|_| mode),
+        state,
         summary: Summary::default(),
         changes,
         warnings: Vec::new(),
@@ -52,12 +67,80 @@ pub fn plan_all(
     max_delete: Option<u64>,
 ) -> Vec<TargetPlan> {
     parallel(targets, workers, |t| {
-        let mut p = plan_one(t.as_mut(), source, excludes);
+        let mut p = plan_one(t.as_mut(), source, excludes, None);
         if let Some(w) = mass_delete(&p, source.file_count(), max_delete) {
             p.warnings.push(w);
         }
         p
     })
+}
+
+/// Check a plan made earlier (a saved plan, or one the user took time to confirm) against
+/// the targets as they are now, as cheaply as that can be proven: a target whose quick-check
+/// fingerprint ([`TargetPlan::state`]) is unchanged keeps its planned part — no second
+/// checksum pass; any other target is planned again with the mode it was planned with (the
+/// caller compares the work). Targets the plan does not cover are planned normally.
+pub fn recheck_all(
+    targets: &mut [Box<dyn Target + '_>],
+    source: &Manifest,
+    excludes: &Excludes,
+    earlier: &Plan,
+    workers: usize,
+    max_delete: Option<u64>,
+) -> Vec<TargetPlan> {
+    parallel(targets, workers, |t| {
+        let name = t.info().name.clone();
+        let before = earlier
+            .targets
+            .iter()
+            .find(|p| p.name == name && p.error.is_none());
+        let mut p = match before {
+            Some(b) if b.state.is_some() && earlier.source.digest == source.digest_hex() => {
+                match t.quick_state(source, excludes) {
+                    Ok(Some(now)) if Some(&now) == b.state.as_ref() => TargetPlan {
+                        warnings: Vec::new(),
+                        ..b.clone()
+                    },
+                    Ok(_) => plan_one(t.as_mut(), source, excludes, b.check),
+                    Err(e) => failed_plan(t.info(), &e),
+                }
+            }
+            Some(b) => plan_one(t.as_mut(), source, excludes, b.check),
+            None => plan_one(t.as_mut(), source, excludes, None),
+        };
+        if p.error.is_none()
+            && let Some(w) = mass_delete(&p, source.file_count(), max_delete)
+        {
+            p.warnings.push(w);
+        }
+        p
+    })
+}
+
+/// The plan of a target that could not be scanned.
+fn failed_plan(info: &TargetInfo, e: &anyhow::Error) -> TargetPlan {
+    TargetPlan {
+        error: Some(format!("{e:#}")),
+        error_kind: Some(ErrorKind::of(e)),
+        ..empty_plan(info)
+    }
+}
+
+/// A target's plan with no changes (and no error).
+fn empty_plan(info: &TargetInfo) -> TargetPlan {
+    TargetPlan {
+        name: info.name.clone(),
+        kind: info.kind,
+        address: info.address.clone(),
+        delete_allowed: info.delete_allowed,
+        error: None,
+        error_kind: None,
+        check: None,
+        state: None,
+        summary: Summary::default(),
+        changes: Categories::default(),
+        warnings: Vec::new(),
+    }
 }
 
 /// The mass-delete guard (like rsync's and rclone's `--max-delete`): why deleting this plan's
@@ -324,7 +407,7 @@ pub fn apply_one(
         duration_ms: 0,
     };
     if policy.verify {
-        result.status = match verify_one(t, source, excludes, false) {
+        result.status = match verify_after(t, source, excludes, &result.outcome.changed) {
             Ok(after) if !has_work(&after, &policy) => Status::Ok,
             Ok(after) => Status::Failed(
                 ErrorKind::VerificationFailed,
@@ -484,15 +567,16 @@ pub fn log_all(
     crate::oplog::append(log, &records).map_err(|e| e.context("cannot write operations.log"))
 }
 
-/// A fresh whole-tree comparison of one target (used by `verify` and after `apply`), plus
-/// the target's storage check (`deep`: mirrors re-read all content).
+/// A fresh whole-tree content comparison of one target (`offsync verify`: checksum mode
+/// whatever the configured one), plus the target's storage check (`deep`: mirrors re-read
+/// all content).
 pub fn verify_one(
     t: &mut dyn Target,
     source: &Manifest,
     excludes: &Excludes,
     deep: bool,
 ) -> Result<TargetPlan> {
-    let mut p = plan_one(t, source, excludes);
+    let mut p = plan_one(t, source, excludes, Some(CheckMode::Checksum));
     if let Some(e) = p.error.take() {
         return Err(crate::error::TargetError::error(
             p.error_kind.unwrap_or(ErrorKind::Io),
@@ -500,6 +584,26 @@ pub fn verify_one(
         ));
     }
     t.check(deep)?;
+    p.changes.sort();
+    p.summary = p.changes.summary();
+    Ok(p)
+}
+
+/// The verification right after an apply that wrote `transferred`: see
+/// [`Target::scan_after_apply`] (SSH: those paths by checksum, the rest by the quick check),
+/// plus the target's storage check.
+fn verify_after(
+    t: &mut dyn Target,
+    source: &Manifest,
+    excludes: &Excludes,
+    transferred: &[Vec<u8>],
+) -> Result<TargetPlan> {
+    let view = t.scan_after_apply(source, excludes, transferred)?;
+    t.check(false)?;
+    let mut p = TargetPlan {
+        changes: diff::diff(source, &view),
+        ..empty_plan(t.info())
+    };
     p.changes.sort();
     p.summary = p.changes.summary();
     Ok(p)
@@ -517,17 +621,7 @@ pub fn verify_all(
         let info = t.info().clone();
         let p = match verify_one(t.as_mut(), source, excludes, deep) {
             Ok(p) => p,
-            Err(e) => TargetPlan {
-                name: info.name,
-                kind: info.kind,
-                address: info.address,
-                delete_allowed: info.delete_allowed,
-                error: Some(format!("{e:#}")),
-                error_kind: Some(ErrorKind::of(&e)),
-                summary: Summary::default(),
-                changes: Categories::default(),
-                warnings: Vec::new(),
-            },
+            Err(e) => failed_plan(&info, &e),
         };
         t.close();
         p
@@ -586,7 +680,7 @@ mod tests {
             .insert(b"extra".to_vec(), (extra.clone(), b"alpha".to_vec()));
         t.files
             .insert(b"keep.tmp".to_vec(), (extra, b"alpha".to_vec()));
-        let mut p = plan_one(&mut t, &m, &ex);
+        let mut p = plan_one(&mut t, &m, &ex, None);
         p.summary = p.changes.summary();
         assert_eq!(p.summary.missing, 1, "excluded keep.tmp is not reported");
         let r = apply_one(&mut t, &m, &ex, &p, ALL, &|_| {});
@@ -645,6 +739,8 @@ mod tests {
             delete_allowed: true,
             error: None,
             error_kind: None,
+            check: None,
+            state: None,
             changes: Categories::default(),
             summary: Summary::default(),
             warnings: Vec::new(),
@@ -684,7 +780,7 @@ mod tests {
         let mut t = MemoryTarget::new("m", false);
         let e = m.entries[&b"a"[..]].clone();
         t.files.insert(b"extra".to_vec(), (e, vec![]));
-        let p = plan_one(&mut t, &m, &ex);
+        let p = plan_one(&mut t, &m, &ex, None);
         let r = apply_one(
             &mut t,
             &m,

@@ -41,6 +41,59 @@ pub struct Item {
     pub kind: ItemKind,
     /// Path relative to the transfer root, raw bytes, without a trailing `/`.
     pub path: Vec<u8>,
+    /// The attribute flags a quick check sees (`s`ize, `t`ime, `p`erms, …: the itemize
+    /// field after the type letter, with a regular file's `c`hecksum flag blanked, because
+    /// only `-c` computes it); `+++++++++` for a created item, empty for a deletion. See
+    /// [`quick_signature`].
+    pub quick: [u8; 9],
+}
+
+/// The line a quick check (size and mtime, rsync's default) would print for this item,
+/// normalised so the same target state gives the same line in checksum and in quick mode:
+/// `-c` adds the `c` flag for regular files whose content differs (and drops nothing else),
+/// the update letter (`>`, `.`, `c`) depends on whether content would move, and unchanged
+/// items are not printed. `None` when the quick check would not print the item at all (a
+/// file whose content differs while size, mtime and mode agree: the quick check's blind
+/// spot).
+pub fn quick_signature(item: &Item) -> Option<Vec<u8>> {
+    let mut line = Vec::with_capacity(item.path.len() + 12);
+    if item.change == ItemChange::Deleting {
+        line.extend_from_slice(b"*deleting");
+        line.push(if item.kind == ItemKind::Dir {
+            b'/'
+        } else {
+            b' '
+        });
+    } else {
+        if item.quick.iter().all(|&b| b == b'.' || b == b' ') {
+            return None;
+        }
+        line.push(match item.kind {
+            ItemKind::File => b'f',
+            ItemKind::Dir => b'd',
+            ItemKind::Symlink => b'L',
+            ItemKind::Device => b'D',
+            ItemKind::Special => b'S',
+        });
+        line.extend_from_slice(&item.quick);
+    }
+    line.push(b' ');
+    line.extend_from_slice(&item.path);
+    Some(line)
+}
+
+/// BLAKE3 (hex) over the sorted quick signatures of `items`: a fingerprint of the target
+/// relative to the source as a quick check sees it (see [`quick_signature`]).
+pub fn quick_state<'a>(items: impl IntoIterator<Item = &'a Item>) -> String {
+    let mut lines: Vec<Vec<u8>> = items.into_iter().filter_map(quick_signature).collect();
+    lines.sort_unstable();
+    lines.dedup();
+    let mut h = blake3::Hasher::new();
+    for l in &lines {
+        h.update(&(l.len() as u64).to_le_bytes());
+        h.update(l);
+    }
+    h.finalize().to_hex().to_string()
 }
 
 /// Parse one line of `%i %n` output. `None` when the line is not an itemized entry.
@@ -50,6 +103,7 @@ pub fn parse_line(line: &[u8]) -> Option<Item> {
         return None;
     }
     let (field, name) = (&line[..11], &line[12..]);
+    let mut quick = [b'.'; 9];
     let (change, kind) = if field == b"*deleting  " {
         let kind = if name.ends_with(b"/") {
             ItemKind::Dir
@@ -73,6 +127,10 @@ pub fn parse_line(line: &[u8]) -> Option<Item> {
         if !flags.iter().all(|b| b" .+?cstpoguaxnTbL".contains(b)) {
             return None;
         }
+        quick.copy_from_slice(flags);
+        if kind == ItemKind::File && quick[0] == b'c' {
+            quick[0] = b'.';
+        }
         let change = if flags.iter().all(|&b| b == b'+') {
             ItemChange::Created
         } else if flags[0] == b'c' || flags[1] == b's' {
@@ -92,7 +150,12 @@ pub fn parse_line(line: &[u8]) -> Option<Item> {
     if path.is_empty() || path == b"." {
         return None;
     }
-    Some(Item { change, kind, path })
+    Some(Item {
+        change,
+        kind,
+        path,
+        quick,
+    })
 }
 
 /// Parse a whole output; returns the items and the lines that were not items.
@@ -202,6 +265,33 @@ mod tests {
         assert_eq!(p("cLc.t...... l").unwrap().change, ItemChange::Content);
         assert_eq!(p(".f          a").unwrap().change, ItemChange::Unchanged);
         assert_eq!(p(".d..t...... ./"), None, "the root itself is not an entry");
+    }
+
+    #[test]
+    fn quick_signatures_agree_between_modes() {
+        // The same target state as printed by `rsync -c` and by rsync's quick check (rsync
+        // 3.5.0, see tests: contentdiff_time, sizediff, timeonly, perm, link, new dir).
+        let checksum = b"*deleting   extra\n>fc.t...... contentdiff_time\n>fc........ same_size_and_time\ncLc........ link\n.f...p..... perm\n>fcst...... sizediff\n.f..t...... timeonly\ncd+++++++++ newdir/\n>f+++++++++ newdir/f\n";
+        let quick = b"*deleting   extra\n>f..t...... contentdiff_time\ncLc........ link\n.f...p..... perm\n>f.st...... sizediff\n>f..t...... timeonly\ncd+++++++++ newdir/\n>f+++++++++ newdir/f\n";
+        let (a, _) = parse_output(checksum);
+        let (b, _) = parse_output(quick);
+        assert_eq!(quick_state(&a), quick_state(&b));
+        let blind: Vec<Vec<u8>> = a
+            .iter()
+            .filter(|i| quick_signature(i).is_none())
+            .map(|i| i.path.clone())
+            .collect();
+        assert_eq!(blind, vec![b"same_size_and_time".to_vec()]);
+        // Any other difference changes the fingerprint.
+        let (c, _) = parse_output(b"*deleting   extra\n>f..t...... contentdiff_time\n");
+        assert_ne!(quick_state(&b), quick_state(&c));
+        let (d, _) = parse_output(b"*deleting   extra/\n");
+        let (e, _) = parse_output(b"*deleting   extra\n");
+        assert_ne!(
+            quick_state(&d),
+            quick_state(&e),
+            "a directory is not a file"
+        );
     }
 
     #[test]

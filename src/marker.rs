@@ -61,12 +61,37 @@ pub fn save(home: &Path, target: &str, id: &str) -> Result<()> {
     )
 }
 
-/// Forget `target`'s marker (target remove).
+/// Forget `target`'s marker and whether it was ever applied to (target remove).
 pub fn forget(home: &Path, target: &str) -> Result<()> {
-    match std::fs::remove_file(record_path(home, target)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-        _ => Ok(()),
+    for p in [record_path(home, target), applied_path(home, target)] {
+        match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
     }
+    Ok(())
+}
+
+fn applied_path(home: &Path, target: &str) -> PathBuf {
+    home.join("applied").join(target)
+}
+
+/// Whether an apply to `target` ever completed (`$OFFSYNC_HOME/applied/<target>` exists). A target never applied to is probably empty,
+/// so its first checksum plan tries the quick check first (exact when the target holds none
+/// of the source's paths; see `targets::ssh`). Only a hint: a wrong answer costs one dry run,
+/// never correctness.
+pub fn was_applied(home: &Path, target: &str) -> bool {
+    applied_path(home, target).exists()
+}
+
+/// Record that an apply to `target` completed (see [`was_applied`]).
+pub fn note_applied(home: &Path, target: &str) -> Result<()> {
+    let p = applied_path(home, target);
+    if p.exists() {
+        return Ok(());
+    }
+    fsutil::ensure_private_dir(&home.join("applied"))?;
+    fsutil::atomic_write(&p, b"", fsutil::FILE_MODE)
 }
 
 /// Create `dir/.offsync-marker-<id>` (empty): the second source of a dry run, or what a

@@ -224,18 +224,24 @@ pub struct MarkerSource<'a> {
     pub name: &'a str,
 }
 
-/// argv (after `rsync`) for the whole-tree checksum dry run that plans and verifies a target.
-/// With a marker, its directory is a second source and the marker is included ahead of every
-/// other rule (which exclude all markers): the output names it only when the target lacks it.
+/// argv (after `rsync`) for the whole-tree dry run that plans and verifies a target:
+/// `checksum` (`-c`) reads every file on both ends; without it rsync's quick check compares
+/// size and mtime. With a marker, its directory is a second source and the marker is included
+/// ahead of every other rule (which exclude all markers): the output names it only when the
+/// target lacks it.
 pub fn dry_run_argv(
     rsh: &str,
     src: &Path,
     marker: Option<MarkerSource<'_>>,
     dest: &str,
+    checksum: bool,
     delete: bool,
     filters: &[String],
 ) -> Vec<OsString> {
-    let mut a: Vec<OsString> = vec!["-n".into(), "-i".into(), "-r".into(), "-c".into()];
+    let mut a: Vec<OsString> = vec!["-n".into(), "-i".into(), "-r".into()];
+    if checksum {
+        a.push("-c".into());
+    }
     a.extend(COMMON.iter().map(OsString::from));
     if delete {
         a.push("--delete".into());
@@ -267,39 +273,87 @@ pub fn marker_push_argv(rsh: &str, marker_dir: &Path, dest: &str) -> Vec<OsStrin
     ]
 }
 
+/// How one transfer run treats the paths it lists (see [`transfer_argv`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferKind {
+    /// Paths that did not exist on the target when it was planned: sent whole (`-I`, nothing
+    /// to compare with) straight to their final names. rsync writes each file to a temporary
+    /// name and renames it when complete, so no partial file is ever at a final path; without
+    /// `--partial`, an interrupted file's temporary is removed.
+    Fresh,
+    /// Paths that replace or update existing ones: compared by checksum (`-c`, so a planned
+    /// mode/time-only change is applied in place and a same-size, same-mtime content change is
+    /// still sent), held back with `--delay-updates` so the replacements appear together at
+    /// the end, `--partial` so an interrupted transfer resumes from the holding dir
+    /// ([`HOLDING_DIR`]).
+    Replacing,
+}
+
 /// argv (after `rsync`) that transfers exactly the paths listed (NUL-separated) in
-/// `files_from`: `-I` so a planned file is sent even when size and mtime look equal,
-/// `--delay-updates` so the new files appear together at the end, `--partial` so an
-/// interrupted transfer resumes from the holding dir ([`HOLDING_DIR`]).
+/// `files_from`, the way `kind` says.
 ///
-/// Deletions (`max_delete` = the number of planned deletions, 0 for none): listed paths
-/// missing from the source are deleted (`--delete-missing-args`); a listed target-only
-/// directory goes with its whole planned content (`--force`), so the caller lists only the
-/// topmost planned paths — listing a directory and its children too makes rsync delete the
-/// directory first and then fail on the children ("file has vanished", exit 24). rsync's own
-/// `--max-delete` bounds the run to the planned count, so a file that appeared below a planned
-/// directory after planning can never make rsync delete more than the plan said.
+/// Deletions (`max_delete` = the number of planned deletions, 0 for none; only with
+/// [`TransferKind::Replacing`]): listed paths missing from the source are deleted
+/// (`--delete-missing-args`); a listed target-only directory goes with its whole planned
+/// content (`--force`), so the caller lists only the topmost planned paths — listing a
+/// directory and its children too makes rsync delete the directory first and then fail on the
+/// children ("file has vanished", exit 24). rsync's own `--max-delete` bounds the run to the
+/// planned count, so a file that appeared below a planned directory after planning can never
+/// make rsync delete more than the plan said.
 pub fn transfer_argv(
     rsh: &str,
     src: &Path,
     dest: &str,
     files_from: &Path,
+    kind: TransferKind,
     max_delete: usize,
     filters: &[String],
 ) -> Vec<OsString> {
-    let mut a: Vec<OsString> = vec!["-i".into(), "-I".into()];
+    let mut a: Vec<OsString> = vec!["-i".into()];
+    a.push(
+        match kind {
+            TransferKind::Fresh => "-I",
+            TransferKind::Replacing => "-c",
+        }
+        .into(),
+    );
     a.extend(COMMON.iter().map(OsString::from));
     let mut ff = OsString::from("--files-from=");
     ff.push(files_from.as_os_str());
     a.push(ff);
     a.push("--from0".into());
-    a.push("--delay-updates".into());
-    a.push("--partial".into());
-    if max_delete > 0 {
-        a.push("--delete-missing-args".into());
-        a.push("--force".into());
-        a.push(format!("--max-delete={max_delete}").into());
+    if kind == TransferKind::Replacing {
+        a.push("--delay-updates".into());
+        a.push("--partial".into());
+        if max_delete > 0 {
+            a.push("--delete-missing-args".into());
+            a.push("--force".into());
+            a.push(format!("--max-delete={max_delete}").into());
+        }
     }
+    a.extend(filters.iter().map(OsString::from));
+    a.push("-e".into());
+    a.push(rsh.into());
+    a.push(dir_arg(src));
+    a.push(dest.into());
+    a
+}
+
+/// argv (after `rsync`) for the checksum dry run over exactly the paths listed in
+/// `files_from` (the ones a transfer just wrote): nothing else is read or compared.
+pub fn listed_check_argv(
+    rsh: &str,
+    src: &Path,
+    dest: &str,
+    files_from: &Path,
+    filters: &[String],
+) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["-n".into(), "-i".into(), "-c".into()];
+    a.extend(COMMON.iter().map(OsString::from));
+    let mut ff = OsString::from("--files-from=");
+    ff.push(files_from.as_os_str());
+    a.push(ff);
+    a.push("--from0".into());
     a.extend(filters.iter().map(OsString::from));
     a.push("-e".into());
     a.push(rsh.into());

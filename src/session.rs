@@ -71,6 +71,33 @@ impl Session {
         })
     }
 
+    /// Compare SSH targets as `check` says (`--check`), whatever their configured mode.
+    pub fn set_check(&mut self, check: Option<crate::plan::CheckMode>) {
+        if let Some(c) = check {
+            for t in &mut self.targets {
+                t.set_check(c);
+            }
+        }
+    }
+
+    /// Check `earlier` (a saved plan, or one that waited for confirmation) against the
+    /// targets now, as cheaply as possible (see `engine::recheck_all`).
+    pub fn recheck(&mut self, earlier: &Plan, max_delete: Option<u64>) -> Plan {
+        let spinner = ui::spinner(&format!("checking {} target(s)", self.targets.len()));
+        let plans = engine::recheck_all(
+            &mut self.targets,
+            &self.manifest,
+            &self.excludes,
+            earlier,
+            self.workers,
+            max_delete,
+        );
+        if let Some(s) = spinner {
+            s.finish_and_clear();
+        }
+        Plan::new(&self.manifest, self.excludes.patterns(), plans)
+    }
+
     /// The mass-delete limit: the flag, else `max_delete:` from config.
     pub fn max_delete(&self, flag: Option<u64>) -> Option<u64> {
         flag.or(self.config.max_delete)

@@ -49,6 +49,11 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         }
         None => None,
     };
+    if saved.is_some() && args.check.is_some() {
+        return Err(input_err!(
+            "--check cannot change a saved plan (it keeps the comparison it was made with); plan again with `offsync plan --check MODE --out FILE`, or drop --check"
+        ));
+    }
     if saved.is_none() && !args.yes && !ctx.interactive {
         return Err(input_err!(
             "apply changes targets: review `offsync plan` and pass --yes (needed without a terminal), or apply a saved plan file with --yes"
@@ -64,8 +69,14 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         _ => args.targets.clone(),
     };
     let mut session = Session::open(ctx, &names)?;
+    session.set_check(args.check);
     let max_delete = session.max_delete(args.max_delete);
-    let plan = session.plan(max_delete);
+    // A saved plan is proven still true with one quick dry run per target; only a target
+    // where that shows a change is planned again (with the plan's own comparison mode).
+    let mut plan = match &saved {
+        Some(saved) => session.recheck(saved, max_delete),
+        None => session.plan(max_delete),
+    };
     // Interrupted while planning: nothing is asked or printed, and every target still gets
     // its `interrupted` record below (the engine starts nothing once a signal arrived).
     let interrupted_early = interrupt::interrupted();
@@ -73,7 +84,7 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
     if let Some(saved) = &saved
         && !interrupted_early
     {
-        check_saved(saved, &plan)?;
+        check_saved(saved, &plan, Stale::SavedPlan)?;
         if !args.yes && !ctx.interactive {
             return Err(input_err!(
                 "pass --yes to apply the saved plan without a terminal"
@@ -98,8 +109,16 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         };
         return Ok(ExitCode::SUCCESS);
     }
-    if !args.yes && !interrupted_early && !prompt::confirm("Apply this plan?")? {
-        anyhow::bail!("cancelled; nothing was changed");
+    if !args.yes && !interrupted_early {
+        if !prompt::confirm("Apply this plan?")? {
+            anyhow::bail!("cancelled; nothing was changed");
+        }
+        // The plan waited for a person: prove it still holds, as for a saved plan.
+        let now = session.recheck(&plan, max_delete);
+        if !interrupt::interrupted() {
+            check_saved(&plan, &now, Stale::Confirmed)?;
+            plan = now;
+        }
     }
 
     let policy = ApplyPolicy {
@@ -147,9 +166,18 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(if ok { exit::OK } else { exit::FAILURE }))
 }
 
-/// Refuse a saved plan that no longer matches: the source, or a target that can be planned
-/// now (one that cannot fails on its own, without making the others stale).
-fn check_saved(saved: &Plan, plan: &Plan) -> Result<()> {
+/// Which earlier plan [`check_saved`] compares with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stale {
+    /// `apply PLAN_FILE`.
+    SavedPlan,
+    /// The plan shown before "Apply this plan?".
+    Confirmed,
+}
+
+/// Refuse a saved (or confirmed) plan that no longer matches: the source, or a target that
+/// can be planned now (one that cannot fails on its own, without making the others stale).
+fn check_saved(saved: &Plan, plan: &Plan, which: Stale) -> Result<()> {
     let mut stale = Vec::new();
     if saved.source.digest != plan.source.digest {
         stale.push("the source changed".to_string());
@@ -169,13 +197,17 @@ fn check_saved(saved: &Plan, plan: &Plan) -> Result<()> {
         .header("saved plan", "plan now")
         .to_string();
     eprint!("{diff}");
-    Err(crate::error::TargetError::error(
-        ErrorKind::StalePlan,
-        format!(
+    let msg = match which {
+        Stale::SavedPlan => format!(
             "the saved plan is stale ({}); nothing was transferred; run `offsync plan --out FILE` again",
             stale.join("; ")
         ),
-    ))
+        Stale::Confirmed => format!(
+            "the plan changed while it waited for confirmation ({}); nothing was transferred; run `offsync apply` again to review the new plan",
+            stale.join("; ")
+        ),
+    };
+    Err(crate::error::TargetError::error(ErrorKind::StalePlan, msg))
 }
 
 /// One line (or JSON row) per target. Best effort: see the plan preview above.

@@ -18,6 +18,7 @@ pub fn run(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
     };
     crate::interrupt::install();
     let mut session = Session::open(ctx, &args.targets)?;
+    session.set_check(args.check);
     let max_delete = session.max_delete(args.max_delete);
     let plan = session.plan(max_delete);
     // Close the connections before printing.

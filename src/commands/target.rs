@@ -110,6 +110,7 @@ pub fn add(ctx: &Context, args: TargetAddArgs) -> Result<ExitCode> {
         rrsync: args.rrsync.clone().map(RrsyncSetting::Path),
         fingerprint: Some(fingerprint.clone()),
         no_delete: report.delete_allowed == Some(false),
+        check: None,
     });
     config.save(&config_path)?;
     eprintln!(

@@ -61,6 +61,48 @@ impl TargetKind {
     }
 }
 
+/// How an SSH target's content is compared with the source when planning. On the wire:
+/// `checksum` or `quick`. Mirrors and local directories always compare BLAKE3 content hashes
+/// (the source's come from the hash cache) and have no mode.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckMode {
+    /// rsync `-c`: every file is read on both ends and compared by checksum. Finds every
+    /// content difference, including a file changed on the target with its size and mtime
+    /// kept.
+    #[default]
+    Checksum,
+    /// rsync's default quick check: a file differs when its size or mtime differs (the
+    /// target's content is not read). Blind to a change on the target that keeps both size
+    /// and mtime; `offsync verify` still compares content.
+    Quick,
+}
+
+impl CheckMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckMode::Checksum => "checksum",
+            CheckMode::Quick => "quick",
+        }
+    }
+
+    /// How plan output says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CheckMode::Checksum => "content compared by checksum",
+            CheckMode::Quick => "quick check: size and mtime on the target",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One path in a category.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanEntry {
@@ -203,6 +245,15 @@ pub struct TargetPlan {
     /// `not_confined`, …; see `error::ErrorKind`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<crate::error::ErrorKind>,
+    /// How the target's content was compared (SSH targets; see [`CheckMode`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckMode>,
+    /// A fingerprint of what the quick check (size, mtime, mode, type) saw on the target
+    /// relative to the source: BLAKE3 of the sorted normalised itemize lines. `apply
+    /// PLAN_FILE` compares it with a quick dry run and re-plans with checksums only when it
+    /// changed (SSH targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
     #[serde(flatten)]
     pub changes: Categories,
     pub summary: Summary,
@@ -217,10 +268,12 @@ impl TargetPlan {
         !self.changes.is_empty()
     }
 
-    /// Whether `other` plans the same work (warnings, which depend on flags, aside).
+    /// Whether `other` plans the same work (warnings, which depend on flags, and the quick
+    /// state fingerprint, which may change without changing the work, aside).
     pub fn same_work(&self, other: &TargetPlan) -> bool {
         let strip = |t: &TargetPlan| TargetPlan {
             warnings: Vec::new(),
+            state: None,
             ..t.clone()
         };
         strip(self) == strip(other)
@@ -372,7 +425,16 @@ impl Plan {
             );
         }
         for t in &self.targets {
-            let _ = writeln!(s, "\n{} ({})", t.name, sanitize::for_terminal(&t.address));
+            let _ = match t.check {
+                Some(c) => writeln!(
+                    s,
+                    "\n{} ({}; {})",
+                    t.name,
+                    sanitize::for_terminal(&t.address),
+                    c.describe()
+                ),
+                None => writeln!(s, "\n{} ({})", t.name, sanitize::for_terminal(&t.address)),
+            };
             if let Some(e) = &t.error {
                 let _ = writeln!(s, "  error: {}", sanitize::for_terminal(e));
                 let _ = writeln!(s, "{}: error", t.name);
@@ -582,6 +644,8 @@ mod tests {
             delete_allowed: true,
             error: None,
             error_kind: None,
+            check: None,
+            state: None,
             changes: changes.clone(),
             summary: Summary::default(),
             warnings: Vec::new(),

@@ -82,7 +82,12 @@ impl Target for LocalTarget<'_> {
         &self.info
     }
 
-    fn scan(&mut self, _source: &Manifest, excludes: &Excludes) -> Result<TargetView> {
+    fn scan(
+        &mut self,
+        _source: &Manifest,
+        excludes: &Excludes,
+        _check: crate::plan::CheckMode,
+    ) -> Result<TargetView> {
         if !self.dest.exists() {
             return Ok(TargetView::Listing(Default::default()));
         }

@@ -37,7 +37,12 @@ impl Target for MemoryTarget {
         &self.info
     }
 
-    fn scan(&mut self, _source: &Manifest, excludes: &Excludes) -> Result<TargetView> {
+    fn scan(
+        &mut self,
+        _source: &Manifest,
+        excludes: &Excludes,
+        _check: crate::plan::CheckMode,
+    ) -> Result<TargetView> {
         let listing = self
             .files
             .iter()

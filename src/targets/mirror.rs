@@ -125,7 +125,12 @@ impl Target for MirrorTarget {
         &self.info
     }
 
-    fn scan(&mut self, _source: &Manifest, excludes: &Excludes) -> Result<TargetView> {
+    fn scan(
+        &mut self,
+        _source: &Manifest,
+        excludes: &Excludes,
+        _check: crate::plan::CheckMode,
+    ) -> Result<TargetView> {
         self.scan_base()?;
         let listing = match &self.base {
             None => BTreeMap::new(),

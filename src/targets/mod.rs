@@ -15,10 +15,10 @@ use anyhow::Result;
 
 use crate::config::{Config, TargetSpec};
 use crate::context::Context;
-use crate::plan::TargetPlan;
 use crate::plan::diff::TargetView;
 use crate::plan::excludes::Excludes;
 use crate::plan::manifest::Manifest;
+use crate::plan::{CheckMode, TargetPlan};
 
 /// Static facts about a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,8 +70,44 @@ impl PartialApply {
 /// A destination the engine can plan, apply and verify.
 pub trait Target: Send {
     fn info(&self) -> &TargetInfo;
-    /// Describe the target relative to `source` (excluded paths never appear).
-    fn scan(&mut self, source: &Manifest, excludes: &Excludes) -> Result<TargetView>;
+    /// Describe the target relative to `source` (excluded paths never appear), comparing
+    /// content as `check` says (targets without modes always compare content hashes).
+    fn scan(
+        &mut self,
+        source: &Manifest,
+        excludes: &Excludes,
+        check: CheckMode,
+    ) -> Result<TargetView>;
+    /// The comparison mode plans use for this target (`check:` in config, `--check`); `None`
+    /// for targets that have no modes (mirrors and local directories compare BLAKE3 hashes,
+    /// the source's from the hash cache).
+    fn check_mode(&self) -> Option<CheckMode> {
+        None
+    }
+    /// Override the configured mode (`--check`); ignored by targets without modes.
+    fn set_check(&mut self, _check: CheckMode) {}
+    /// The quick-check fingerprint of the last scan (`TargetPlan::state`), if the target has
+    /// one.
+    fn scanned_state(&self) -> Option<String> {
+        None
+    }
+    /// A fresh quick-check fingerprint, made cheaply (SSH: one dry run that compares size
+    /// and mtime, reading no file content). `None`: the target has no check cheaper than a
+    /// scan.
+    fn quick_state(&mut self, _source: &Manifest, _excludes: &Excludes) -> Result<Option<String>> {
+        Ok(None)
+    }
+    /// The target right after `apply` wrote `transferred` (source paths), for verification.
+    /// Default: a full content scan. SSH targets compare the transferred paths by checksum
+    /// and prove the rest unchanged with the quick check.
+    fn scan_after_apply(
+        &mut self,
+        source: &Manifest,
+        excludes: &Excludes,
+        _transferred: &[Vec<u8>],
+    ) -> Result<TargetView> {
+        self.scan(source, excludes, CheckMode::Checksum)
+    }
     /// Called once before a plan is applied, even an empty one (SSH targets write their
     /// marker here the first time).
     fn before_apply(&mut self) -> Result<()> {
@@ -103,7 +139,11 @@ pub fn build(ctx: &Context, config: &Config, names: &[String]) -> Result<Vec<Box
     let mut out: Vec<Box<dyn Target>> = Vec::new();
     for spec in config.select(names)? {
         out.push(match spec {
-            TargetSpec::Ssh(t) => Box::new(ssh::SshTarget::from_config(ctx, t)?),
+            TargetSpec::Ssh(t) => Box::new(ssh::SshTarget::from_config(
+                ctx,
+                t,
+                config.check_for(&t.name(), None),
+            )?),
             TargetSpec::Mirror(m) => Box::new(mirror::MirrorTarget::from_config(ctx, m)?),
         });
     }

@@ -25,12 +25,12 @@ use crate::context::Context;
 use crate::error::{ErrorKind, TargetError};
 use crate::fsutil::{self, ScratchDir};
 use crate::itemize::{self, ItemChange, ItemKind};
-use crate::plan::EntryKind;
 use crate::plan::TargetPlan;
 use crate::plan::diff::TargetView;
 use crate::plan::diff::{Change, ChangeKind};
 use crate::plan::excludes::Excludes;
 use crate::plan::manifest::Manifest;
+use crate::plan::{CheckMode, EntryKind};
 use crate::process::{Background, Cmd};
 use crate::rsync::{self, Diagnosis};
 use crate::ssh::{self, Login, SshFailure, SshSettings};
@@ -53,10 +53,16 @@ pub struct SshTarget {
     marker: Option<String>,
     /// The id a dry run used while no marker is recorded; the first apply writes it.
     pending_marker: String,
+    /// How plans compare content (`check:`, `--check`).
+    check: CheckMode,
+    /// The quick-check fingerprint of the last scan.
+    state: Option<String>,
+    /// An apply to this target completed before (see `marker::was_applied`).
+    applied: bool,
 }
 
 impl SshTarget {
-    pub fn from_config(ctx: &Context, t: &TargetConfig) -> Result<SshTarget> {
+    pub fn from_config(ctx: &Context, t: &TargetConfig, check: CheckMode) -> Result<SshTarget> {
         let name = t.name();
         let login_text = match (t.resolved_user(), t.resolved_host()) {
             (Some(u), Some(h)) if h.contains(':') => format!("{u}@[{h}]"),
@@ -82,6 +88,9 @@ impl SshTarget {
             socket_dir: None,
             marker: marker::load(&ctx.home, &t.name())?,
             pending_marker: marker::new_id(),
+            check,
+            state: None,
+            applied: marker::was_applied(&ctx.home, &t.name()),
         })
     }
 
@@ -226,31 +235,56 @@ impl SshTarget {
         Ok(())
     }
 
+    /// Remember that the target holds content (see `marker::was_applied`).
+    fn note_content(&mut self) -> Result<()> {
+        if !self.applied {
+            marker::note_applied(&self.home, &self.info.name)?;
+            self.applied = true;
+        }
+        Ok(())
+    }
+
     fn rsh(&self) -> String {
         self.settings.rsync_rsh(self.port)
     }
 
-    fn dry_run(&mut self, source: &Manifest, excludes: &Excludes) -> Result<TargetView> {
+    /// One whole-tree dry run (`checksum`: `-c`), its itemized lines parsed as they stream.
+    /// The marker rides along (see `marker`); a missing one refuses the target. Returns the
+    /// items, without the marker and without deletions rsync will not really make.
+    fn dry_run(
+        &mut self,
+        source: &Manifest,
+        excludes: &Excludes,
+        checksum: bool,
+    ) -> Result<Vec<itemize::Item>> {
         self.connect()?;
         let marker_dir = ScratchDir::new(&self.scratch_root, "dry")?;
         let marker_id = self.marker_id().to_string();
         let marker_name = marker::file_name(&marker_id);
         marker::write_source(marker_dir.path(), &marker_id)?;
-        let out = self.rsync(rsync::dry_run_argv(
-            &self.rsh(),
-            &source.root,
-            Some(rsync::MarkerSource {
-                dir: marker_dir.path(),
-                name: &marker_name,
-            }),
-            &self.login.rsync_dest(),
-            self.info.delete_allowed,
-            &excludes.rsync_args(),
-        ))?;
+        let mut items = Vec::new();
+        let mut other = Vec::new();
+        let out = self.rsync_streaming(
+            rsync::dry_run_argv(
+                &self.rsh(),
+                &source.root,
+                Some(rsync::MarkerSource {
+                    dir: marker_dir.path(),
+                    name: &marker_name,
+                }),
+                &self.login.rsync_dest(),
+                checksum,
+                self.info.delete_allowed,
+                &excludes.rsync_args(),
+            ),
+            &mut |line| match itemize::parse_line(line) {
+                Some(i) => items.push(i),
+                None => other.push(line.to_vec()),
+            },
+        )?;
         if !out.success() {
             return Err(Diagnosis::from_output(out.code(), &out.stderr).error(""));
         }
-        let (mut items, other) = itemize::parse_output(&out.stdout);
         // Present, the marker shows at most as a time change (each dry run makes a fresh one).
         let marker_missing = items
             .iter()
@@ -275,8 +309,109 @@ impl SshTarget {
                     || !kept.iter().any(|k| is_same_or_ancestor(&i.path, k))
             });
         }
-        Ok(TargetView::Changes(changes_from_items(items)))
+        Ok(items)
     }
+
+    /// A checksum dry run over exactly `paths` (what a transfer just wrote).
+    fn check_listed(
+        &mut self,
+        source: &Manifest,
+        excludes: &Excludes,
+        paths: &[Vec<u8>],
+    ) -> Result<Vec<itemize::Item>> {
+        let scratch = ScratchDir::new(&self.scratch_root, "verify")?;
+        let files_from = scratch.path().join("files");
+        fsutil::atomic_write(&files_from, &nul_list(paths)?, fsutil::FILE_MODE)?;
+        let mut items = Vec::new();
+        let out = self.rsync_streaming(
+            rsync::listed_check_argv(
+                &self.rsh(),
+                &source.root,
+                &self.login.rsync_dest(),
+                &files_from,
+                &excludes.rsync_args(),
+            ),
+            &mut |line| {
+                if let Some(i) = itemize::parse_line(line) {
+                    items.push(i)
+                }
+            },
+        )?;
+        if !out.success() {
+            return Err(Diagnosis::from_output(out.code(), &out.stderr).error("verification"));
+        }
+        Ok(items)
+    }
+
+    /// One transfer run of `paths` (see `rsync::TransferKind`); streams rsync's itemized
+    /// lines into `sent` and `deleted`. Returns the output (the caller judges the exit).
+    #[allow(clippy::too_many_arguments)]
+    fn transfer(
+        &self,
+        source: &Manifest,
+        excludes: &Excludes,
+        paths: &[Vec<u8>],
+        kind: rsync::TransferKind,
+        max_delete: usize,
+        sent: &mut std::collections::BTreeSet<Vec<u8>>,
+        deleted: &mut std::collections::BTreeSet<Vec<u8>>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<crate::process::Output> {
+        let scratch = ScratchDir::new(&self.scratch_root, "apply")?;
+        let files_from = scratch.path().join("files");
+        fsutil::atomic_write(&files_from, &nul_list(paths)?, fsutil::FILE_MODE)?;
+        self.rsync_streaming(
+            rsync::transfer_argv(
+                &self.rsh(),
+                &source.root,
+                &self.login.rsync_dest(),
+                &files_from,
+                kind,
+                max_delete,
+                &excludes.rsync_args(),
+            ),
+            &mut |line| {
+                if let Some(item) = itemize::parse_line(line) {
+                    if item.change == ItemChange::Deleting {
+                        deleted.insert(item.path);
+                    } else {
+                        sent.insert(item.path);
+                        progress(sent.len() as u64);
+                    }
+                }
+            },
+        )
+    }
+}
+
+/// Paths as rsync's `--files-from --from0` list, each checked with [`listable`].
+fn nul_list(paths: &[Vec<u8>]) -> Result<Vec<u8>> {
+    let mut list = Vec::with_capacity(paths.iter().map(|p| p.len() + 1).sum());
+    for p in paths {
+        if !listable(p) {
+            anyhow::bail!(
+                "the plan names an unsafe path {:?}; refusing to transfer",
+                sanitize::bytes_for_terminal(p)
+            );
+        }
+        list.extend_from_slice(p);
+        list.push(0);
+    }
+    Ok(list)
+}
+
+/// Whether a quick dry run is exactly what a checksum dry run would say: every source path
+/// is missing on the target, so no content could be compared (target-only paths look the
+/// same in both modes).
+fn nothing_to_compare(items: &[itemize::Item], source: &Manifest) -> bool {
+    let created = items
+        .iter()
+        .filter(|i| i.change == ItemChange::Created)
+        .count();
+    items
+        .iter()
+        .all(|i| matches!(i.change, ItemChange::Created | ItemChange::Deleting))
+        && created == source.entries.len()
 }
 
 /// Sockets live in a short private directory: a Unix socket path must fit in ~104 bytes,
@@ -301,8 +436,64 @@ impl Target for SshTarget {
         &self.info
     }
 
-    fn scan(&mut self, source: &Manifest, excludes: &Excludes) -> Result<TargetView> {
-        self.dry_run(source, excludes)
+    fn scan(
+        &mut self,
+        source: &Manifest,
+        excludes: &Excludes,
+        check: CheckMode,
+    ) -> Result<TargetView> {
+        self.state = None;
+        // A target never applied to is probably empty: there the quick check reads nothing
+        // and says exactly what `-c` would, while `-c` makes the sending side read the whole
+        // source first. Anything else seen there falls back to the checksum run.
+        if check == CheckMode::Checksum && !self.applied {
+            let items = self.dry_run(source, excludes, false)?;
+            if nothing_to_compare(&items, source) {
+                self.state = Some(itemize::quick_state(&items));
+                return Ok(TargetView::Changes(changes_from_items(items)));
+            }
+            self.note_content()?;
+        }
+        let items = self.dry_run(source, excludes, check == CheckMode::Checksum)?;
+        self.state = Some(itemize::quick_state(&items));
+        Ok(TargetView::Changes(changes_from_items(items)))
+    }
+
+    fn check_mode(&self) -> Option<CheckMode> {
+        Some(self.check)
+    }
+
+    fn set_check(&mut self, check: CheckMode) {
+        self.check = check;
+    }
+
+    fn scanned_state(&self) -> Option<String> {
+        self.state.clone()
+    }
+
+    fn quick_state(&mut self, source: &Manifest, excludes: &Excludes) -> Result<Option<String>> {
+        let items = self.dry_run(source, excludes, false)?;
+        Ok(Some(itemize::quick_state(&items)))
+    }
+
+    fn scan_after_apply(
+        &mut self,
+        source: &Manifest,
+        excludes: &Excludes,
+        transferred: &[Vec<u8>],
+    ) -> Result<TargetView> {
+        // What was written is compared by content; everything else only has to be as the
+        // plan found it, which the quick check proves for size, mtime, mode and type.
+        let mut items = if transferred.is_empty() {
+            Vec::new()
+        } else {
+            self.check_listed(source, excludes, transferred)?
+        };
+        items.extend(self.dry_run(source, excludes, false)?);
+        let mut changes = changes_from_items(items);
+        changes.sort_by(|a, b| (&a.path, a.change).cmp(&(&b.path, b.change)));
+        changes.dedup();
+        Ok(TargetView::Changes(changes))
     }
 
     fn before_apply(&mut self) -> Result<()> {
@@ -334,26 +525,35 @@ impl Target for SshTarget {
             Default::default()
         };
         let listed_deletes = topmost_deletions(&planned_deletes, source);
-        let mut list = Vec::new();
-        for p in changed.iter().chain(&listed_deletes) {
-            if !listable(p) {
-                anyhow::bail!(
-                    "the plan names an unsafe path {:?}; refusing to transfer",
-                    sanitize::bytes_for_terminal(p)
-                );
-            }
-            list.extend_from_slice(p);
-            list.push(0);
-        }
         if changed.is_empty() && listed_deletes.is_empty() {
             return Ok(ApplyOutcome {
                 bytes: 0,
                 ..Default::default()
             });
         }
-        let scratch = ScratchDir::new(&self.scratch_root, "apply")?;
-        let files_from = scratch.path().join("files");
-        fsutil::atomic_write(&files_from, &list, fsutil::FILE_MODE)?;
+        // New paths go first, straight to their final names (nothing there to replace, so
+        // nothing to hold back); then, held back together, everything that replaces or
+        // updates an existing path, and the deletions. A new path that replaces a target-only
+        // tree (a file where a directory was), or lies below a path whose type changes, waits
+        // for that change.
+        let modified: std::collections::BTreeSet<Vec<u8>> =
+            c.modified.iter().map(|e| e.raw_path()).collect();
+        let missing: std::collections::BTreeSet<Vec<u8>> =
+            c.missing.iter().map(|e| e.raw_path()).collect();
+        let (fresh, mut replacing): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
+            c.added.iter().map(|e| e.raw_path()).partition(|p| {
+                !ancestors(p).any(|a| modified.contains(a))
+                    && !missing
+                        .range(p.clone()..)
+                        .take_while(|m| m.starts_with(p))
+                        .any(|m| is_same_or_ancestor(p, m))
+            });
+        replacing.extend(c.modified.iter().chain(&c.metadata).map(|e| e.raw_path()));
+        replacing.extend(listed_deletes.iter().cloned());
+        replacing.sort();
+        // Every path is checked before anything runs.
+        nul_list(&fresh)?;
+        nul_list(&replacing)?;
         // A modified path may replace a directory, which is one more deletion than listed.
         let max_delete = if planned_deletes.is_empty() {
             0
@@ -362,26 +562,33 @@ impl Target for SshTarget {
         };
         let mut sent = std::collections::BTreeSet::new();
         let mut deleted = std::collections::BTreeSet::new();
-        let out = self.rsync_streaming(
-            rsync::transfer_argv(
-                &self.rsh(),
-                &source.root,
-                &self.login.rsync_dest(),
-                &files_from,
+        let mut out = None;
+        if !fresh.is_empty() {
+            out = Some(self.transfer(
+                source,
+                excludes,
+                &fresh,
+                rsync::TransferKind::Fresh,
+                0,
+                &mut sent,
+                &mut deleted,
+                progress,
+            )?);
+        }
+        // Nothing that replaces starts after a failed first run.
+        if out.as_ref().is_none_or(|o| o.success()) && !replacing.is_empty() {
+            out = Some(self.transfer(
+                source,
+                excludes,
+                &replacing,
+                rsync::TransferKind::Replacing,
                 max_delete,
-                &excludes.rsync_args(),
-            ),
-            &mut |line| {
-                if let Some(item) = itemize::parse_line(line) {
-                    if item.change == ItemChange::Deleting {
-                        deleted.insert(item.path);
-                    } else {
-                        sent.insert(item.path);
-                        progress(sent.len() as u64);
-                    }
-                }
-            },
-        )?;
+                &mut sent,
+                &mut deleted,
+                progress,
+            )?);
+        }
+        let out = out.expect("there was something to transfer");
         let deleted: Vec<Vec<u8>> = deleted.into_iter().collect();
         // Deleting `gone/a` while `gone/` itself stays (it keeps excluded files) makes the
         // sender miss the implied parent dirs in the source: rsync warns and exits 24 after
@@ -432,6 +639,7 @@ impl Target for SshTarget {
             )
             .into());
         }
+        self.note_content()?;
         Ok(ApplyOutcome {
             bytes: plan.summary.bytes,
             changed,

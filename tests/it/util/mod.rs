@@ -527,6 +527,7 @@ pub fn prelink(home: &Home, sshd: &Sshd, name: &str) {
         rrsync: None,
         fingerprint: Some(keys::fingerprint_of(host_key)),
         no_delete: false,
+        check: None,
     });
     config.save(&home.config()).unwrap();
 }
