@@ -269,11 +269,14 @@ impl TargetPlan {
     }
 
     /// Whether `other` plans the same work (warnings, which depend on flags, and the quick
-    /// state fingerprint, which may change without changing the work, aside).
+    /// state fingerprint, which may change without changing the work, aside; the mode only
+    /// when both record one — plans written before modes existed have none).
     pub fn same_work(&self, other: &TargetPlan) -> bool {
+        let both_modes = self.check.is_some() && other.check.is_some();
         let strip = |t: &TargetPlan| TargetPlan {
             warnings: Vec::new(),
             state: None,
+            check: if both_modes { t.check } else { None },
             ..t.clone()
         };
         strip(self) == strip(other)
