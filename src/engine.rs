@@ -94,17 +94,23 @@ pub fn recheck_all(
             .targets
             .iter()
             .find(|p| p.name == name && p.error.is_none());
+        // The fingerprint only speaks for the same source, filters and target settings.
+        let comparable = |b: &TargetPlan| {
+            b.state.is_some()
+                && earlier.source.digest == source.digest_hex()
+                && earlier.source.excludes == excludes.patterns()
+                && b.address == t.info().address
+                && b.delete_allowed == t.info().delete_allowed
+        };
         let mut p = match before {
-            Some(b) if b.state.is_some() && earlier.source.digest == source.digest_hex() => {
-                match t.quick_state(source, excludes) {
-                    Ok(Some(now)) if Some(&now) == b.state.as_ref() => TargetPlan {
-                        warnings: Vec::new(),
-                        ..b.clone()
-                    },
-                    Ok(_) => plan_one(t.as_mut(), source, excludes, b.check),
-                    Err(e) => failed_plan(t.info(), &e),
-                }
-            }
+            Some(b) if comparable(b) => match t.quick_state(source, excludes) {
+                Ok(Some(now)) if Some(&now) == b.state.as_ref() => TargetPlan {
+                    warnings: Vec::new(),
+                    ..b.clone()
+                },
+                Ok(_) => plan_one(t.as_mut(), source, excludes, b.check),
+                Err(e) => failed_plan(t.info(), &e),
+            },
             Some(b) => plan_one(t.as_mut(), source, excludes, b.check),
             None => plan_one(t.as_mut(), source, excludes, None),
         };

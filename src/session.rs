@@ -98,6 +98,22 @@ impl Session {
         Plan::new(&self.manifest, self.excludes.patterns(), plans)
     }
 
+    /// The plan `offsync apply` may reuse: `last` (what `offsync plan` saved) minus the
+    /// targets whose comparison mode is not the one they would be planned with now. `None`
+    /// when there is none, or it is for another source.
+    pub fn reusable(&self, last: Option<Plan>) -> Option<Plan> {
+        let mut last = last?;
+        if last.source.digest != self.manifest.digest_hex() {
+            return None;
+        }
+        last.targets.retain(|p| {
+            self.targets
+                .iter()
+                .any(|t| t.info().name == p.name && t.check_mode() == p.check)
+        });
+        Some(last)
+    }
+
     /// The mass-delete limit: the flag, else `max_delete:` from config.
     pub fn max_delete(&self, flag: Option<u64>) -> Option<u64> {
         flag.or(self.config.max_delete)
@@ -125,4 +141,38 @@ impl Session {
         let (after, _) = manifest::build(&self.manifest.root, &self.excludes, Some(&self.cache))?;
         Ok(after.digest != self.manifest.digest)
     }
+}
+
+/// Where `offsync plan` leaves its last plan for `offsync apply` (see [`save_last_plan`]).
+pub fn last_plan_path(ctx: &Context) -> PathBuf {
+    ctx.home.join("last-plan.json")
+}
+
+/// Keep the plan just shown, so that an `offsync apply` soon after can prove it still holds
+/// with one quick dry run per target instead of a second checksum pass (the same check as
+/// for `apply PLAN_FILE`). Best effort: without it, apply plans again.
+pub fn save_last_plan(ctx: &Context, plan: &Plan) {
+    let path = last_plan_path(ctx);
+    if let Err(e) =
+        crate::fsutil::atomic_write(&path, plan.to_json().as_bytes(), crate::fsutil::FILE_MODE)
+    {
+        eprintln!(
+            "offsync: note: cannot keep the plan in {} ({e:#}); `offsync apply` will plan again",
+            path.display()
+        );
+    }
+}
+
+/// The last plan `offsync plan` kept, if it is there and intact.
+pub fn load_last_plan(ctx: &Context) -> Option<Plan> {
+    let path = last_plan_path(ctx);
+    if !path.exists() {
+        return None;
+    }
+    crate::plan::read_plan_file(&path).ok()
+}
+
+/// Forget the last plan (an apply changed the targets, so it can no longer be reused).
+pub fn forget_last_plan(ctx: &Context) {
+    let _ = std::fs::remove_file(last_plan_path(ctx));
 }

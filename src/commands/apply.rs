@@ -73,9 +73,15 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
     let max_delete = session.max_delete(args.max_delete);
     // A saved plan is proven still true with one quick dry run per target; only a target
     // where that shows a change is planned again (with the plan's own comparison mode).
-    let mut plan = match &saved {
-        Some(saved) => session.recheck(saved, max_delete),
-        None => session.plan(max_delete),
+    // Without one, the plan `offsync plan` just showed is proven the same way, for the
+    // targets it covers in the mode they use now; anything else is planned afresh.
+    let last = match &saved {
+        Some(_) => None,
+        None => session.reusable(session::load_last_plan(ctx)),
+    };
+    let mut plan = match (&saved, &last) {
+        (Some(earlier), _) | (None, Some(earlier)) => session.recheck(earlier, max_delete),
+        (None, None) => session.plan(max_delete),
     };
     // Interrupted while planning: nothing is asked or printed, and every target still gets
     // its `interrupted` record below (the engine starts nothing once a signal arrived).
@@ -151,6 +157,7 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
             }
         }
     }
+    session::forget_last_plan(ctx);
     engine::log_all(&ctx.home.join("operations.log"), "apply", &results, &plan)?;
     render(&results, args.json, policy.verify);
 

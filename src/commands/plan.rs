@@ -28,6 +28,7 @@ pub fn run(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
         eprintln!("offsync: interrupted; no plan was printed or saved");
         return Ok(ExitCode::from(crate::interrupt::exit_code()));
     }
+    crate::session::save_last_plan(ctx, &plan);
     if let Some(p) = &out_path {
         fsutil::atomic_write(p, plan.to_json().as_bytes(), fsutil::FILE_MODE)
             .with_context(|| format!("cannot save the plan to {}", p.display()))?;
