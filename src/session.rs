@@ -44,7 +44,8 @@ impl Session {
     /// `names` is empty).
     pub fn open(ctx: &Context, names: &[String]) -> Result<Session> {
         let (config, source, excludes) = load_source(ctx)?;
-        let targets = targets::build(ctx, &config, names)?;
+        let mut targets = targets::build(ctx, &config, names)?;
+        let workers = config.concurrency.unwrap_or(8);
         let cache = manifest::cache_path(&ctx.home, Path::new(&source));
         let spinner = ui::spinner(&format!("hashing {source}"));
         let show = |done: u64| {
@@ -55,12 +56,20 @@ impl Session {
                 ));
             }
         };
-        let (manifest, _stats) =
-            manifest::build_with_progress(Path::new(&source), &excludes, Some(&cache), &show)?;
+        // Connections (ssh handshake, confinement probe) are made while the source is
+        // hashed: one waits on the network, the other on the disk and the CPU.
+        let (manifest, _stats) = std::thread::scope(|s| {
+            let connecting = s.spawn(|| {
+                engine::parallel(&mut targets, workers, |t| t.prepare());
+            });
+            let hashed =
+                manifest::build_with_progress(Path::new(&source), &excludes, Some(&cache), &show);
+            let _ = connecting.join();
+            hashed
+        })?;
         if let Some(s) = spinner {
             s.finish_and_clear();
         }
-        let workers = config.concurrency.unwrap_or(8);
         Ok(Session {
             config,
             manifest,

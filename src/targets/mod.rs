@@ -108,6 +108,9 @@ pub trait Target: Send {
     ) -> Result<TargetView> {
         self.scan(source, excludes, CheckMode::Checksum)
     }
+    /// Get ready (SSH: connect and prove confinement) while the source is being hashed; a
+    /// failure is kept and reported by the first real operation.
+    fn prepare(&mut self) {}
     /// Called once before a plan is applied, even an empty one (SSH targets write their
     /// marker here the first time).
     fn before_apply(&mut self) -> Result<()> {

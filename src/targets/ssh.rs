@@ -59,6 +59,8 @@ pub struct SshTarget {
     state: Option<String>,
     /// An apply to this target completed before (see `marker::was_applied`).
     applied: bool,
+    /// Why `prepare` could not connect, for the first operation to report.
+    early_error: Option<anyhow::Error>,
 }
 
 impl SshTarget {
@@ -91,11 +93,15 @@ impl SshTarget {
             check,
             state: None,
             applied: marker::was_applied(&ctx.home, &t.name()),
+            early_error: None,
         })
     }
 
     /// Open the ControlMaster if it is not open yet.
     fn connect(&mut self) -> Result<()> {
+        if let Some(e) = self.early_error.take() {
+            return Err(e);
+        }
         if let Some(m) = &mut self.master {
             if m.exited().is_none() {
                 return Ok(());
@@ -494,6 +500,12 @@ impl Target for SshTarget {
         changes.sort_by(|a, b| (&a.path, a.change).cmp(&(&b.path, b.change)));
         changes.dedup();
         Ok(TargetView::Changes(changes))
+    }
+
+    fn prepare(&mut self) {
+        if let Err(e) = self.connect() {
+            self.early_error = Some(e);
+        }
     }
 
     fn before_apply(&mut self) -> Result<()> {
