@@ -366,12 +366,14 @@ impl SshTarget {
         let scratch = ScratchDir::new(&self.scratch_root, "apply")?;
         let files_from = scratch.path().join("files");
         fsutil::atomic_write(&files_from, &nul_list(paths)?, fsutil::FILE_MODE)?;
+        // Every source path is new here: send the tree rather than a list naming all of it.
+        let whole_tree = kind == rsync::TransferKind::Fresh && paths.len() == source.entries.len();
         self.rsync_streaming(
             rsync::transfer_argv(
                 &self.rsh(),
                 &source.root,
                 &self.login.rsync_dest(),
-                &files_from,
+                (!whole_tree).then_some(files_from.as_path()),
                 kind,
                 max_delete,
                 &excludes.rsync_args(),
@@ -488,6 +490,12 @@ impl Target for SshTarget {
         excludes: &Excludes,
         transferred: &[Vec<u8>],
     ) -> Result<TargetView> {
+        // Everything was written (a first apply): one whole-tree checksum run covers both
+        // halves below, and rsync walks the tree faster than a list naming all of it.
+        if transferred.len() == source.entries.len() {
+            let items = self.dry_run(source, excludes, true)?;
+            return Ok(TargetView::Changes(changes_from_items(items)));
+        }
         // What was written is compared by content; everything else only has to be as the
         // plan found it, which the quick check proves for size, mtime, mode and type.
         let mut items = if transferred.is_empty() {
