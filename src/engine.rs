@@ -475,26 +475,27 @@ pub fn apply_all(
     })
 }
 
-/// The `operations.log` record of one target's apply (or pull, or restore).
+/// The `operations.log` record of one target's apply (or pull, or restore), with its path
+/// lists bounded (the complete lists ride along for the paths file when they were cut).
 pub fn log_record(
     operation: &str,
     info: &TargetInfo,
     r: &ApplyResult,
     plan: &Plan,
-) -> crate::oplog::Record {
+) -> crate::oplog::Entry {
     use crate::oplog;
-    let (changed, changed_hex) = oplog::encode_paths(&r.outcome.changed);
-    let (deleted, deleted_hex) = oplog::encode_paths(&r.outcome.deleted);
-    oplog::Record {
+    let record = oplog::Record {
         timestamp: oplog::now(),
         target: info.name.clone(),
         host: info.host.clone(),
         operation: operation.to_string(),
         status: r.status.name(),
-        files_changed: changed,
-        files_deleted: deleted,
-        files_changed_hex: changed_hex,
-        files_deleted_hex: deleted_hex,
+        files_changed: Vec::new(),
+        files_changed_count: 0,
+        files_deleted: Vec::new(),
+        files_deleted_count: 0,
+        files_changed_hex: Vec::new(),
+        files_deleted_hex: Vec::new(),
         bytes: r.outcome.bytes,
         duration_ms: r.duration_ms,
         source_digest: plan.source.digest.clone(),
@@ -502,7 +503,9 @@ pub fn log_record(
         error: r.status.error(),
         error_kind: r.status.kind(),
         partial: r.outcome.partial,
-    }
+        paths_file: None,
+    };
+    oplog::Entry::new(record, &r.outcome.changed, &r.outcome.deleted)
 }
 
 /// One target planned against a source, then applied and logged: the whole of `pull` and
@@ -559,18 +562,19 @@ impl<'t> Single<'t> {
     }
 }
 
-/// Append one record per target of `results` to the operations log at `log`.
+/// Append one record per target of `results` to the operations log at `log` (and, for a
+/// record whose path lists were cut, its paths file under `log`'s directory).
 pub fn log_all(
     log: &std::path::Path,
     operation: &str,
     results: &[(TargetInfo, ApplyResult)],
     plan: &Plan,
 ) -> Result<()> {
-    let records: Vec<crate::oplog::Record> = results
+    let entries: Vec<crate::oplog::Entry> = results
         .iter()
         .map(|(i, r)| log_record(operation, i, r, plan))
         .collect();
-    crate::oplog::append(log, &records).map_err(|e| e.context("cannot write operations.log"))
+    crate::oplog::append(log, entries).map_err(|e| e.context("cannot write operations.log"))
 }
 
 /// A fresh whole-tree content comparison of one target (`offsync verify`: checksum mode

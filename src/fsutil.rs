@@ -1,7 +1,8 @@
 //! Crash-safe writes of state files and private directories.
 //!
-//! Invariant: a state file (config, authorized_keys, known_hosts, keys, logs) is either its old
-//! bytes or its new bytes, never a mix: content goes to a temp file in the same directory
+//! Invariant: a state file (config, authorized_keys, known_hosts, keys, the per-apply path lists
+//! under `log/`) is either its old bytes or its new bytes, never a mix (`operations.log` is
+//! append-only instead: see `oplog`): content goes to a temp file in the same directory
 //! (created exclusively, mode set before any byte is written), is fsynced, renamed over the
 //! target, and the directory is fsynced. Ownership of an existing file is kept when we can
 //! (root editing another user's authorized_keys), and a symlinked path is written through to

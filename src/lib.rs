@@ -5,7 +5,7 @@
 //! `commands::*` (one file per subcommand) → domain modules (`config`, `keys`,
 //! `authorized_keys`, `known_hosts`, `deps`) → `ssh`/`rsync` (argv builders and output
 //! parsers) → `process` (the only module that starts programs) and `fsutil` (the only module
-//! that writes state files).
+//! that writes state files; `oplog` appends to `operations.log` itself).
 
 pub mod authorized_keys;
 pub mod cli;

@@ -1,20 +1,45 @@
-//! `$OFFSYNC_HOME/operations.log`: one JSON object per line, one line per target and apply.
+//! `$OFFSYNC_HOME/operations.log`: one JSON object per line, one line per target and apply
+//! (or `pull`, or `mirror restore`).
 //!
 //! Keys are compatible with the Python offsync's log (`timestamp`, `host`, `operation`,
-//! `files_changed`) and extended (`target`, `status`, `files_deleted`, `bytes`,
-//! `duration_ms`, `source_digest`, `plan_digest`, `error`). Paths are strings; a non-UTF-8
-//! path is written lossily with its bytes as hex in `files_changed_hex`/`files_deleted_hex`.
-//! Invariant: the log is only appended to, under the controller lock, by rewriting it
-//! atomically (temp + fsync + rename, 0600), so a crash never leaves half a line.
+//! `files_changed`) and extended (`target`, `status`, `files_changed_count`, `files_deleted`,
+//! `files_deleted_count`, `bytes`, `duration_ms`, `source_digest`, `plan_digest`, `error`,
+//! `error_kind`, `partial`, `paths_file`). Paths are strings; a non-UTF-8 path is written
+//! lossily, with its bytes as hex in `files_changed_hex`/`files_deleted_hex` (in the same
+//! order as the non-UTF-8 paths appear in the list).
+//!
+//! Bounded records: a line lists at most [`MAX_PATHS`] paths per list; the `*_count` keys
+//! always hold the full numbers. When a list was cut, the complete lists go to a per-apply
+//! file `$OFFSYNC_HOME/log/<timestamp>-<target>-<plan digest prefix>.json` ([`PathsFile`],
+//! 0600 in a 0700 directory, written atomically *before* the line that names it), and the
+//! record names it in `paths_file`, relative to `$OFFSYNC_HOME`. Small applies stay
+//! self-contained.
+//!
+//! Invariant: the log is JSON Lines and is only ever appended to, never read back or rewritten
+//! by a writer. One [`append`] writes all its lines as one buffer with a single `write_all`
+//! on an `O_APPEND` descriptor, then `fdatasync`s: its cost does not depend on the size of
+//! the log, and concurrent appenders on a local filesystem do not interleave within a line.
+//! The file is 0600 whatever the umask (a looser existing file is tightened). A crash or a
+//! full disk can leave a torn last line without its `\n`; the next append first writes a `\n`
+//! so the torn bytes stay on a line of their own. Readers ([`read`], [`read_values`])
+//! therefore skip lines that do not parse.
 
-use anyhow::Result;
-use serde::Serialize;
-use std::path::Path;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use crate::fsutil;
 
+/// The most paths a record lists per list (`files_changed`, `files_deleted`).
+pub const MAX_PATHS: usize = 100;
+
+/// The directory of per-apply path files, relative to the log's directory (`$OFFSYNC_HOME`).
+pub const PATHS_DIR: &str = "log";
+
 /// How one target's operation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Ok,
@@ -43,7 +68,7 @@ impl std::fmt::Display for Outcome {
 }
 
 /// One log line.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// UTC, RFC 3339 with milliseconds.
     pub timestamp: String,
@@ -51,25 +76,94 @@ pub struct Record {
     pub host: String,
     pub operation: String,
     pub status: Outcome,
+    /// The first [`MAX_PATHS`] changed paths, sorted (all of them in `paths_file` when cut).
     pub files_changed: Vec<String>,
+    /// How many paths changed, listed or not.
+    pub files_changed_count: u64,
+    /// The first [`MAX_PATHS`] deleted paths, sorted (all of them in `paths_file` when cut).
     pub files_deleted: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// How many paths were deleted, listed or not.
+    pub files_deleted_count: u64,
+    /// Hex of the non-UTF-8 paths among `files_changed`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files_changed_hex: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// Hex of the non-UTF-8 paths among `files_deleted`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files_deleted_hex: Vec<String>,
     pub bytes: u64,
     pub duration_ms: u64,
     pub source_digest: String,
     pub plan_digest: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The typed kind of `error` (see `error::ErrorKind`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<crate::error::ErrorKind>,
     /// The apply failed part-way: `files_changed`/`files_deleted` are what the target
     /// reported before the failure (rsync's own lines), not what the plan intended.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub partial: bool,
+    /// The [`PathsFile`] with the complete lists, relative to `$OFFSYNC_HOME`
+    /// (`log/….json`); only when a list was cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths_file: Option<String>,
+}
+
+impl Record {
+    /// Set the bounded lists, their `*_hex` lists and the counts from the complete (sorted)
+    /// `changed` and `deleted` lists. Returns the complete lists when either was cut, for
+    /// [`append`] to write next to the log.
+    pub fn set_paths(&mut self, changed: &[Vec<u8>], deleted: &[Vec<u8>]) -> Option<PathsFile> {
+        let head = |p: &[Vec<u8>]| encode_paths(&p[..p.len().min(MAX_PATHS)]);
+        (self.files_changed, self.files_changed_hex) = head(changed);
+        (self.files_deleted, self.files_deleted_hex) = head(deleted);
+        self.files_changed_count = changed.len() as u64;
+        self.files_deleted_count = deleted.len() as u64;
+        self.paths_file = None;
+        if changed.len() <= MAX_PATHS && deleted.len() <= MAX_PATHS {
+            return None;
+        }
+        let (files_changed, files_changed_hex) = encode_paths(changed);
+        let (files_deleted, files_deleted_hex) = encode_paths(deleted);
+        Some(PathsFile {
+            target: self.target.clone(),
+            timestamp: self.timestamp.clone(),
+            operation: self.operation.clone(),
+            files_changed,
+            files_changed_hex,
+            files_deleted,
+            files_deleted_hex,
+        })
+    }
+}
+
+/// The complete path lists of one record whose lists were cut: `$OFFSYNC_HOME/log/….json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathsFile {
+    pub target: String,
+    /// The record's `timestamp`.
+    pub timestamp: String,
+    pub operation: String,
+    pub files_changed: Vec<String>,
+    pub files_changed_hex: Vec<String>,
+    pub files_deleted: Vec<String>,
+    pub files_deleted_hex: Vec<String>,
+}
+
+/// A record to append, with the complete lists its lists were cut from (if they were).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub record: Record,
+    pub paths: Option<PathsFile>,
+}
+
+impl Entry {
+    /// `record` with its path lists and counts set from the complete `changed` and `deleted`
+    /// lists (see [`Record::set_paths`]).
+    pub fn new(mut record: Record, changed: &[Vec<u8>], deleted: &[Vec<u8>]) -> Entry {
+        let paths = record.set_paths(changed, deleted);
+        Entry { record, paths }
+    }
 }
 
 /// Split raw paths into display strings and, for non-UTF-8 ones, hex.
@@ -90,18 +184,530 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// Append records to the log at `path`.
-pub fn append(path: &Path, records: &[Record]) -> Result<()> {
+/// Append one line per entry to the log at `log` (see the module docs): first the paths file
+/// of each entry whose lists were cut (in `log`'s directory, under [`PATHS_DIR`]), then every
+/// line in one write. A paths file that cannot be written does not cost its line: the record
+/// is appended without `paths_file` (its counts still tell what happened) and the error is
+/// returned afterwards.
+pub fn append(log: &Path, entries: Vec<Entry>) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let home = dir_of(log);
+    let mut failed = None;
+    let mut records = Vec::with_capacity(entries.len());
+    for Entry { mut record, paths } in entries {
+        if let Some(paths) = paths {
+            match write_paths_file(&home, &record, &paths) {
+                Ok(rel) => record.paths_file = Some(rel),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        records.push(record);
+    }
+    append_records(log, &records)?;
+    failed.map_or(Ok(()), Err)
+}
+
+/// Append `records` as they are (their lists already bounded): one `write_all` of whole lines
+/// on an `O_APPEND` descriptor, then `fdatasync`. The existing content is never read, except
+/// its last byte (to isolate a torn line), and never rewritten.
+pub fn append_records(log: &Path, records: &[Record]) -> Result<()> {
     if records.is_empty() {
         return Ok(());
     }
-    let mut content = fsutil::read_optional(path)?.unwrap_or_default();
-    if !content.is_empty() && !content.ends_with(b"\n") {
-        content.push(b'\n');
-    }
+    // Byte 0 is room for the `\n` that ends a torn last line; skipped when not needed.
+    let mut buf = vec![b'\n'];
     for r in records {
-        content.extend_from_slice(serde_json::to_string(r)?.as_bytes());
-        content.push(b'\n');
+        serde_json::to_writer(&mut buf, r)?;
+        buf.push(b'\n');
     }
-    fsutil::atomic_write(path, &content, fsutil::FILE_MODE)
+    append_lines(log, &buf).with_context(|| format!("cannot append to {}", log.display()))
+}
+
+/// Write `buf[1..]` (whole lines) at the end of `path`, or all of `buf` when the file does not
+/// end with `\n`.
+fn append_lines(path: &Path, buf: &[u8]) -> Result<()> {
+    let (mut file, created) = open_append(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        anyhow::bail!("not a regular file");
+    }
+    if created || meta.permissions().mode() & 0o077 != 0 {
+        // The umask may have narrowed a new file; an old one may be too open.
+        file.set_permissions(std::fs::Permissions::from_mode(fsutil::FILE_MODE))?;
+    }
+    let len = meta.len();
+    let torn = len > 0 && {
+        let mut last = [0u8];
+        file.read_exact_at(&mut last, len - 1)?;
+        last[0] != b'\n'
+    };
+    file.write_all(if torn { buf } else { &buf[1..] })?;
+    file.sync_data()?;
+    if created {
+        fsutil::sync_dir(&dir_of(path));
+    }
+    Ok(())
+}
+
+/// Open `path` for appending (and reading its last byte), creating it 0600 if missing.
+/// Returns whether it was created.
+fn open_append(path: &Path) -> std::io::Result<(std::fs::File, bool)> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true).append(true);
+    match opts
+        .clone()
+        .create_new(true)
+        .mode(fsutil::FILE_MODE)
+        .open(path)
+    {
+        Ok(f) => Ok((f, true)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok((opts.open(path)?, false)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn dir_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Write `paths` atomically to a new file under `home/log/` and return its name relative to
+/// `home`: `log/<timestamp without colons>-<target>-<plan digest prefix>.json`.
+fn write_paths_file(home: &Path, record: &Record, paths: &PathsFile) -> Result<String> {
+    let dir = home.join(PATHS_DIR);
+    fsutil::ensure_private_dir(&dir)?;
+    let mut stem = format!(
+        "{}-{}",
+        name_part(&record.timestamp.replace(':', ""), 40),
+        name_part(&record.target, 64)
+    );
+    if !record.plan_digest.is_empty() {
+        stem = format!("{stem}-{}", name_part(&record.plan_digest, 12));
+    }
+    let mut name = format!("{stem}.json");
+    let mut n = 1;
+    while std::fs::symlink_metadata(dir.join(&name)).is_ok() {
+        n += 1;
+        name = format!("{stem}-{n}.json");
+    }
+    let mut bytes = serde_json::to_vec(paths)?;
+    bytes.push(b'\n');
+    fsutil::atomic_write(&dir.join(&name), &bytes, fsutil::FILE_MODE)?;
+    Ok(format!("{PATHS_DIR}/{name}"))
+}
+
+/// `s` cut to `max` characters, with everything but ASCII letters, digits, `.`, `-` and `_`
+/// replaced by `_`: safe in a file name.
+fn name_part(s: &str, max: usize) -> String {
+    let part: String = s
+        .chars()
+        .take(max)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if part.is_empty() || part.starts_with('.') {
+        format!("_{part}")
+    } else {
+        part
+    }
+}
+
+/// Every line of the log at `path` that parses as a JSON object, oldest first; none when
+/// there is no log. Torn lines and other garbage are skipped.
+pub fn read_values(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let content = fsutil::read_optional(path)?.unwrap_or_default();
+    Ok(content
+        .split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+        .filter(serde_json::Value::is_object)
+        .collect())
+}
+
+/// Every record of the log at `path`, oldest first; none when there is no log. Lines that do
+/// not parse as a [`Record`] (torn lines, the Python offsync's records) are skipped. Records
+/// written before the counts existed get their lists' lengths as counts.
+pub fn read(path: &Path) -> Result<Vec<Record>> {
+    Ok(read_values(path)?
+        .into_iter()
+        .filter_map(record_from_value)
+        .collect())
+}
+
+fn record_from_value(mut v: serde_json::Value) -> Option<Record> {
+    let obj = v.as_object_mut()?;
+    for (list, count) in [
+        ("files_changed", "files_changed_count"),
+        ("files_deleted", "files_deleted_count"),
+    ] {
+        if !obj.contains_key(count) {
+            let n = obj.get(list)?.as_array()?.len();
+            obj.insert(count.to_string(), n.into());
+        }
+    }
+    serde_json::from_value(v).ok()
+}
+
+/// The complete lists of `record` when they were cut: its `paths_file`, read from below
+/// `home` (the log's directory). `None` for a self-contained record.
+pub fn read_paths(home: &Path, record: &Record) -> Result<Option<PathsFile>> {
+    let Some(rel) = &record.paths_file else {
+        return Ok(None);
+    };
+    let rel_path = Path::new(rel);
+    let inside = rel_path.starts_with(PATHS_DIR)
+        && rel_path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !inside {
+        anyhow::bail!("paths_file {rel:?} is not below {PATHS_DIR}/");
+    }
+    let path = home.join(rel_path);
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a paths file", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn record(target: &str) -> Record {
+        Record {
+            timestamp: now(),
+            target: target.to_string(),
+            host: "host".to_string(),
+            operation: "apply".to_string(),
+            status: Outcome::Ok,
+            files_changed: Vec::new(),
+            files_changed_count: 0,
+            files_deleted: Vec::new(),
+            files_deleted_count: 0,
+            files_changed_hex: Vec::new(),
+            files_deleted_hex: Vec::new(),
+            bytes: 1,
+            duration_ms: 2,
+            source_digest: "s".repeat(64),
+            plan_digest: "ab12cd34".repeat(8),
+            error: None,
+            error_kind: None,
+            partial: false,
+            paths_file: None,
+        }
+    }
+
+    fn entry(target: &str, changed: &[Vec<u8>], deleted: &[Vec<u8>]) -> Entry {
+        Entry::new(record(target), changed, deleted)
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    fn unhex(h: &str) -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn append_adds_lines_after_the_old_bytes_without_replacing_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("operations.log");
+        let mut old = Vec::new();
+        for i in 0..1000 {
+            old.extend_from_slice(format!("{{\"old\":{i}}}\n").as_bytes());
+        }
+        std::fs::write(&log, &old).unwrap();
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let inode = std::fs::metadata(&log).unwrap().ino();
+        append(&log, vec![entry("t1", &[b"a".to_vec()], &[])]).unwrap();
+        append(&log, vec![entry("t2", &[], &[]), entry("t3", &[], &[])]).unwrap();
+        let now = std::fs::read(&log).unwrap();
+        assert_eq!(&now[..old.len()], &old[..], "the old bytes are untouched");
+        assert_eq!(
+            std::fs::metadata(&log).unwrap().ino(),
+            inode,
+            "not replaced"
+        );
+        let new: Vec<&[u8]> = now[old.len()..].split(|b| *b == b'\n').collect();
+        assert_eq!(new.len(), 4, "three lines and the final newline");
+        let recs = read(&log).unwrap();
+        let targets: Vec<&str> = recs.iter().map(|r| r.target.as_str()).collect();
+        assert_eq!(targets, ["t1", "t2", "t3"]);
+        assert_eq!(recs[0].files_changed, ["a"]);
+        assert_eq!(recs[0].files_changed_count, 1);
+        assert_eq!(read_values(&log).unwrap().len(), 1003);
+    }
+
+    /// The existing log is a sparse file of 4 GiB: an append that read or copied it would take
+    /// seconds and gigabytes; an O(1) one touches only its last byte and the end.
+    #[test]
+    fn append_never_reads_the_existing_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("operations.log");
+        std::fs::write(&log, b"{\"first\":1}\n").unwrap();
+        let size = 4u64 << 30;
+        let f = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+        f.set_len(size - 1).unwrap();
+        f.write_all_at(b"\n", size - 1).unwrap();
+        drop(f);
+        let t = std::time::Instant::now();
+        append(&log, vec![entry("t1", &[], &[])]).unwrap();
+        let took = t.elapsed();
+        let meta = std::fs::metadata(&log).unwrap();
+        let line = serde_json::to_vec(&read_tail_record(&log, size)).unwrap();
+        assert_eq!(meta.len(), size + line.len() as u64 + 1);
+        assert!(
+            meta.blocks() < 1024,
+            "no hole was filled: {} blocks",
+            meta.blocks()
+        );
+        let f = std::fs::File::open(&log).unwrap();
+        let mut head = [0u8; 12];
+        f.read_exact_at(&mut head, 0).unwrap();
+        assert_eq!(&head, b"{\"first\":1}\n");
+        assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+    }
+
+    fn read_tail_record(log: &Path, from: u64) -> Record {
+        let f = std::fs::File::open(log).unwrap();
+        let len = f.metadata().unwrap().len();
+        let mut tail = vec![0u8; (len - from) as usize];
+        f.read_exact_at(&mut tail, from).unwrap();
+        assert_eq!(tail.last(), Some(&b'\n'));
+        serde_json::from_slice(&tail[..tail.len() - 1]).unwrap()
+    }
+
+    #[test]
+    fn a_torn_last_line_is_isolated_and_skipped_by_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("operations.log");
+        append(&log, vec![entry("t1", &[], &[])]).unwrap();
+        let mut torn = std::fs::read(&log).unwrap();
+        let whole = torn.len();
+        torn.extend_from_slice(b"{\"timestamp\":\"2025-01-0");
+        std::fs::write(&log, &torn).unwrap();
+        append(&log, vec![entry("t2", &[], &[])]).unwrap();
+        let content = std::fs::read(&log).unwrap();
+        let lines: Vec<&[u8]> = content[..content.len() - 1]
+            .split(|b| *b == b'\n')
+            .collect();
+        assert_eq!(lines.len(), 3, "{}", String::from_utf8_lossy(&content));
+        assert_eq!(
+            lines[1], b"{\"timestamp\":\"2025-01-0",
+            "the torn bytes alone"
+        );
+        assert_eq!(&content[..whole], &torn[..whole]);
+        let targets: Vec<String> = read(&log).unwrap().into_iter().map(|r| r.target).collect();
+        assert_eq!(targets, ["t1", "t2"]);
+        assert_eq!(read_values(&log).unwrap().len(), 2);
+        // A log that ends cleanly gets no blank line.
+        append(&log, vec![entry("t3", &[], &[])]).unwrap();
+        let again = std::fs::read(&log).unwrap();
+        assert!(!again.windows(2).any(|w| w == b"\n\n"));
+    }
+
+    #[test]
+    fn the_log_is_0600_under_umask_022_and_a_looser_one_is_tightened() {
+        use nix::sys::stat::{Mode, umask};
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("operations.log");
+        // 022 is the usual default, so other tests running meanwhile are not affected.
+        let before = umask(Mode::from_bits_truncate(0o022));
+        let r = append(&log, vec![entry("t1", &[], &[])]);
+        umask(before);
+        r.unwrap();
+        assert_eq!(mode(&log), 0o600);
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
+        append(&log, vec![entry("t1", &[], &[])]).unwrap();
+        assert_eq!(mode(&log), 0o600);
+        assert_eq!(read(&log).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn records_of_up_to_max_paths_stay_self_contained() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("operations.log");
+        let changed: Vec<Vec<u8>> = (0..MAX_PATHS).map(|i| format!("f{i:03}").into()).collect();
+        let deleted = vec![b"gone".to_vec(), b"bad-\xff".to_vec()];
+        let e = entry("t1", &changed, &deleted);
+        assert!(e.paths.is_none());
+        append(&log, vec![e]).unwrap();
+        let r = &read(&log).unwrap()[0];
+        assert_eq!(r.files_changed.len(), MAX_PATHS);
+        assert_eq!(r.files_changed_count, MAX_PATHS as u64);
+        assert_eq!(r.files_deleted, ["gone", "bad-\u{fffd}"]);
+        assert_eq!(r.files_deleted_hex, ["6261642dff"]);
+        assert_eq!(r.files_deleted_count, 2);
+        assert_eq!(r.paths_file, None);
+        assert!(read_paths(dir.path(), r).unwrap().is_none());
+        assert!(!dir.path().join(PATHS_DIR).exists(), "no log/ directory");
+        let v = &read_values(&log).unwrap()[0];
+        assert!(v.get("paths_file").is_none(), "{v}");
+        assert_eq!(v["files_changed_count"], MAX_PATHS);
+        assert_eq!(v["files_deleted_count"], 2);
+    }
+
+    #[test]
+    fn long_lists_are_cut_and_the_paths_file_holds_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("operations.log");
+        // Non-UTF-8 paths among the first MAX_PATHS and beyond them.
+        let mut changed: Vec<Vec<u8>> = (0..250).map(|i| format!("d/f{i:04}").into()).collect();
+        changed[3] = b"d/f0003-\xfe".to_vec();
+        changed[200] = b"d/f0200-\xff\xfe".to_vec();
+        let deleted: Vec<Vec<u8>> = (0..120).map(|i| format!("old/o{i:04}").into()).collect();
+        append(
+            &log,
+            vec![
+                entry("web/prod 1", &changed, &deleted),
+                entry("t2", &changed[..1], &[]),
+            ],
+        )
+        .unwrap();
+        let recs = read(&log).unwrap();
+        let r = &recs[0];
+        assert_eq!(r.files_changed.len(), MAX_PATHS);
+        assert_eq!(r.files_changed_count, 250);
+        assert_eq!(r.files_changed[3], "d/f0003-\u{fffd}");
+        assert_eq!(r.files_changed_hex, ["642f66303030332dfe"]);
+        assert_eq!(r.files_deleted.len(), MAX_PATHS);
+        assert_eq!(r.files_deleted_count, 120);
+        assert_eq!(recs[1].files_changed_count, 1);
+        assert_eq!(recs[1].paths_file, None);
+
+        let rel = r.paths_file.as_deref().unwrap();
+        assert!(rel.starts_with("log/") && rel.ends_with(".json"), "{rel}");
+        let name = rel.strip_prefix("log/").unwrap();
+        assert!(
+            !name.contains(':') && !name.contains(' ') && !name.contains('/'),
+            "{name}"
+        );
+        assert!(name.contains("-web_prod_1-ab12cd34ab12"), "{name}");
+        assert_eq!(mode(&dir.path().join(PATHS_DIR)), 0o700);
+        assert_eq!(mode(&dir.path().join(rel)), 0o600);
+
+        let full = read_paths(dir.path(), r).unwrap().unwrap();
+        assert_eq!(full.target, "web/prod 1");
+        assert_eq!(full.timestamp, r.timestamp);
+        assert_eq!(full.operation, "apply");
+        assert_eq!(full.files_changed.len(), 250);
+        assert_eq!(full.files_deleted.len(), 120);
+        assert!(full.files_deleted_hex.is_empty());
+        // Round trip: the UTF-8 paths as text, the others from their hex, in order.
+        let mut hex = full.files_changed_hex.iter();
+        let back: Vec<Vec<u8>> = full
+            .files_changed
+            .iter()
+            .zip(&changed)
+            .map(|(text, orig)| {
+                if std::str::from_utf8(orig).is_ok() {
+                    text.clone().into_bytes()
+                } else {
+                    unhex(hex.next().unwrap())
+                }
+            })
+            .collect();
+        assert_eq!(back, changed);
+        assert!(hex.next().is_none());
+        let deleted_back: Vec<Vec<u8>> = full
+            .files_deleted
+            .iter()
+            .map(|s| s.clone().into_bytes())
+            .collect();
+        assert_eq!(deleted_back, deleted);
+
+        // A second cut record of the same target in the same millisecond gets its own file.
+        let mut again = entry("web/prod 1", &changed, &[]);
+        again.record.timestamp = r.timestamp.clone();
+        append(&log, vec![again]).unwrap();
+        let third = &read(&log).unwrap()[2];
+        assert_ne!(third.paths_file, r.paths_file);
+        assert_eq!(
+            read_paths(dir.path(), third)
+                .unwrap()
+                .unwrap()
+                .files_changed
+                .len(),
+            250
+        );
+    }
+
+    #[test]
+    fn a_paths_file_outside_log_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["../x.json", "/etc/passwd", "log/../../x", "other/x.json"] {
+            let mut r = record("t1");
+            r.paths_file = Some(bad.to_string());
+            assert!(read_paths(dir.path(), &r).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn records_written_before_the_counts_read_with_their_list_lengths() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("operations.log");
+        let mut old = serde_json::to_value(record("t1")).unwrap();
+        let obj = old.as_object_mut().unwrap();
+        obj.remove("files_changed_count");
+        obj.remove("files_deleted_count");
+        obj.insert("files_changed".into(), serde_json::json!(["a", "b"]));
+        let python = serde_json::json!({"timestamp": "x", "host": "h", "operation": "push",
+            "files_changed": ["a"]});
+        std::fs::write(&log, format!("{old}\n{python}\nnot json\n")).unwrap();
+        let recs = read(&log).unwrap();
+        assert_eq!(recs.len(), 1, "the Python record is not a Record");
+        assert_eq!(recs[0].files_changed_count, 2);
+        assert_eq!(recs[0].files_deleted_count, 0);
+        assert_eq!(read_values(&log).unwrap().len(), 2);
+        assert!(read(&dir.path().join("missing")).unwrap().is_empty());
+    }
+
+    /// `cargo test --lib oplog::tests::bench -- --ignored --nocapture`: one record with 100k
+    /// changed paths appended to a growing log, as `engine::log_all` does.
+    #[test]
+    #[ignore]
+    fn bench_append_100k_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("operations.log");
+        let paths: Vec<Vec<u8>> = (0..100_000)
+            .map(|i| format!("site/assets/dir{:03}/file-{i:06}.html", i % 997).into_bytes())
+            .collect();
+        for round in 0..5 {
+            let t = std::time::Instant::now();
+            let e = entry("t1", &paths, &[]);
+            let built = t.elapsed();
+            let t = std::time::Instant::now();
+            append_records(&log, std::slice::from_ref(&e.record)).unwrap();
+            let line_only = t.elapsed();
+            let t = std::time::Instant::now();
+            append(&log, vec![e]).unwrap();
+            eprintln!(
+                "round {round}: build {built:?}; the bounded line alone {line_only:?}; paths \
+                 file + line {:?}; log {} bytes",
+                t.elapsed(),
+                std::fs::metadata(&log).unwrap().len()
+            );
+        }
+        let small = entry("t1", &paths[..3], &[]);
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            append(&log, vec![small.clone()]).unwrap();
+            eprintln!("small record: {:?}", t.elapsed());
+        }
+    }
 }

@@ -237,6 +237,8 @@ fn step_every_apply_is_logged_once_per_target(w: &World) {
     );
     let last_t2 = lines.iter().rev().find(|l| l["target"] == "t2").unwrap();
     assert_eq!(last_t2["files_deleted"], serde_json::json!(["target-only"]));
+    assert_eq!(last_t2["files_deleted_count"], 1);
+    assert!(last_t2.get("paths_file").is_none(), "{last_t2}");
     assert_eq!(last_t2["operation"], "apply");
 }
 
@@ -455,4 +457,92 @@ fn a_failing_target_does_not_stop_the_others() {
         log.contains("\"target\":\"t1\"") && log.contains("\"status\":\"failed\""),
         "{log}"
     );
+}
+
+/// More than 100 changes, then more than 100 deletions: each record lists the first 100
+/// paths, counts them all (`files_changed_count`, `files_deleted_count`), and names a private
+/// paths file under `$OFFSYNC_HOME/log/` with every path (non-UTF-8 ones also as hex). The
+/// typed reader (`offsync::oplog::read`) parses every line the binary wrote.
+#[test]
+fn more_than_a_hundred_paths_are_counted_and_listed_in_full_in_a_paths_file() {
+    use crate::util::{last_record, logged_paths, mode, oplog};
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = World::fast(1);
+    let mut names: Vec<Vec<u8>> = (0..150).map(|i| format!("f{i:03}").into_bytes()).collect();
+    names.push(b"zz-bad\xffbyte".to_vec());
+    for n in &names {
+        write_raw(&w.source, n, b"x");
+    }
+    let lossy = |ns: &[Vec<u8>]| -> std::collections::BTreeSet<String> {
+        ns.iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect()
+    };
+    w.home.offsync(["apply", "--yes"]).assert().code(0);
+    let rec = last_record(&w.home, "t1");
+    assert_eq!(rec["status"], "ok", "{rec}");
+    assert_eq!(rec["files_changed"].as_array().unwrap().len(), 100, "{rec}");
+    assert_eq!(rec["files_changed_count"], 151, "{rec}");
+    assert_eq!(rec["files_deleted_count"], 0, "{rec}");
+    assert!(
+        rec.get("files_changed_hex").is_none(),
+        "not among the first 100: {rec}"
+    );
+    assert_eq!(logged_paths(&w.home, &rec, "files_changed"), lossy(&names));
+    let rel = rec["paths_file"].as_str().unwrap();
+    assert!(rel.starts_with("log/") && rel.ends_with(".json"), "{rel}");
+    assert_eq!(mode(&w.home.home.join("log")) & 0o777, 0o700);
+    assert_eq!(mode(&w.home.home.join(rel)) & 0o777, 0o600);
+    let full: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.home.home.join(rel)).unwrap()).unwrap();
+    assert_eq!(
+        full["files_changed_hex"],
+        serde_json::json!(["7a7a2d626164ff62797465"])
+    );
+
+    // Delete 120 of them (more than half: the guard wants --max-delete).
+    for n in &names[..120] {
+        std::fs::remove_file(w.source.join(std::ffi::OsStr::from_bytes(n))).unwrap();
+    }
+    w.home
+        .offsync(["apply", "--yes", "--delete", "--max-delete", "120"])
+        .assert()
+        .code(0);
+    let rec = last_record(&w.home, "t1");
+    assert_eq!(rec["status"], "ok", "{rec}");
+    assert_eq!(rec["files_deleted"].as_array().unwrap().len(), 100, "{rec}");
+    assert_eq!(rec["files_deleted_count"], 120, "{rec}");
+    assert_eq!(
+        logged_paths(&w.home, &rec, "files_deleted"),
+        lossy(&names[..120])
+    );
+    assert_ne!(
+        rec["paths_file"].as_str().unwrap(),
+        rel,
+        "one paths file per apply"
+    );
+
+    // A small apply stays self-contained.
+    write_raw(&w.source, b"one-more", b"x");
+    w.home.offsync(["apply", "--yes"]).assert().code(0);
+    let rec = last_record(&w.home, "t1");
+    assert_eq!(
+        rec["files_changed"],
+        serde_json::json!(["one-more"]),
+        "{rec}"
+    );
+    assert_eq!(rec["files_changed_count"], 1, "{rec}");
+    assert!(rec.get("paths_file").is_none(), "{rec}");
+
+    let log = w.home.home.join("operations.log");
+    let typed = offsync::oplog::read(&log).unwrap();
+    assert_eq!(typed.len(), oplog(&w.home).len());
+    assert_eq!(typed.len(), 3);
+    let full = offsync::oplog::read_paths(&w.home.home, &typed[1])
+        .unwrap()
+        .unwrap();
+    assert_eq!(full.files_deleted.len(), 120);
+    assert_eq!(mode(&log) & 0o777, 0o600);
 }

@@ -93,8 +93,8 @@ fn assert_t1_refused(w: &World, log_before: usize, needles: &[&str]) {
         needles.iter().any(|n| err.contains(n)),
         "t1's error should contain one of {needles:?}: {r}"
     );
-    assert_eq!(r["files_changed"], serde_json::json!([]), "{r}");
-    assert_eq!(r["files_deleted"], serde_json::json!([]), "{r}");
+    assert_eq!(r["files_changed_count"], 0, "{r}");
+    assert_eq!(r["files_deleted_count"], 0, "{r}");
 }
 
 /// (a) A plain key line (no forced command): dry runs only — see the module's SAFETY note.

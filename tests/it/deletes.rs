@@ -10,8 +10,8 @@
 //! (more than half of a target's paths), except the cases that test the guard.
 
 use crate::util::{
-    World, all_output, last_record, listing, markers, oplog, paths_below, set_config,
-    skip_unless_tools, snapshot, snapshot_sans_marker, string_set, write_bytes,
+    World, all_output, last_record, listing, logged_paths, markers, oplog, paths_below, set_config,
+    skip_unless_tools, snapshot, snapshot_sans_marker, write_bytes,
 };
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -82,7 +82,7 @@ fn assert_equal_to_source(w: &World) {
 fn assert_deleted(w: &World, target: &str, want: &BTreeSet<String>) {
     let rec = last_record(&w.home, target);
     assert_eq!(rec["status"], "ok", "{rec}");
-    let got = string_set(&rec["files_deleted"]);
+    let got = logged_paths(&w.home, &rec, "files_deleted");
     let extra: Vec<_> = got.difference(want).collect();
     let missing: Vec<_> = want.difference(&got).collect();
     assert!(
@@ -178,7 +178,7 @@ fn a_directory_replaced_by_a_file_and_a_file_by_a_directory() {
     for t in ["t1", "t2"] {
         let rec = last_record(&w.home, t);
         assert_eq!(rec["status"], "ok", "{rec}");
-        let got = string_set(&rec["files_deleted"]);
+        let got = logged_paths(&w.home, &rec, "files_deleted");
         assert!(
             required.is_subset(&got) && got.is_subset(&allowed),
             "{t}: files_deleted {got:?}, want {required:?} (+ optionally a, b)"
@@ -339,6 +339,7 @@ fn an_empty_source_with_delete_true_is_refused_on_every_target() {
         assert_eq!(r["status"], "refused", "{r}");
         let err = r["error"].as_str().unwrap_or_default();
         assert!(err.contains("--max-delete") && err.contains('3'), "{r}");
+        assert_eq!(r["files_deleted_count"], 0, "{r}");
         assert_eq!(r["files_deleted"], serde_json::json!([]), "{r}");
     }
 

@@ -1226,12 +1226,15 @@ fn pull_delete_is_bounded_by_the_mass_delete_guard() {
     let rec = last(&host);
     assert_eq!(rec["status"], "refused", "{rec}");
     assert_eq!(rec["error_kind"], "needs_delete", "{rec}");
+    assert_eq!(rec["files_deleted_count"], 0, "{rec}");
     assert_eq!(rec["files_deleted"], serde_json::json!([]), "{rec}");
     // The same record shape as an apply's (the engine writes both).
     let apply_rec = last(&m.home);
     let keys = |v: &serde_json::Value| -> Vec<String> {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
-        k.retain(|k| k != "error" && k != "error_kind" && !k.ends_with("_hex"));
+        k.retain(|k| {
+            k != "error" && k != "error_kind" && k != "paths_file" && !k.ends_with("_hex")
+        });
         k.sort();
         k
     };
@@ -1268,4 +1271,48 @@ fn pull_delete_is_bounded_by_the_mass_delete_guard() {
         crate::util::snapshot(&dest),
         crate::util::snapshot(&m.source)
     );
+}
+
+/// A mirror apply and a `pull` of more than 100 paths log through the same engine: each
+/// record lists the first 100 paths, counts them all and names a paths file under its own
+/// `$OFFSYNC_HOME/log/` with every path.
+#[test]
+fn applies_and_pulls_of_more_than_a_hundred_paths_log_counts_and_a_paths_file() {
+    use crate::util::{logged_paths, oplog};
+    if !skip_unless_age() {
+        return;
+    }
+    let Some(m) = Mirror::new(Backend::Local) else {
+        return;
+    };
+    for i in 0..130 {
+        write_raw(&m.source, format!("many/f{i:03}").as_bytes(), b"x");
+    }
+    let out = m.apply(&[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let host = Home::new();
+    let dest = host.tmp.path().join("dest");
+    m.pull_cmd(&host, &dest, &m.identity()).assert().success();
+    for (home, what) in [(&m.home, "apply"), (&host, "pull")] {
+        let rec = oplog(home)
+            .pop()
+            .unwrap_or_else(|| panic!("no {what} record"));
+        assert_eq!(rec["status"], "ok", "{rec}");
+        assert!(
+            rec["operation"].as_str().unwrap().starts_with(what),
+            "{rec}"
+        );
+        assert_eq!(rec["files_changed"].as_array().unwrap().len(), 100, "{rec}");
+        assert!(rec["files_changed_count"].as_u64().unwrap() >= 130, "{rec}");
+        let all = logged_paths(home, &rec, "files_changed");
+        for i in 0..130 {
+            assert!(all.contains(&format!("many/f{i:03}")), "{what}: f{i:03}");
+        }
+        let rel = rec["paths_file"].as_str().unwrap();
+        assert_eq!(
+            crate::util::mode(&home.home.join(rel)),
+            0o600,
+            "{what}: {rel}"
+        );
+    }
 }

@@ -969,13 +969,11 @@ pub fn home_needle(home: &Home) -> Vec<u8> {
     home.home.as_os_str().as_bytes().to_vec()
 }
 
-/// `$OFFSYNC_HOME/operations.log` as JSON values (empty when there is no log yet).
+/// `$OFFSYNC_HOME/operations.log` as JSON values (empty when there is no log yet), read like
+/// any reader must (`offsync::oplog::read_values`): a line torn by a SIGKILL'd append is
+/// skipped.
 pub fn oplog(home: &Home) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(home.home.join("operations.log"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l:?}: {e}")))
-        .collect()
+    offsync::oplog::read_values(&home.home.join("operations.log")).unwrap()
 }
 
 /// The newest log record of `target`.
@@ -985,6 +983,43 @@ pub fn last_record(home: &Home, target: &str) -> serde_json::Value {
         .rev()
         .find(|r| r["target"] == target)
         .unwrap_or_else(|| panic!("no operations.log record for {target}"))
+}
+
+/// Every path of a record's `list` (`files_changed` or `files_deleted`): the record's own list,
+/// or, when it was cut, the complete one from its `paths_file` (checked against the record's
+/// `<list>_count` and its first entries).
+pub fn logged_paths(
+    home: &Home,
+    rec: &serde_json::Value,
+    list: &str,
+) -> std::collections::BTreeSet<String> {
+    let count = rec[format!("{list}_count")]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {list}_count: {rec}"));
+    let shown = rec[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {list}: {rec}"));
+    let all: Vec<serde_json::Value> = match rec["paths_file"].as_str() {
+        Some(rel) => {
+            assert!(shown.len() <= 100, "at most 100 {list} in a record: {rec}");
+            let file = home.home.join(rel);
+            let text = std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("paths_file {}: {e}", file.display()));
+            let full: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(full["target"], rec["target"], "{full}");
+            assert_eq!(full["timestamp"], rec["timestamp"], "{full}");
+            let all = full[list].as_array().unwrap().clone();
+            assert_eq!(
+                &all[..shown.len()],
+                &shown[..],
+                "the record lists the first ones"
+            );
+            all
+        }
+        None => shown.clone(),
+    };
+    assert_eq!(all.len() as u64, count, "{list}_count: {rec}");
+    string_set(&serde_json::Value::Array(all))
 }
 
 /// A JSON array of strings as a sorted set.
