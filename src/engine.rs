@@ -90,10 +90,11 @@ pub fn recheck_all(
 ) -> Vec<TargetPlan> {
     parallel(targets, workers, |t| {
         let name = t.info().name.clone();
-        let before = earlier
-            .targets
-            .iter()
-            .find(|p| p.name == name && p.error.is_none());
+        let before = earlier.targets.iter().find(|p| p.name == name);
+        // A target that could not be planned had no plan to apply: it stays failed.
+        if let Some(b) = before.filter(|b| b.error.is_some()) {
+            return b.clone();
+        }
         // The fingerprint only speaks for the same source, filters and target settings.
         let comparable = |b: &TargetPlan| {
             b.state.is_some()

@@ -108,7 +108,8 @@ impl Session {
     }
 
     /// The plan `offsync apply` may reuse: `last` (what `offsync plan` saved) minus the
-    /// targets whose comparison mode is not the one they would be planned with now. `None`
+    /// targets that could not be planned then (they are tried again) and those whose
+    /// comparison mode is not the one they would be planned with now. `None`
     /// when there is none, or it is for another source.
     pub fn reusable(&self, last: Option<Plan>) -> Option<Plan> {
         let mut last = last?;
@@ -116,9 +117,11 @@ impl Session {
             return None;
         }
         last.targets.retain(|p| {
-            self.targets
-                .iter()
-                .any(|t| t.info().name == p.name && t.check_mode() == p.check)
+            p.error.is_none()
+                && self
+                    .targets
+                    .iter()
+                    .any(|t| t.info().name == p.name && t.check_mode() == p.check)
         });
         Some(last)
     }
