@@ -18,6 +18,8 @@
 //! - `faults`: randomized SIGKILL/SIGTERM/SIGINT/SIGHUP trials during apply and plan
 //! - `deletes`: hostile target-only trees in one `apply --delete`; the mass-delete guard
 //! - `confinement`: a tampered forced command is refused by every connecting command
+//! - `passes`: the rsync passes plan/apply/verify make (counted by an rsync wrapper on PATH),
+//!   saved plans against a target that moved, and what `check: checksum | quick` see
 //! - `snapshots`: insta snapshots of `--help`, the plan text and the main error messages
 //!
 //! Tests about set-up (`setup`, `security`, and `bad_input`'s link/target add cases) go
@@ -32,6 +34,7 @@ mod deletes;
 mod faults;
 mod hardening;
 mod mirror;
+mod passes;
 mod security;
 mod setup;
 mod snapshots;
