@@ -1,9 +1,15 @@
 //! `offsync apply [PLAN_FILE]`: execute exactly a plan, then verify and log.
 //!
-//! Invariants: with a plan file, nothing is transferred unless the source digest and every
-//! target's fresh plan equal the saved ones (otherwise a diff is shown and apply refuses);
-//! without one, the plan is made and shown first, and applied only after confirmation (a
-//! terminal question, or `--yes`). Target-only paths are deleted only with `--delete` or
+//! Invariants: with a plan file, nothing is transferred unless the source digest equals the
+//! saved one and every target is proven to still match its saved part: one quick dry run
+//! whose fingerprint equals the plan's `state`, or else a fresh plan in the plan's mode whose
+//! work equals the saved one (otherwise a diff is shown and apply refuses). The quick proof
+//! is as blind as the quick check: a file changed on the target between plan and apply with
+//! its size and mtime kept is not seen (nor by the verification after the transfer, which
+//! compares by checksum only what was sent); `offsync verify` compares every file. Without a
+//! plan file, the plan `offsync plan` kept (`last-plan.json`) is proven the same way, or the
+//! plan is made; it is shown first, and applied only after confirmation (a terminal question,
+//! proven again afterwards, or `--yes`). Target-only paths are deleted only with `--delete` or
 //! `delete: true`, and then only the listed ones. One apply per `$OFFSYNC_HOME` at a time.
 //! This file turns arguments into a session, asks, calls `engine::apply_all`, logs, renders
 //! and maps the exit status; the engine does the work.
