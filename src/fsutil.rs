@@ -21,6 +21,19 @@ pub const FILE_MODE: u32 = 0o600;
 
 /// Write `bytes` to `path` atomically with `mode` (see module docs).
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    atomic_write_with(path, bytes, mode, true)
+}
+
+/// [`atomic_write`] without the fsyncs: readers still see the old or the new content, never a
+/// mix, but a crash may lose the new one. Only for files that are caches (`last-plan.json`,
+/// checked by its digest when read) or scratch (rsync's file lists and dry-run markers in a
+/// private [`ScratchDir`]), where an fsync costs time (tens to hundreds of milliseconds on a
+/// busy disk) and buys nothing.
+pub fn write_volatile(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    atomic_write_with(path, bytes, mode, false)
+}
+
+fn atomic_write_with(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<()> {
     let path = resolve_symlink(path)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -64,9 +77,13 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
             }
         }
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         std::fs::rename(&tmp_path, &path)?;
-        sync_dir(&dir);
+        if durable {
+            sync_dir(&dir);
+        }
         Ok(())
     })();
     if result.is_err() {

@@ -97,7 +97,8 @@ pub fn note_applied(home: &Path, target: &str) -> Result<()> {
 /// Create `dir/.offsync-marker-<id>` (empty): the second source of a dry run, or what a
 /// marker push sends.
 pub fn write_source(dir: &Path, id: &str) -> Result<()> {
-    fsutil::atomic_write(&dir.join(file_name(id)), b"", 0o644)
+    // Scratch: nothing to make durable.
+    fsutil::write_volatile(&dir.join(file_name(id)), b"", 0o644)
 }
 
 /// Write the marker `id` to the target behind `rsh`/`dest` (a relative `user@host:`), with

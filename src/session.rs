@@ -155,6 +155,14 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    /// Close every connection at once (each close waits for its ssh master to exit).
+    fn drop(&mut self) {
+        let workers = self.workers;
+        engine::parallel(&mut self.targets, workers, |t| t.close());
+    }
+}
+
 /// Where `offsync plan` leaves its last plan for `offsync apply` (see [`save_last_plan`]).
 pub fn last_plan_path(ctx: &Context) -> PathBuf {
     ctx.home.join("last-plan.json")
@@ -165,8 +173,9 @@ pub fn last_plan_path(ctx: &Context) -> PathBuf {
 /// for `apply PLAN_FILE`). Best effort: without it, apply plans again.
 pub fn save_last_plan(ctx: &Context, plan: &Plan) {
     let path = last_plan_path(ctx);
+    // A cache, checked by its digest when read: no fsync (see `fsutil::write_volatile`).
     if let Err(e) =
-        crate::fsutil::atomic_write(&path, plan.to_json().as_bytes(), crate::fsutil::FILE_MODE)
+        crate::fsutil::write_volatile(&path, plan.to_json().as_bytes(), crate::fsutil::FILE_MODE)
     {
         eprintln!(
             "offsync: note: cannot keep the plan in {} ({e:#}); `offsync apply` will plan again",

@@ -327,7 +327,7 @@ impl SshTarget {
     ) -> Result<Vec<itemize::Item>> {
         let scratch = ScratchDir::new(&self.scratch_root, "verify")?;
         let files_from = scratch.path().join("files");
-        fsutil::atomic_write(&files_from, &nul_list(paths)?, fsutil::FILE_MODE)?;
+        fsutil::write_volatile(&files_from, &nul_list(paths)?, fsutil::FILE_MODE)?;
         let mut items = Vec::new();
         let out = self.rsync_streaming(
             rsync::listed_check_argv(
@@ -365,7 +365,7 @@ impl SshTarget {
     ) -> Result<crate::process::Output> {
         let scratch = ScratchDir::new(&self.scratch_root, "apply")?;
         let files_from = scratch.path().join("files");
-        fsutil::atomic_write(&files_from, &nul_list(paths)?, fsutil::FILE_MODE)?;
+        fsutil::write_volatile(&files_from, &nul_list(paths)?, fsutil::FILE_MODE)?;
         // Every source path is new here: send the tree rather than a list naming all of it.
         let whole_tree = kind == rsync::TransferKind::Fresh && paths.len() == source.entries.len();
         self.rsync_streaming(
