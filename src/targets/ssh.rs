@@ -40,6 +40,10 @@ use crate::{marker, sanitize};
 /// just killed (its connection is going away, but sshd may not have noticed yet).
 const LOCK_WAIT: Duration = Duration::from_secs(20);
 
+/// How long the confinement probe runs alone before the dry run beside it starts (see
+/// `SshTarget::dry_run`).
+const PROBE_HEAD_START: Duration = Duration::from_millis(60);
+
 pub struct SshTarget {
     info: TargetInfo,
     login: Login,
@@ -59,6 +63,8 @@ pub struct SshTarget {
     state: Option<String>,
     /// An apply to this target completed before (see `marker::was_applied`).
     applied: bool,
+    /// Confinement was proven on the open connection (see `judge_probe`).
+    proven: bool,
     /// Why `prepare` could not connect, for the first operation to report.
     early_error: Option<anyhow::Error>,
 }
@@ -94,6 +100,7 @@ impl SshTarget {
             state: None,
             applied: marker::was_applied(&ctx.home, &t.name()),
             early_error: None,
+            proven: false,
         })
     }
 
@@ -157,22 +164,60 @@ impl SshTarget {
         self.settings.control_path = Some(socket);
         self.master = Some(bg);
         self.socket_dir = Some(dir);
-        if let Err(e) = self.check_confined() {
-            self.close();
-            return Err(e);
-        }
+        self.proven = false;
         Ok(())
     }
 
-    /// Prove on this connection that rrsync is in force: a read must be refused. Cheap (one
-    /// session on the open connection, nothing listed) and done before anything else.
-    fn check_confined(&mut self) -> Result<()> {
+    /// Connect, and prove confinement on the connection before anything is written.
+    fn connect_proven(&mut self) -> Result<()> {
+        self.connect()?;
+        if self.proven {
+            return Ok(());
+        }
+        let out = self.probe()?;
+        self.judge_probe(out)
+    }
+
+    /// The confinement probe: a read through the connection, which rrsync must refuse. Cheap
+    /// (one session, nothing listed).
+    fn probe(&self) -> Result<crate::process::Output> {
+        self.probe_with(true)
+    }
+
+    /// The probe; `wait_for_lock: false` returns at once when it meets rrsync's lock.
+    fn probe_with(&self, wait_for_lock: bool) -> Result<crate::process::Output> {
         let scratch = ScratchDir::new(&self.scratch_root, "confined")?;
-        let out = self.rsync(rsync::probe_pull_argv(
-            &self.rsh(),
-            &self.login.rsync_dest(),
-            scratch.path(),
-        ))?;
+        let argv = rsync::probe_pull_argv(&self.rsh(), &self.login.rsync_dest(), scratch.path());
+        if wait_for_lock {
+            self.rsync(argv)
+        } else {
+            Ok(Cmd::new("rsync").args(&argv).output()?)
+        }
+    }
+
+    /// Judge the probe's output: a refused read proves rrsync is in force (the connection is
+    /// then closed on failure). A probe that only met rrsync's lock (held by a dry run that
+    /// ran beside it) is run again, alone.
+    fn judge_probe(&mut self, out: crate::process::Output) -> Result<()> {
+        let out = if Diagnosis::from_output(out.code(), &out.stderr) == Diagnosis::Locked {
+            self.probe()?
+        } else {
+            out
+        };
+        match self.check_confined(&out) {
+            Ok(()) => {
+                self.proven = true;
+                Ok(())
+            }
+            Err(e) => {
+                self.close();
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the probe's output proves confinement: rrsync refused the read.
+    fn check_confined(&self, out: &crate::process::Output) -> Result<()> {
         let d = Diagnosis::from_output(out.code(), &out.stderr);
         if d == Diagnosis::ReadRefused {
             return Ok(());
@@ -227,7 +272,7 @@ impl SshTarget {
         if self.marker.is_some() {
             return Ok(());
         }
-        self.connect()?;
+        self.connect_proven()?;
         let id = self.pending_marker.clone();
         marker::push(
             &self.home,
@@ -264,6 +309,37 @@ impl SshTarget {
         checksum: bool,
     ) -> Result<Vec<itemize::Item>> {
         self.connect()?;
+        if self.proven {
+            return self.dry_run_items(source, excludes, checksum);
+        }
+        // On a new connection the confinement probe runs beside the dry run (both are
+        // sessions of rrsync, each costing a Python start-up and round trips); nothing the
+        // dry run saw is used unless the probe proves rrsync in force. rrsync allows one run
+        // per directory at a time: the probe holds that lock for milliseconds, so the dry run
+        // starts a moment later (and waits if it still meets the lock); a probe that meets
+        // the dry run's lock is run again after it.
+        let (probe, items) = std::thread::scope(|s| {
+            let this = &*self;
+            let probe = s.spawn(move || this.probe_with(false));
+            std::thread::sleep(PROBE_HEAD_START);
+            let items = this.dry_run_items(source, excludes, checksum);
+            (probe.join(), items)
+        });
+        let probe = match probe {
+            Ok(p) => p?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        self.judge_probe(probe)?;
+        items
+    }
+
+    /// [`Self::dry_run`] on a connection (the caller proves confinement).
+    fn dry_run_items(
+        &self,
+        source: &Manifest,
+        excludes: &Excludes,
+        checksum: bool,
+    ) -> Result<Vec<itemize::Item>> {
         let marker_dir = ScratchDir::new(&self.scratch_root, "dry")?;
         let marker_id = self.marker_id().to_string();
         let marker_name = marker::file_name(&marker_id);
@@ -528,7 +604,7 @@ impl Target for SshTarget {
         delete: bool,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<ApplyOutcome> {
-        self.connect()?;
+        self.connect_proven()?;
         self.ensure_marker()?;
         let c = &plan.changes;
         let mut changed: Vec<Vec<u8>> = c
