@@ -20,6 +20,16 @@ pub const FILE_MODE: u32 = 0o600;
 
 /// Write `bytes` to `path` atomically with `mode` (see module docs).
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    atomic_write_with(path, mode, |f| Ok(f.write_all(bytes)?))
+}
+
+/// [`atomic_write`] of what `write` writes to the (temporary) file, for content too large to
+/// build in memory first (a plan, the hash cache). `write` should buffer its small writes.
+pub fn atomic_write_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut File) -> Result<()>,
+) -> Result<()> {
     let path = resolve_symlink(path)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -62,7 +72,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
                 let _ = std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()));
             }
         }
-        file.write_all(bytes)?;
+        write(&mut file)?;
         file.sync_all()?;
         std::fs::rename(&tmp_path, &path)?;
         sync_dir(&dir);
