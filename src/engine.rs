@@ -30,7 +30,7 @@ pub fn plan_one(
     let configured = t.check_mode();
     let mode = check.or(configured).unwrap_or_default();
     let (changes, error, error_kind) = match t.scan(source, excludes, mode) {
-        Ok(view) => (diff::diff(source, &view), None, None),
+        Ok(view) => (diff::diff_into(source, view), None, None),
         Err(e) => (
             Categories::default(),
             Some(format!("{e:#}")),
@@ -612,7 +612,7 @@ fn verify_after(
     let view = t.scan_after_apply(source, excludes, transferred)?;
     t.check(false)?;
     let mut p = TargetPlan {
-        changes: diff::diff(source, &view),
+        changes: diff::diff_into(source, view),
         ..empty_plan(t.info())
     };
     p.changes.sort();

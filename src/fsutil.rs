@@ -21,7 +21,17 @@ pub const FILE_MODE: u32 = 0o600;
 
 /// Write `bytes` to `path` atomically with `mode` (see module docs).
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    atomic_write_with(path, bytes, mode, true)
+    atomic_write_with(path, mode, |f| Ok(f.write_all(bytes)?))
+}
+
+/// [`atomic_write`] of what `write` writes to the (temporary) file, for content too large to
+/// build in memory first (a plan, the hash cache). `write` should buffer its small writes.
+pub fn atomic_write_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut File) -> Result<()>,
+) -> Result<()> {
+    write_atomically(path, mode, true, write)
 }
 
 /// [`atomic_write`] without the fsyncs: readers still see the old or the new content, never a
@@ -30,10 +40,24 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// private [`ScratchDir`]), where an fsync costs time (tens to hundreds of milliseconds on a
 /// busy disk) and buys nothing.
 pub fn write_volatile(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    atomic_write_with(path, bytes, mode, false)
+    write_atomically(path, mode, false, |f| Ok(f.write_all(bytes)?))
 }
 
-fn atomic_write_with(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<()> {
+/// [`write_volatile`] of what `write` writes (see [`atomic_write_with`]).
+pub fn write_volatile_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut File) -> Result<()>,
+) -> Result<()> {
+    write_atomically(path, mode, false, write)
+}
+
+fn write_atomically(
+    path: &Path,
+    mode: u32,
+    durable: bool,
+    write: impl FnOnce(&mut File) -> Result<()>,
+) -> Result<()> {
     let path = resolve_symlink(path)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -76,7 +100,7 @@ fn atomic_write_with(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Res
                 let _ = std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()));
             }
         }
-        file.write_all(bytes)?;
+        write(&mut file)?;
         if durable {
             file.sync_all()?;
         }

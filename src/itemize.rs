@@ -160,18 +160,39 @@ pub fn parse_line(line: &[u8]) -> Option<Item> {
 
 /// Parse a whole output; returns the items and the lines that were not items.
 pub fn parse_output(out: &[u8]) -> (Vec<Item>, Vec<Vec<u8>>) {
-    let mut items = Vec::new();
-    let mut other = Vec::new();
+    let mut c = Collector::default();
     for line in out.split(|&b| b == b'\n') {
+        c.push(line);
+    }
+    c.finish()
+}
+
+/// [`parse_output`] fed one line at a time, as rsync writes them (see
+/// `process::Cmd::output_lines`): a dry run of many files is parsed as it streams instead of
+/// being held whole first. The same lines give the same result as [`parse_output`].
+#[derive(Debug, Default)]
+pub struct Collector {
+    items: Vec<Item>,
+    other: Vec<Vec<u8>>,
+}
+
+impl Collector {
+    /// One line, with or without its `\n`; empty lines are ignored.
+    pub fn push(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
         if line.is_empty() {
-            continue;
+            return;
         }
         match parse_line(line) {
-            Some(i) => items.push(i),
-            None => other.push(line.to_vec()),
+            Some(i) => self.items.push(i),
+            None => self.other.push(line.to_vec()),
         }
     }
-    (items, other)
+
+    /// The items and the lines that were not items, in the order they came.
+    pub fn finish(self) -> (Vec<Item>, Vec<Vec<u8>>) {
+        (self.items, self.other)
+    }
 }
 
 /// rsync's message for a target-only directory it will not delete because it still holds
@@ -303,6 +324,20 @@ mod tests {
             undeletable(&other),
             vec![b"old/sub".to_vec(), b"o\nld".to_vec()]
         );
+    }
+
+    #[test]
+    fn collector_matches_parse_output() {
+        let out: &[u8] = b"sending incremental file list\n<f+++++++++ a\n\ncd+++++++++ d/\n*deleting   old/\ncannot delete non-empty directory: old\n.f..t...... l\\#012ine";
+        let mut c = Collector::default();
+        for line in out.split_inclusive(|&b| b == b'\n') {
+            c.push(line);
+        }
+        let (items, other) = c.finish();
+        assert_eq!((items.clone(), other.clone()), parse_output(out));
+        assert_eq!(items.len(), 4);
+        assert_eq!(items[3].path, b"l\nine");
+        assert_eq!(undeletable(&other), vec![b"old".to_vec()]);
     }
 
     #[test]

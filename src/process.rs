@@ -202,6 +202,22 @@ impl Cmd {
     /// Like [`Cmd::output`], calling `on_line` with each stdout line (without its newline)
     /// as it arrives — for progress.
     pub fn output_streaming(&self, on_line: &mut dyn FnMut(&[u8])) -> Result<Output, ProcessError> {
+        self.piped(on_line, true)
+    }
+
+    /// Like [`Cmd::output_streaming`], but stdout is *not* kept (`Output::stdout` is empty):
+    /// `on_line` is its only reader. For large outputs that are parsed as they arrive (an
+    /// rsync dry run of many files), so they are never held in memory whole. Lines are split
+    /// on `\n` only and passed without it; a last line without a newline is passed too.
+    pub fn output_lines(&self, on_line: &mut dyn FnMut(&[u8])) -> Result<Output, ProcessError> {
+        self.piped(on_line, false)
+    }
+
+    fn piped(
+        &self,
+        on_line: &mut dyn FnMut(&[u8]),
+        keep_stdout: bool,
+    ) -> Result<Output, ProcessError> {
         let mut c = self.command();
         c.stdin(if self.stdin.is_some() {
             Stdio::piped()
@@ -230,6 +246,10 @@ impl Cmd {
         if let Some(out) = child.stdout.take() {
             let mut reader = std::io::BufReader::new(out);
             loop {
+                if !keep_stdout {
+                    // One line at a time: the buffer only ever holds the longest line.
+                    stdout.clear();
+                }
                 let start = stdout.len();
                 match std::io::BufRead::read_until(&mut reader, b'\n', &mut stdout) {
                     Ok(0) | Err(_) => break,
@@ -238,6 +258,9 @@ impl Cmd {
                         on_line(line.strip_suffix(b"\n").unwrap_or(line));
                     }
                 }
+            }
+            if !keep_stdout {
+                stdout = Vec::new();
             }
         }
         let status = child.wait().map_err(|e| self.spawn_error(e))?;
@@ -332,6 +355,30 @@ mod tests {
             .run()
             .unwrap();
         assert_eq!(out.stdout, b"hello");
+    }
+
+    #[test]
+    fn output_lines_streams_without_keeping_stdout() {
+        let mut lines = Vec::new();
+        let out = Cmd::new("sh")
+            .args([
+                "-c",
+                "printf 'one\\n\\ntwo words\\nlast'; echo oops >&2; exit 4",
+            ])
+            .output_lines(&mut |l| lines.push(l.to_vec()))
+            .unwrap();
+        assert_eq!(lines, [&b"one"[..], b"", b"two words", b"last"]);
+        assert!(out.stdout.is_empty(), "stdout is not kept");
+        assert_eq!(out.stderr, b"oops\n");
+        assert_eq!(out.code(), Some(4));
+        // output_streaming hands out the same lines and keeps stdout.
+        let mut again = Vec::new();
+        let kept = Cmd::new("printf")
+            .arg("a\\nb\\n")
+            .output_streaming(&mut |l| again.push(l.to_vec()))
+            .unwrap();
+        assert_eq!(again, [&b"a"[..], b"b"]);
+        assert_eq!(kept.stdout, b"a\nb\n");
     }
 
     #[test]

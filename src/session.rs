@@ -174,9 +174,12 @@ pub fn last_plan_path(ctx: &Context) -> PathBuf {
 pub fn save_last_plan(ctx: &Context, plan: &Plan) {
     let path = last_plan_path(ctx);
     // A cache, checked by its digest when read: no fsync (see `fsutil::write_volatile`).
-    if let Err(e) =
-        crate::fsutil::write_volatile(&path, plan.to_json().as_bytes(), crate::fsutil::FILE_MODE)
-    {
+    let written = crate::fsutil::write_volatile_with(&path, crate::fsutil::FILE_MODE, |f| {
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
+        plan.write_json(&mut w)?;
+        Ok(std::io::Write::flush(&mut w)?)
+    });
+    if let Err(e) = written {
         eprintln!(
             "offsync: note: cannot keep the plan in {} ({e:#}); `offsync apply` will plan again",
             path.display()

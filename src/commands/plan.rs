@@ -2,6 +2,7 @@
 //! the plan (text or `offsync-plan/1` JSON), optionally save it for `apply PLAN_FILE`.
 
 use anyhow::{Context as _, Result};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,14 +30,24 @@ pub fn run(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(crate::interrupt::exit_code()));
     }
     crate::session::save_last_plan(ctx, &plan);
+    // Both outputs are written as they are produced: a plan of many paths is never held
+    // as one string.
     if let Some(p) = &out_path {
-        fsutil::atomic_write(p, plan.to_json().as_bytes(), fsutil::FILE_MODE)
-            .with_context(|| format!("cannot save the plan to {}", p.display()))?;
+        fsutil::atomic_write_with(p, fsutil::FILE_MODE, |f| {
+            let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
+            plan.write_json(&mut w)?;
+            Ok(w.flush()?)
+        })
+        .with_context(|| format!("cannot save the plan to {}", p.display()))?;
     }
-    if args.json {
-        crate::out!("{}", plan.to_json())?;
-    } else {
-        crate::out!("{}", plan.to_text())?;
+    {
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+        if args.json {
+            plan.write_json(&mut w)?;
+        } else {
+            plan.write_text(&mut w)?;
+        }
+        w.flush()?;
     }
     for t in &plan.targets {
         if let Some(e) = &t.error {

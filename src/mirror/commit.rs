@@ -159,7 +159,7 @@ fn missing_objects(
         let e = source
             .entries
             .get(&p)
-            .with_context(|| format!("{} vanished from the source", pe.path))?;
+            .with_context(|| format!("{} vanished from the source", pe.path_text()))?;
         if let Kind::File { size, hash } = &e.kind {
             let id = mirror.key.object_id(hash);
             if !known.contains_key(&id) {

@@ -406,38 +406,45 @@ impl Mirror {
             .with_context(|| format!("{name} is missing from {}", self.store.display()))?;
         let keys = std::iter::once(&self.key).chain(self.next_key.as_ref());
         let mut last_err = None;
+        let mut opened = None;
         for key in keys {
             match key.decrypt(&sealed) {
                 Ok(pt) => {
-                    let (snap, signer) = Snapshot::from_plaintext(&pt, key, &name)?;
-                    if snap.generation != generation {
-                        anyhow::bail!(
-                            "{name} claims generation {}: the mirror was tampered with",
-                            snap.generation
-                        );
-                    }
-                    if snap.key_id != key.key_id() {
-                        anyhow::bail!(
-                            "{name} names mirror key {} but is encrypted to {}: it was copied from another mirror; refusing it",
-                            sanitize::for_terminal(&snap.key_id),
-                            key.key_id()
-                        );
-                    }
-                    return Ok((snap, snapshot::chain_digest(&pt), signer));
+                    opened = Some((key, pt));
+                    break;
                 }
                 Err(e) => last_err = Some(e),
             }
         }
-        match last_err {
-            Some(OpenError::NoMatchingKey) => anyhow::bail!(
-                "{name} in {} is not encrypted to the mirror key (tampered with, or written under another key)",
-                self.store.display()
-            ),
-            _ => anyhow::bail!(
-                "{name} in {} failed authentication (changed or truncated, e.g. a torn write); nothing was written; remove that generation's file by hand only if it is the newest and a write was interrupted",
-                self.store.display()
-            ),
+        // The ciphertext is as large as the snapshot: free it before the snapshot is parsed.
+        drop(sealed);
+        let Some((key, pt)) = opened else {
+            match last_err {
+                Some(OpenError::NoMatchingKey) => anyhow::bail!(
+                    "{name} in {} is not encrypted to the mirror key (tampered with, or written under another key)",
+                    self.store.display()
+                ),
+                _ => anyhow::bail!(
+                    "{name} in {} failed authentication (changed or truncated, e.g. a torn write); nothing was written; remove that generation's file by hand only if it is the newest and a write was interrupted",
+                    self.store.display()
+                ),
+            }
+        };
+        let (snap, signer) = Snapshot::from_plaintext(&pt, key, &name)?;
+        if snap.generation != generation {
+            anyhow::bail!(
+                "{name} claims generation {}: the mirror was tampered with",
+                snap.generation
+            );
         }
+        if snap.key_id != key.key_id() {
+            anyhow::bail!(
+                "{name} names mirror key {} but is encrypted to {}: it was copied from another mirror; refusing it",
+                sanitize::for_terminal(&snap.key_id),
+                key.key_id()
+            );
+        }
+        Ok((snap, snapshot::chain_digest(&pt), signer))
     }
 
     fn load_seen(&self) -> Result<Option<SeenState>> {

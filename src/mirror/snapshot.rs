@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::crypto::MirrorKey;
-use crate::plan::manifest::{Entry, Kind, Manifest};
+use crate::plan::manifest::{Entries, Entry, Kind, Manifest};
 use crate::sanitize;
 
 pub const FORMAT: &str = "offsync-mirror-snapshot/1";
@@ -438,7 +438,7 @@ impl Snapshot {
     }
 
     /// The listing the planner compares the source with.
-    pub fn listing(&self) -> Result<BTreeMap<Vec<u8>, Entry>> {
+    pub fn listing(&self) -> Result<Entries> {
         self.entries
             .iter()
             .map(|e| Ok((e.raw_path()?, e.to_entry()?)))
@@ -460,7 +460,7 @@ impl Snapshot {
         for (p, e) in entries.iter_mut() {
             if !keep_special && e.mode & SPECIAL_BITS != 0 {
                 e.mode &= !SPECIAL_BITS;
-                modes_stripped.push(p.clone());
+                modes_stripped.push(p.to_vec());
             }
         }
         let digest = crate::plan::manifest::digest(&entries);

@@ -6,9 +6,9 @@
 //! in-memory test target). Both map to the same categories, with sizes and hashes always
 //! taken from the source manifest. This module knows nothing about rsync.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
-use super::manifest::{Entry, Kind, Manifest};
+use super::manifest::{Entries, Kind, Manifest};
 use super::{Categories, EntryKind, PlanEntry};
 
 /// What a target reported about one path.
@@ -38,102 +38,192 @@ pub enum TargetView {
     /// The differences the target found itself (paths not named are unchanged).
     Changes(Vec<Change>),
     /// Every entry on the target (excluded paths already left out).
-    Listing(BTreeMap<Vec<u8>, Entry>),
+    Listing(Entries),
 }
 
 /// Compare the source with a target view.
 pub fn diff(source: &Manifest, view: &TargetView) -> Categories {
     match view {
-        TargetView::Changes(changes) => diff_changes(source, changes),
+        TargetView::Changes(changes) => diff_changes(source, Cow::Borrowed(changes)),
         TargetView::Listing(listing) => diff_listing(source, listing),
     }
 }
 
-fn entry_for(source: &Manifest, path: &[u8], kind: EntryKind) -> PlanEntry {
-    match source.entries.get(path) {
-        Some(e) => PlanEntry::from_entry(path, e),
-        None => PlanEntry::bare(path, kind),
+/// [`diff`], consuming the view: the paths a target reported move into the plan's entries
+/// instead of being copied (a first plan of a large source names every path once, so this
+/// saves a copy of every path while both exist). The result is the same as [`diff`]'s.
+pub fn diff_into(source: &Manifest, view: TargetView) -> Categories {
+    match view {
+        TargetView::Changes(changes) => diff_changes(source, Cow::Owned(changes)),
+        TargetView::Listing(listing) => diff_listing(source, &listing),
     }
 }
 
-fn diff_changes(source: &Manifest, changes: &[Change]) -> Categories {
-    // One decision per path: a deletion followed by a creation is a type change (modified).
-    let mut by_path: BTreeMap<&[u8], (ChangeKind, EntryKind)> = BTreeMap::new();
-    for it in changes {
-        let merged = match (by_path.get(it.path.as_slice()), it.change) {
-            (Some((ChangeKind::TargetOnly, _)), ChangeKind::Created)
-            | (Some((ChangeKind::Created, _)), ChangeKind::TargetOnly) => ChangeKind::Content,
-            (Some((prev, _)), _) if *prev == ChangeKind::Content => ChangeKind::Content,
-            (_, c) => c,
-        };
-        let kind = if it.change == ChangeKind::TargetOnly {
-            by_path.get(it.path.as_slice()).map_or(it.kind, |(_, k)| *k)
-        } else {
-            it.kind
-        };
-        by_path.insert(&it.path, (merged, kind));
-    }
-    let mut c = Categories::default();
-    let mut touched = 0u64;
-    for (path, (change, kind)) in by_path {
-        let in_source = source.entries.contains_key(path);
-        match change {
-            ChangeKind::TargetOnly if !in_source => c.missing.push(PlanEntry::bare(path, kind)),
-            ChangeKind::TargetOnly => {
-                // rsync deletes then re-creates: the source still has it, so it is modified.
-                c.modified.push(entry_for(source, path, kind));
+/// A category of [`Categories`].
+#[derive(Debug, Clone, Copy)]
+enum Cat {
+    Added,
+    Modified,
+    Metadata,
+    Missing,
+}
+
+/// Where a diff puts its entries. A diff runs twice: first only counting per category, then
+/// filling vectors of exactly that size — a first plan of a large source names every path,
+/// and vectors grown by doubling would hold up to twice that (and copy it) on the way.
+struct Sink {
+    counts: Option<[usize; 4]>,
+    c: Categories,
+}
+
+impl Sink {
+    fn push(&mut self, cat: Cat, entry: impl FnOnce() -> PlanEntry) {
+        match &mut self.counts {
+            Some(n) => n[cat as usize] += 1,
+            None => {
+                let c = &mut self.c;
+                match cat {
+                    Cat::Added => &mut c.added,
+                    Cat::Modified => &mut c.modified,
+                    Cat::Metadata => &mut c.metadata,
+                    Cat::Missing => &mut c.missing,
+                }
+                .push(entry());
             }
-            ChangeKind::Created => c.added.push(entry_for(source, path, kind)),
-            ChangeKind::Content => c.modified.push(entry_for(source, path, kind)),
-            ChangeKind::Metadata => c.metadata.push(entry_for(source, path, kind)),
-        }
-        if in_source {
-            touched += 1;
         }
     }
-    c.unchanged = (source.entries.len() as u64).saturating_sub(touched);
-    c
+
+    /// Run `diff` (which returns the unchanged count) counting, then filling.
+    fn collect(mut diff: impl FnMut(&mut Sink) -> u64) -> Categories {
+        let mut sink = Sink {
+            counts: Some([0; 4]),
+            c: Categories::default(),
+        };
+        diff(&mut sink);
+        let [added, modified, metadata, missing] = sink.counts.take().unwrap_or_default();
+        let c = &mut sink.c;
+        c.added.reserve_exact(added);
+        c.modified.reserve_exact(modified);
+        c.metadata.reserve_exact(metadata);
+        c.missing.reserve_exact(missing);
+        let unchanged = diff(&mut sink);
+        sink.c.unchanged = unchanged;
+        sink.c
+    }
 }
 
-fn diff_listing(source: &Manifest, listing: &BTreeMap<Vec<u8>, Entry>) -> Categories {
-    let mut c = Categories::default();
-    for (path, s) in &source.entries {
-        match listing.get(path) {
-            None => c.added.push(PlanEntry::from_entry(path, s)),
-            Some(t) => {
-                let same_content = match (&s.kind, &t.kind) {
-                    (Kind::File { size: a, hash: ha }, Kind::File { size: b, hash: hb }) => {
-                        a == b && ha == hb
+/// Reports owned (`diff_into`) give their paths to the plan entries; borrowed ones are copied.
+fn diff_changes(source: &Manifest, mut changes: Cow<'_, [Change]>) -> Categories {
+    // Group the reports by path (a stable sort of their indices: 4 bytes each, and the reports
+    // of one path stay in the order the target gave them).
+    let n = u32::try_from(changes.len()).expect("fewer than 4 billion changes");
+    let mut order: Vec<u32> = (0..n).collect();
+    order.sort_by(|&a, &b| changes[a as usize].path.cmp(&changes[b as usize].path));
+    Sink::collect(|sink| {
+        let mut touched = 0u64;
+        let mut g = 0;
+        while g < order.len() {
+            let first = order[g] as usize;
+            let mut end = g + 1;
+            while end < order.len() && changes[order[end] as usize].path == changes[first].path {
+                end += 1;
+            }
+            // One decision per path: a deletion followed by a creation is a type change
+            // (modified).
+            let mut state: Option<(ChangeKind, EntryKind)> = None;
+            for it in order[g..end].iter().map(|&i| &changes[i as usize]) {
+                let merged = match (state, it.change) {
+                    (Some((ChangeKind::TargetOnly, _)), ChangeKind::Created)
+                    | (Some((ChangeKind::Created, _)), ChangeKind::TargetOnly) => {
+                        ChangeKind::Content
                     }
-                    (Kind::Dir, Kind::Dir) => true,
-                    (Kind::Symlink { target: a }, Kind::Symlink { target: b }) => a == b,
-                    _ => false,
+                    (Some((ChangeKind::Content, _)), _) => ChangeKind::Content,
+                    (_, c) => c,
                 };
-                let same_meta = match s.kind {
-                    Kind::Dir => s.mode == t.mode,
-                    Kind::Symlink { .. } => true,
-                    Kind::File { .. } => s.mode == t.mode && s.mtime_s == t.mtime_s,
-                };
-                if !same_content {
-                    c.modified.push(PlanEntry::from_entry(path, s));
-                } else if !same_meta {
-                    c.metadata.push(PlanEntry::from_entry(path, s));
+                let kind = if it.change == ChangeKind::TargetOnly {
+                    state.map_or(it.kind, |(_, k)| k)
                 } else {
-                    c.unchanged += 1;
+                    it.kind
+                };
+                state = Some((merged, kind));
+            }
+            g = end;
+            let Some((change, kind)) = state else {
+                continue;
+            };
+            let in_source = source.entries.get(&changes[first].path);
+            let cat = match change {
+                ChangeKind::TargetOnly if in_source.is_none() => Cat::Missing,
+                // rsync deletes then re-creates: the source still has it, so it is modified.
+                ChangeKind::TargetOnly | ChangeKind::Content => Cat::Modified,
+                ChangeKind::Created => Cat::Added,
+                ChangeKind::Metadata => Cat::Metadata,
+            };
+            sink.push(cat, || {
+                // Later groups never look at this path again: an owned one can be given away.
+                let path: Box<[u8]> = match &mut changes {
+                    Cow::Owned(v) => std::mem::take(&mut v[first].path).into_boxed_slice(),
+                    Cow::Borrowed(v) => v[first].path.as_slice().into(),
+                };
+                match in_source {
+                    Some(e) => PlanEntry::from_entry_owned(path, e),
+                    None => PlanEntry::bare_owned(path, kind),
+                }
+            });
+            if in_source.is_some() {
+                touched += 1;
+            }
+        }
+        (source.entries.len() as u64).saturating_sub(touched)
+    })
+}
+
+fn diff_listing(source: &Manifest, listing: &Entries) -> Categories {
+    Sink::collect(|sink| {
+        let mut unchanged = 0;
+        // Both sides are sorted by path: walk them together.
+        let mut theirs = listing.iter().peekable();
+        for (path, s) in &source.entries {
+            while let Some((p, t)) = theirs.next_if(|(p, _)| *p < path) {
+                sink.push(Cat::Missing, || PlanEntry::bare(p, t.entry_kind()));
+            }
+            let entry = || PlanEntry::from_entry(path, s);
+            match theirs.next_if(|(p, _)| *p == path) {
+                None => sink.push(Cat::Added, entry),
+                Some((_, t)) => {
+                    let same_content = match (&s.kind, &t.kind) {
+                        (Kind::File { size: a, hash: ha }, Kind::File { size: b, hash: hb }) => {
+                            a == b && ha == hb
+                        }
+                        (Kind::Dir, Kind::Dir) => true,
+                        (Kind::Symlink { target: a }, Kind::Symlink { target: b }) => a == b,
+                        _ => false,
+                    };
+                    let same_meta = match s.kind {
+                        Kind::Dir => s.mode == t.mode,
+                        Kind::Symlink { .. } => true,
+                        Kind::File { .. } => s.mode == t.mode && s.mtime_s == t.mtime_s,
+                    };
+                    if !same_content {
+                        sink.push(Cat::Modified, entry);
+                    } else if !same_meta {
+                        sink.push(Cat::Metadata, entry);
+                    } else {
+                        unchanged += 1;
+                    }
                 }
             }
         }
-    }
-    for (path, t) in listing {
-        if !source.entries.contains_key(path) {
-            c.missing.push(PlanEntry::bare(path, t.entry_kind()));
+        for (p, t) in theirs {
+            sink.push(Cat::Missing, || PlanEntry::bare(p, t.entry_kind()));
         }
-    }
-    c
+        unchanged
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::manifest::Entry;
     use super::*;
     use std::path::PathBuf;
 
@@ -150,8 +240,7 @@ mod tests {
     }
 
     fn manifest(entries: Vec<(&[u8], Entry)>) -> Manifest {
-        let entries: BTreeMap<Vec<u8>, Entry> =
-            entries.into_iter().map(|(p, e)| (p.to_vec(), e)).collect();
+        let entries: Entries = entries.into_iter().map(|(p, e)| (p.to_vec(), e)).collect();
         let digest = super::super::manifest::digest(&entries);
         Manifest {
             root: PathBuf::from("/src"),
@@ -186,15 +275,19 @@ mod tests {
             ch("typechange", Created, EntryKind::File),
         ];
         let c = diff(&m, &TargetView::Changes(changes));
-        let names = |v: &Vec<PlanEntry>| v.iter().map(|e| e.path.clone()).collect::<Vec<_>>();
+        let names = |v: &Vec<PlanEntry>| {
+            v.iter()
+                .map(|e| e.path_text().into_owned())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(&c.added), ["new"]);
         assert_eq!(names(&c.modified), ["changed", "typechange"]);
         assert_eq!(names(&c.metadata), ["mode"]);
         assert_eq!(names(&c.missing), ["gone"]);
         assert_eq!(c.unchanged, 1);
-        assert_eq!(c.added[0].size, Some(1));
+        assert_eq!(c.added[0].size(), Some(1));
         assert_eq!(
-            c.added[0].blake3.as_deref(),
+            c.added[0].blake3_hex().as_deref(),
             Some(blake3::hash(b"n").to_hex().as_str())
         );
     }
@@ -207,7 +300,7 @@ mod tests {
             (b"c", file(b"c", 0o644, 1)),
             (b"d", file(b"d", 0o644, 1)),
         ]);
-        let listing: BTreeMap<Vec<u8>, Entry> = [
+        let listing: Entries = [
             (b"b".to_vec(), file(b"B", 0o644, 1)),
             (b"c".to_vec(), file(b"c", 0o644, 2)),
             (b"d".to_vec(), file(b"d", 0o644, 1)),
@@ -226,6 +319,55 @@ mod tests {
             ),
             (1, 1, 1, 1, 1)
         );
-        assert_eq!(c.missing[0].path, "z");
+        assert_eq!(c.missing[0].path_bytes(), b"z");
+    }
+
+    #[test]
+    fn reports_of_one_path_merge_wherever_they_are() {
+        let m = manifest(vec![
+            (b"a", file(b"a", 0o644, 1)),
+            (b"t", file(b"t", 0o644, 1)),
+            (b"u", file(b"u", 0o644, 1)),
+        ]);
+        let ch = |p: &str, change, kind| Change {
+            path: p.as_bytes().to_vec(),
+            change,
+            kind,
+        };
+        use ChangeKind::*;
+        // rsync lists deletions of a directory's content before its other items.
+        let changes = vec![
+            ch("t", TargetOnly, EntryKind::Dir),
+            ch("gone", TargetOnly, EntryKind::Dir),
+            ch("a", Created, EntryKind::File),
+            ch("u", Metadata, EntryKind::File),
+            ch("t", Created, EntryKind::File),
+            ch("u", Content, EntryKind::File),
+        ];
+        let view = TargetView::Changes(changes);
+        let c = diff(&m, &view);
+        let names = |v: &Vec<PlanEntry>| {
+            v.iter()
+                .map(|e| (e.path_text().into_owned(), e.kind))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&c.added), [("a".into(), EntryKind::File)]);
+        assert_eq!(
+            names(&c.modified),
+            [
+                ("t".to_string(), EntryKind::File),
+                ("u".into(), EntryKind::File)
+            ]
+        );
+        assert_eq!(names(&c.missing), [("gone".into(), EntryKind::Dir)]);
+        assert!(c.metadata.is_empty());
+        assert_eq!(c.unchanged, 0);
+        // Consuming the view gives the same plan (the paths move instead of being copied).
+        assert_eq!(diff_into(&m, view.clone()), c);
+        let listing: Entries = [(b"a".to_vec(), file(b"x", 0o644, 1))]
+            .into_iter()
+            .collect();
+        let view = TargetView::Listing(listing);
+        assert_eq!(diff_into(&m, view.clone()), diff(&m, &view));
     }
 }

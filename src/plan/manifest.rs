@@ -1,8 +1,8 @@
 //! The source manifest: every entry under the source, with metadata and BLAKE3 hashes.
 //!
 //! Invariants:
-//! - the walk is deterministic: entries are keyed by their relative path bytes in a
-//!   `BTreeMap`, so iteration order is byte order whatever the filesystem returns;
+//! - the walk is deterministic: entries are keyed by their relative path bytes and kept
+//!   sorted ([`Entries`]), so iteration order is byte order whatever the filesystem returns;
 //! - regular files carry size, mode, mtime and BLAKE3; symlinks carry their target and are
 //!   never followed; a symlink that escapes the source (absolute, or `..` past the root) stops
 //!   the manifest with an error naming every such path; devices, fifos and sockets are skipped
@@ -17,12 +17,17 @@
 //!   that is corrupt, foreign or of another format is ignored and rebuilt;
 //! - the digest is BLAKE3 over a canonical, length-prefixed encoding of all entries, and so
 //!   identifies a source state in plans and logs.
+//!
+//! Memory (a plan of 100,000 files must stay small): entries live in flat sorted vectors
+//! with all paths in one buffer ([`Entries`]), no allocation per path or hash; the walk's
+//! extra stat fields sit in a side table only while the manifest is built; the hash cache is
+//! streamed from and to its file (looked up by binary search in the sorted entries), never
+//! held as a second map.
 
 use anyhow::{Context as _, Result};
 use rayon::prelude::*;
-use std::collections::BTreeMap;
-use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -80,12 +85,276 @@ impl Entry {
     }
 }
 
+/// Entries keyed by relative path bytes, in byte order, each path once: the map planning
+/// needs, in three flat vectors. All paths sit back to back in one buffer, so an entry costs
+/// its 64 bytes, 8 for where its path ends, and the path's own bytes — no allocation per path
+/// (a source of 100,000 files is about 9 MB). Lookups are binary searches; inserting a path
+/// that sorts last is amortised O(1), any other insert or remove shifts the vectors (fine for
+/// the few that tests and mirrors make).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Entries {
+    /// Every path's bytes, back to back, in order.
+    paths: Vec<u8>,
+    /// Where each path ends in `paths` (it starts where the previous one ends).
+    ends: Vec<usize>,
+    entries: Vec<Entry>,
+}
+
+impl std::fmt::Debug for Entries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(p, e)| (String::from_utf8_lossy(p), e)))
+            .finish()
+    }
+}
+
+impl Entries {
+    pub fn new() -> Entries {
+        Entries::default()
+    }
+
+    fn start(&self, i: usize) -> usize {
+        if i == 0 { 0 } else { self.ends[i - 1] }
+    }
+
+    /// The path of entry `i`.
+    fn path(&self, i: usize) -> &[u8] {
+        &self.paths[self.start(i)..self.ends[i]]
+    }
+
+    /// Append without checking the order (the walk sorts afterwards, see `sort_walked`).
+    fn push_unordered(&mut self, path: &[u8], entry: Entry) {
+        self.paths.extend_from_slice(path);
+        self.ends.push(self.paths.len());
+        self.entries.push(entry);
+    }
+
+    fn is_sorted(&self) -> bool {
+        (1..self.len()).all(|i| self.path(i - 1) < self.path(i))
+    }
+
+    fn find(&self, path: &[u8]) -> Result<usize, usize> {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.path(mid).cmp(path) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(lo)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    pub fn get<Q: AsRef<[u8]> + ?Sized>(&self, path: &Q) -> Option<&Entry> {
+        self.find(path.as_ref()).ok().map(|i| &self.entries[i])
+    }
+    pub fn get_mut<Q: AsRef<[u8]> + ?Sized>(&mut self, path: &Q) -> Option<&mut Entry> {
+        self.find(path.as_ref()).ok().map(|i| &mut self.entries[i])
+    }
+    pub fn contains_key<Q: AsRef<[u8]> + ?Sized>(&self, path: &Q) -> bool {
+        self.find(path.as_ref()).is_ok()
+    }
+
+    /// Insert or replace (returning the old entry), keeping the order.
+    pub fn insert(&mut self, path: Vec<u8>, entry: Entry) -> Option<Entry> {
+        if self.is_empty() || self.path(self.len() - 1) < path.as_slice() {
+            self.push_unordered(&path, entry);
+            return None;
+        }
+        match self.find(&path) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i], entry)),
+            Err(i) => {
+                let start = self.start(i);
+                self.paths.splice(start..start, path.iter().copied());
+                self.ends.insert(i, start + path.len());
+                for end in &mut self.ends[i + 1..] {
+                    *end += path.len();
+                }
+                self.entries.insert(i, entry);
+                None
+            }
+        }
+    }
+
+    pub fn remove<Q: AsRef<[u8]> + ?Sized>(&mut self, path: &Q) -> Option<Entry> {
+        let i = self.find(path.as_ref()).ok()?;
+        let (start, end) = (self.start(i), self.ends[i]);
+        self.paths.drain(start..end);
+        self.ends.remove(i);
+        for e in &mut self.ends[i..] {
+            *e -= end - start;
+        }
+        Some(self.entries.remove(i))
+    }
+
+    /// Keep the entries `keep` accepts (it may change them), in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &mut Entry) -> bool) {
+        let (mut kept, mut kept_bytes, mut start) = (0, 0, 0);
+        for i in 0..self.len() {
+            let end = self.ends[i];
+            if keep(&self.paths[start..end], &mut self.entries[i]) {
+                self.paths.copy_within(start..end, kept_bytes);
+                kept_bytes += end - start;
+                self.ends[kept] = kept_bytes;
+                self.entries.swap(kept, i);
+                kept += 1;
+            }
+            start = end;
+        }
+        self.paths.truncate(kept_bytes);
+        self.ends.truncate(kept);
+        self.entries.truncate(kept);
+    }
+
+    /// In path order.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            entries: self,
+            range: 0..self.len(),
+        }
+    }
+    pub fn iter_mut(&mut self) -> impl ExactSizeIterator<Item = (&[u8], &mut Entry)> {
+        let (paths, ends) = (&self.paths, &self.ends);
+        self.entries.iter_mut().enumerate().map(move |(i, e)| {
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            (&paths[start..ends[i]], e)
+        })
+    }
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator {
+        self.iter().map(|(p, _)| p)
+    }
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &Entry> + ExactSizeIterator {
+        self.entries.iter()
+    }
+}
+
+/// [`Entries::iter`].
+#[derive(Debug, Clone)]
+pub struct Iter<'a> {
+    entries: &'a Entries,
+    range: std::ops::Range<usize>,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a [u8], &'a Entry);
+    fn next(&mut self) -> Option<Self::Item> {
+        let i = self.range.next()?;
+        Some((self.entries.path(i), &self.entries.entries[i]))
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.range.size_hint()
+    }
+}
+
+impl DoubleEndedIterator for Iter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        let i = self.range.next_back()?;
+        Some((self.entries.path(i), &self.entries.entries[i]))
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
+
+impl<'a> IntoIterator for &'a Entries {
+    type Item = (&'a [u8], &'a Entry);
+    type IntoIter = Iter<'a>;
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+impl<Q: AsRef<[u8]> + ?Sized> std::ops::Index<&Q> for Entries {
+    type Output = Entry;
+    fn index(&self, path: &Q) -> &Entry {
+        self.get(path).expect("no entry for this path")
+    }
+}
+
+/// Like a map's: for a path given twice, the last entry wins. Sorted input (a snapshot's
+/// listing) is taken as it comes; anything else is sorted once at the end.
+impl FromIterator<(Vec<u8>, Entry)> for Entries {
+    fn from_iter<I: IntoIterator<Item = (Vec<u8>, Entry)>>(iter: I) -> Entries {
+        let mut out = Entries::new();
+        let mut rest: Vec<(Vec<u8>, Entry)> = Vec::new();
+        for (p, e) in iter {
+            if rest.is_empty() && (out.is_empty() || out.path(out.len() - 1) < p.as_slice()) {
+                out.push_unordered(&p, e);
+            } else {
+                rest.push((p, e));
+            }
+        }
+        if rest.is_empty() {
+            return out;
+        }
+        let mut all: Vec<(Vec<u8>, Entry)> = out.into_iter().chain(rest).collect();
+        // Stable, so that of equal paths the one given last stays last.
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        // `dedup_by` drops the later of two equal neighbours: move its entry into the kept one.
+        all.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut kept.1);
+            }
+            same
+        });
+        let mut out = Entries::new();
+        for (p, e) in all {
+            out.push_unordered(&p, e);
+        }
+        out
+    }
+}
+
+impl IntoIterator for Entries {
+    type Item = (Vec<u8>, Entry);
+    type IntoIter = IntoIter;
+    fn into_iter(self) -> IntoIter {
+        IntoIter {
+            paths: self.paths,
+            ends: self.ends.into_iter(),
+            entries: self.entries.into_iter(),
+            start: 0,
+        }
+    }
+}
+
+/// [`Entries`]' owning iterator.
+#[derive(Debug)]
+pub struct IntoIter {
+    paths: Vec<u8>,
+    ends: std::vec::IntoIter<usize>,
+    entries: std::vec::IntoIter<Entry>,
+    start: usize,
+}
+
+impl Iterator for IntoIter {
+    type Item = (Vec<u8>, Entry);
+    fn next(&mut self) -> Option<Self::Item> {
+        let (end, e) = (self.ends.next()?, self.entries.next()?);
+        let p = self.paths[self.start..end].to_vec();
+        self.start = end;
+        Some((p, e))
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.entries.size_hint()
+    }
+}
+
+impl ExactSizeIterator for IntoIter {}
+
 /// The whole source.
 #[derive(Debug, Clone)]
 pub struct Manifest {
     pub root: PathBuf,
     /// Relative path bytes (no leading `./`, no trailing `/`) → entry.
-    pub entries: BTreeMap<Vec<u8>, Entry>,
+    pub entries: Entries,
     /// Devices, fifos and sockets that were skipped.
     pub skipped: Vec<Vec<u8>>,
     /// Entries whose setuid/setgid bits were dropped from `mode` (sorted by path bytes).
@@ -157,114 +426,137 @@ fn build_inner(
     progress: &(dyn Fn(u64) + Sync),
     refuse_escaping: bool,
 ) -> Result<(Manifest, Stats)> {
-    let hashed_so_far = std::sync::atomic::AtomicU64::new(0);
     let root = std::fs::canonicalize(root)
         .with_context(|| format!("source {} does not exist; fix `source:` in config.yaml or run `offsync init --source DIR`", root.display()))?;
     if !root.is_dir() {
         anyhow::bail!("source {} is not a directory", root.display());
     }
-    let walked = walk(&root, excludes, refuse_escaping)?;
-    let cache = cache_path
-        .map(|p| Cache::load(p, &root))
-        .unwrap_or_default();
+    let mut walked = walk(&root, excludes, refuse_escaping)?;
+    let cached = cache_path.and_then(|p| cache::apply(p, &root, &mut walked));
+    hash_missing(&root, &mut walked, progress)?;
 
-    let mut stats = Stats::default();
-    let hashed: Vec<Result<(usize, [u8; 32], bool)>> = walked
-        .files
-        .par_iter()
-        .enumerate()
-        .map(|(i, f)| {
-            if let Some(h) = cache.lookup(&f.rel, &f.stamp) {
-                return Ok((i, h, false));
-            }
-            let h = hash_file(
-                &root.join(std::ffi::OsStr::from_bytes(&f.rel)),
-                f.stamp.size,
-            )?;
-            let done = hashed_so_far.fetch_add(f.stamp.size, std::sync::atomic::Ordering::Relaxed);
-            progress(done + f.stamp.size);
-            Ok((i, h, true))
-        })
-        .collect();
-    let mut entries = walked.entries;
-    let mut new_cache = Cache::default();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    for r in hashed {
-        let (i, hash, fresh) = r?;
-        let f = &walked.files[i];
+    let mut stats = Stats::default();
+    let (mut eligible, mut eligible_hits) = (0u64, 0u64);
+    for (e, x) in walked.entries.values().zip(&walked.extra) {
+        let Kind::File { size, .. } = e.kind else {
+            continue;
+        };
         stats.files += 1;
-        stats.bytes += f.stamp.size;
-        if fresh {
+        stats.bytes += size;
+        if !x.cached {
             stats.hashed_files += 1;
-            stats.hashed_bytes += f.stamp.size;
+            stats.hashed_bytes += size;
         }
-        if now - f.stamp.ctime_s.max(f.stamp.mtime_s) >= 2 {
-            new_cache
-                .entries
-                .insert(f.rel.clone(), (f.stamp.clone(), hash));
+        if x.cacheable(e, now) {
+            eligible += 1;
+            eligible_hits += u64::from(x.cached);
         }
-        entries.insert(
-            f.rel.clone(),
-            Entry {
-                kind: Kind::File {
-                    size: f.stamp.size,
-                    hash,
-                },
-                mode: f.mode,
-                mtime_s: f.stamp.mtime_s,
-                mtime_ns: f.stamp.mtime_ns,
-            },
-        );
     }
+    // The cache is rewritten unless it holds exactly the cacheable files, all of which it
+    // answered (then every record would be written back unchanged).
+    let old = cached.unwrap_or(0);
     if let Some(p) = cache_path
-        && new_cache.entries != cache.entries
+        && !(eligible == old && eligible_hits == old)
     {
         // A cache that cannot be written only costs time on the next run.
-        let _ = new_cache.save(p, &root);
+        let _ = cache::save(p, &root, &walked, eligible, now);
     }
+    let Walked {
+        entries,
+        extra,
+        skipped,
+        modes_stripped,
+    } = walked;
+    drop(extra);
     let digest = digest(&entries);
     Ok((
         Manifest {
             root,
             entries,
-            skipped: walked.skipped,
-            modes_stripped: walked.modes_stripped,
+            skipped,
+            modes_stripped,
             digest,
         },
         stats,
     ))
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
-    size: u64,
-    mtime_s: i64,
-    mtime_ns: u32,
+/// Hash, on all cores, every file the cache did not answer. Of several failures, the one of
+/// the first path is reported.
+fn hash_missing(root: &Path, walked: &mut Walked, progress: &(dyn Fn(u64) + Sync)) -> Result<()> {
+    let hashed_so_far = std::sync::atomic::AtomicU64::new(0);
+    let first_error = std::sync::Mutex::new(None::<(usize, anyhow::Error)>);
+    let Entries {
+        paths,
+        ends,
+        entries,
+    } = &mut walked.entries;
+    let (paths, ends) = (&*paths, &*ends);
+    entries
+        .par_iter_mut()
+        .zip(walked.extra.par_iter())
+        .enumerate()
+        .for_each(|(i, (e, x))| {
+            let Kind::File { size, hash } = &mut e.kind else {
+                return;
+            };
+            if x.cached {
+                return;
+            }
+            let rel = &paths[if i == 0 { 0 } else { ends[i - 1] }..ends[i]];
+            match hash_file(&root.join(std::ffi::OsStr::from_bytes(rel)), *size) {
+                Ok(h) => {
+                    *hash = h;
+                    let done = hashed_so_far.fetch_add(*size, std::sync::atomic::Ordering::Relaxed);
+                    progress(done + *size);
+                }
+                Err(err) => {
+                    let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                    if first.as_ref().is_none_or(|(j, _)| i < *j) {
+                        *first = Some((i, err));
+                    }
+                }
+            }
+        });
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some((_, err)) => Err(err),
+        None => Ok(()),
+    }
+}
+
+/// What the hash cache compares beyond the entry's own size and mtime.
+#[derive(Debug, Clone, Copy, Default)]
+struct Extra {
     ino: u64,
     ctime_s: i64,
     ctime_ns: u32,
+    /// The hash came from the cache.
+    cached: bool,
 }
 
-struct WalkedFile {
-    rel: Vec<u8>,
-    mode: u32,
-    stamp: Stamp,
+impl Extra {
+    /// Whether the cache may remember this file: it last changed at least two seconds ago.
+    fn cacheable(&self, e: &Entry, now: i64) -> bool {
+        now - self.ctime_s.max(e.mtime_s) >= 2
+    }
 }
 
+/// The walk: entries sorted by path, with their [`Extra`] at the same index.
 struct Walked {
-    entries: BTreeMap<Vec<u8>, Entry>,
-    files: Vec<WalkedFile>,
+    entries: Entries,
+    extra: Vec<Extra>,
     skipped: Vec<Vec<u8>>,
     modes_stripped: Vec<Vec<u8>>,
 }
 
 fn walk(root: &Path, excludes: &Excludes, refuse_escaping: bool) -> Result<Walked> {
     let mut out = Walked {
-        entries: BTreeMap::new(),
-        files: Vec::new(),
+        entries: Entries::new(),
+        extra: Vec::new(),
         skipped: Vec::new(),
         modes_stripped: Vec::new(),
     };
@@ -301,16 +593,9 @@ fn walk(root: &Path, excludes: &Excludes, refuse_escaping: bool) -> Result<Walke
             out.modes_stripped.push(rel_bytes.clone());
         }
         let (mtime_s, mtime_ns) = (meta.mtime(), meta.mtime_nsec() as u32);
-        if ft.is_dir() {
-            out.entries.insert(
-                rel_bytes,
-                Entry {
-                    kind: Kind::Dir,
-                    mode,
-                    mtime_s,
-                    mtime_ns,
-                },
-            );
+        let mut extra = Extra::default();
+        let (kind, mode) = if ft.is_dir() {
+            (Kind::Dir, mode)
         } else if ft.is_symlink() {
             let target = std::fs::read_link(item.path())?;
             if escapes(rel, &target) {
@@ -320,33 +605,37 @@ fn walk(root: &Path, excludes: &Excludes, refuse_escaping: bool) -> Result<Walke
                     crate::sanitize::bytes_for_terminal(target.as_os_str().as_bytes())
                 ));
             }
-            out.entries.insert(
-                rel_bytes,
-                Entry {
-                    kind: Kind::Symlink {
-                        target: target.as_os_str().as_bytes().to_vec(),
-                    },
-                    mode: 0o777,
-                    mtime_s,
-                    mtime_ns,
-                },
-            );
+            let target = target.into_os_string().into_vec();
+            (Kind::Symlink { target }, 0o777)
         } else if ft.is_file() {
-            out.files.push(WalkedFile {
-                rel: rel_bytes,
-                mode,
-                stamp: Stamp {
-                    size: meta.len(),
-                    mtime_s,
-                    mtime_ns,
-                    ino: meta.ino(),
-                    ctime_s: meta.ctime(),
-                    ctime_ns: meta.ctime_nsec() as u32,
+            extra = Extra {
+                ino: meta.ino(),
+                ctime_s: meta.ctime(),
+                ctime_ns: meta.ctime_nsec() as u32,
+                cached: false,
+            };
+            let size = meta.len();
+            (
+                Kind::File {
+                    size,
+                    hash: [0; 32],
                 },
-            });
+                mode,
+            )
         } else {
             out.skipped.push(rel_bytes);
-        }
+            continue;
+        };
+        out.entries.push_unordered(
+            &rel_bytes,
+            Entry {
+                kind,
+                mode,
+                mtime_s,
+                mtime_ns,
+            },
+        );
+        out.extra.push(extra);
     }
     out.modes_stripped.sort();
     if refuse_escaping && !escaping.is_empty() {
@@ -355,7 +644,44 @@ fn walk(root: &Path, excludes: &Excludes, refuse_escaping: bool) -> Result<Walke
             escaping.join(", ")
         );
     }
+    sort_walked(&mut out);
     Ok(out)
+}
+
+/// Put the walk into path byte order. The walk is depth-first with siblings sorted, which is
+/// almost byte order (`a/x` comes before `a.txt`, whose `.` sorts before `/`). The paths are
+/// copied once in the new order; entries and their extras are permuted in place.
+fn sort_walked(w: &mut Walked) {
+    let e = &mut w.entries;
+    if e.is_sorted() {
+        return;
+    }
+    let n = u32::try_from(e.len()).expect("fewer than 4 billion entries");
+    let mut order: Vec<u32> = (0..n).collect();
+    // Paths are unique, so an unstable sort is deterministic (and needs no scratch buffer).
+    order.sort_unstable_by(|&a, &b| e.path(a as usize).cmp(e.path(b as usize)));
+    let mut paths = Vec::with_capacity(e.paths.len());
+    let mut ends = Vec::with_capacity(e.ends.len());
+    for &i in &order {
+        paths.extend_from_slice(e.path(i as usize));
+        ends.push(paths.len());
+    }
+    (e.paths, e.ends) = (paths, ends);
+    // Position i gets the entry now at order[i]: follow each cycle once, marking it done.
+    for start in 0..order.len() {
+        let mut cur = start;
+        loop {
+            let next = order[cur] as usize;
+            order[cur] = cur as u32;
+            if next == start || next == cur {
+                break;
+            }
+            e.entries.swap(cur, next);
+            w.extra.swap(cur, next);
+            cur = next;
+        }
+    }
+    debug_assert!(e.is_sorted());
 }
 
 /// Whether a symlink at `rel` pointing to `target` leaves the source.
@@ -402,7 +728,7 @@ fn hash_file(path: &Path, size: u64) -> Result<[u8; 32]> {
 }
 
 /// BLAKE3 over the canonical encoding of the entries.
-pub fn digest(entries: &BTreeMap<Vec<u8>, Entry>) -> [u8; 32] {
+pub fn digest(entries: &Entries) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(b"offsync-manifest/1\0");
     for (path, e) in entries {
@@ -430,108 +756,169 @@ pub fn digest(entries: &BTreeMap<Vec<u8>, Entry>) -> [u8; 32] {
 }
 
 /// The hash cache: a binary file with a trailing BLAKE3 of its content, so a torn or edited
-/// file is detected and ignored.
-#[derive(Debug, Default)]
-struct Cache {
-    entries: BTreeMap<Vec<u8>, (Stamp, [u8; 32])>,
-}
+/// file is detected and ignored. Layout: magic, the source root (length-prefixed), the record
+/// count, then per file in path byte order: path (length-prefixed), size, mtime s, mtime ns,
+/// inode, ctime s, ctime ns (each a little-endian u64), and the 32-byte hash.
+///
+/// The file is streamed, not loaded: each record is looked up in the sorted walk and its hash
+/// taken when the stamp matches; only when the trailing checksum also matches are those hashes
+/// kept (otherwise they are all hashed again).
+mod cache {
+    use super::*;
 
-const CACHE_MAGIC: &[u8] = b"offsync-hash-cache/1\n";
+    const MAGIC: &[u8] = b"offsync-hash-cache/1\n";
 
-impl Cache {
-    fn lookup(&self, rel: &[u8], stamp: &Stamp) -> Option<[u8; 32]> {
-        match self.entries.get(rel) {
-            Some((s, h)) if s == stamp => Some(*h),
-            _ => None,
-        }
-    }
-
-    fn load(path: &Path, root: &Path) -> Cache {
-        std::fs::read(path)
-            .ok()
-            .and_then(|b| Self::decode(&b, root))
-            .unwrap_or_default()
-    }
-
-    fn decode(b: &[u8], root: &Path) -> Option<Cache> {
-        if b.len() < 32 {
+    /// Take the hashes `path` knows into `walked` (marking them `cached`). `Some(records)` when
+    /// the cache is intact and of this root; `None` (and nothing taken) otherwise.
+    pub(super) fn apply(path: &Path, root: &Path, walked: &mut Walked) -> Option<u64> {
+        let file = std::fs::File::open(path).ok()?;
+        let len = file.metadata().ok()?.len();
+        let body = len.checked_sub(32)?;
+        let mut r = HashingReader {
+            inner: BufReader::with_capacity(64 * 1024, file),
+            hasher: blake3::Hasher::new(),
+            left: body,
+        };
+        let records = read_records(&mut r, root, walked);
+        let mut sum = [0u8; 32];
+        let intact = records.is_some()
+            && r.left == 0
+            && r.inner.read_exact(&mut sum).is_ok()
+            && r.hasher.finalize() == blake3::Hash::from(sum);
+        if !intact {
+            for x in &mut walked.extra {
+                x.cached = false;
+            }
             return None;
         }
-        let (body, sum) = b.split_at(b.len() - 32);
-        if blake3::hash(body).as_bytes() != sum {
+        records
+    }
+
+    fn read_records(r: &mut HashingReader, root: &Path, walked: &mut Walked) -> Option<u64> {
+        let mut magic = [0u8; MAGIC.len()];
+        r.take(&mut magic)?;
+        if magic != MAGIC {
             return None;
         }
-        let mut r = Reader(body.strip_prefix(CACHE_MAGIC)?);
-        let root_bytes = r.bytes()?;
-        if root_bytes != root.as_os_str().as_bytes() {
+        let mut buf = Vec::new();
+        r.bytes(&mut buf)?;
+        if buf != root.as_os_str().as_bytes() {
             return None; // another source's cache
         }
         let n = r.u64()?;
-        let mut entries = BTreeMap::new();
         for _ in 0..n {
-            let rel = r.bytes()?.to_vec();
-            let stamp = Stamp {
-                size: r.u64()?,
-                mtime_s: r.u64()? as i64,
-                mtime_ns: r.u64()? as u32,
-                ino: r.u64()?,
-                ctime_s: r.u64()? as i64,
-                ctime_ns: r.u64()? as u32,
+            r.bytes(&mut buf)?;
+            let (size, mtime_s, mtime_ns) = (r.u64()?, r.u64()? as i64, r.u64()? as u32);
+            let (ino, ctime_s, ctime_ns) = (r.u64()?, r.u64()? as i64, r.u64()? as u32);
+            let mut h = [0u8; 32];
+            r.take(&mut h)?;
+            let Ok(i) = walked.entries.find(&buf) else {
+                continue;
             };
-            let hash: [u8; 32] = r.take(32)?.try_into().ok()?;
-            entries.insert(rel, (stamp, hash));
+            let e = &mut walked.entries.entries[i];
+            let x = &mut walked.extra[i];
+            if let Kind::File { size: s, hash } = &mut e.kind
+                && (*s, e.mtime_s, e.mtime_ns) == (size, mtime_s, mtime_ns)
+                && (x.ino, x.ctime_s, x.ctime_ns) == (ino, ctime_s, ctime_ns)
+            {
+                *hash = h;
+                x.cached = true;
+            }
         }
-        r.0.is_empty().then_some(Cache { entries })
+        Some(n)
     }
 
-    fn save(&self, path: &Path, root: &Path) -> Result<()> {
-        let mut b = CACHE_MAGIC.to_vec();
-        let put = |b: &mut Vec<u8>, v: u64| b.extend_from_slice(&v.to_le_bytes());
-        let root_bytes = root.as_os_str().as_bytes();
-        put(&mut b, root_bytes.len() as u64);
-        b.extend_from_slice(root_bytes);
-        put(&mut b, self.entries.len() as u64);
-        for (rel, (s, h)) in &self.entries {
-            put(&mut b, rel.len() as u64);
-            b.extend_from_slice(rel);
-            for v in [
-                s.size,
-                s.mtime_s as u64,
-                s.mtime_ns as u64,
-                s.ino,
-                s.ctime_s as u64,
-                s.ctime_ns as u64,
-            ] {
-                put(&mut b, v);
-            }
-            b.extend_from_slice(h);
+    /// Reads the cache body, hashing what it reads; never reads past the body.
+    struct HashingReader {
+        inner: BufReader<std::fs::File>,
+        hasher: blake3::Hasher,
+        left: u64,
+    }
+
+    impl HashingReader {
+        fn take(&mut self, buf: &mut [u8]) -> Option<()> {
+            self.left = self.left.checked_sub(buf.len() as u64)?;
+            self.inner.read_exact(buf).ok()?;
+            self.hasher.update(buf);
+            Some(())
         }
-        let sum = blake3::hash(&b);
-        b.extend_from_slice(sum.as_bytes());
+        fn u64(&mut self) -> Option<u64> {
+            let mut b = [0u8; 8];
+            self.take(&mut b)?;
+            Some(u64::from_le_bytes(b))
+        }
+        fn bytes(&mut self, buf: &mut Vec<u8>) -> Option<()> {
+            let n = self.u64()?;
+            if n > self.left {
+                return None;
+            }
+            buf.resize(usize::try_from(n).ok()?, 0);
+            self.take(buf)
+        }
+    }
+
+    /// Write the cache of every cacheable file (`records` of them) in `walked`.
+    pub(super) fn save(
+        path: &Path,
+        root: &Path,
+        walked: &Walked,
+        records: u64,
+        now: i64,
+    ) -> Result<()> {
         if let Some(parent) = path.parent() {
             fsutil::ensure_private_dir(parent)?;
         }
-        fsutil::atomic_write(path, &b, fsutil::FILE_MODE)
+        fsutil::atomic_write_with(path, fsutil::FILE_MODE, |file| {
+            let mut w = HashingWriter {
+                inner: BufWriter::with_capacity(64 * 1024, file),
+                hasher: blake3::Hasher::new(),
+            };
+            let root = root.as_os_str().as_bytes();
+            w.put(MAGIC)?;
+            w.u64(root.len() as u64)?;
+            w.put(root)?;
+            w.u64(records)?;
+            for ((rel, e), x) in walked.entries.iter().zip(&walked.extra) {
+                let Kind::File { size, hash } = &e.kind else {
+                    continue;
+                };
+                if !x.cacheable(e, now) {
+                    continue;
+                }
+                w.u64(rel.len() as u64)?;
+                w.put(rel)?;
+                for v in [
+                    *size,
+                    e.mtime_s as u64,
+                    e.mtime_ns as u64,
+                    x.ino,
+                    x.ctime_s as u64,
+                    x.ctime_ns as u64,
+                ] {
+                    w.u64(v)?;
+                }
+                w.put(hash)?;
+            }
+            let sum = w.hasher.finalize();
+            w.inner.write_all(sum.as_bytes())?;
+            w.inner.flush()?;
+            Ok(())
+        })
     }
-}
 
-struct Reader<'a>(&'a [u8]);
+    struct HashingWriter<W: Write> {
+        inner: W,
+        hasher: blake3::Hasher,
+    }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
+    impl<W: Write> HashingWriter<W> {
+        fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+            self.hasher.update(b);
+            self.inner.write_all(b)
         }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = usize::try_from(self.u64()?).ok()?;
-        self.take(n)
+        fn u64(&mut self, v: u64) -> std::io::Result<()> {
+            self.put(&v.to_le_bytes())
+        }
     }
 }
 
@@ -567,7 +954,7 @@ mod tests {
         std::os::unix::fs::symlink("x.txt", r.join("a/link")).unwrap();
         let ex = Excludes::new(&["*.log".to_string()]).unwrap();
         let (m, _) = build(r, &ex, None).unwrap();
-        let keys: Vec<&[u8]> = m.entries.keys().map(|k| k.as_slice()).collect();
+        let keys: Vec<&[u8]> = m.entries.keys().collect();
         assert_eq!(keys, [&b"a"[..], b"a/link", b"a/x.txt"]);
         assert_eq!(
             m.entries[&b"a/x.txt"[..]].hash_hex().unwrap(),
@@ -663,5 +1050,177 @@ mod tests {
         assert!(!escapes(Path::new("d/a"), Path::new("../x")));
         assert!(escapes(Path::new("d/a"), Path::new("y/../../../x")));
         assert!(!escapes(Path::new("d/a"), Path::new("./y")));
+    }
+
+    #[test]
+    fn walk_is_in_byte_order_and_the_cache_follows_it() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        // Depth-first, `a/x` would come before `a.txt` (`.` sorts before `/`).
+        std::fs::create_dir_all(src.join("a/sub")).unwrap();
+        let files = ["a/x", "a/sub/y", "a.txt", "a-b", "a0", "b"];
+        for f in files {
+            let p = src.join(f);
+            std::fs::write(&p, f.as_bytes()).unwrap();
+            set_old_mtime(&p);
+        }
+        let cache = d.path().join("cache/c.bin");
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let (m1, s1) = build(&src, &no_ex(), Some(&cache)).unwrap();
+        let keys: Vec<&[u8]> = m1.entries.keys().collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(keys.len(), files.len() + 2);
+        assert_eq!(s1.hashed_files, files.len() as u64);
+        let (m2, s2) = build(&src, &no_ex(), Some(&cache)).unwrap();
+        assert_eq!(s2.hashed_files, 0, "every file answered by the cache");
+        for f in files {
+            let want = blake3::hash(f.as_bytes()).to_hex().to_string();
+            assert_eq!(m2.entries[f.as_bytes()].hash_hex().unwrap(), want, "{f}");
+        }
+        assert_eq!(m1.digest, m2.digest);
+        // Same size and mtime, new content: only the ctime (and the walk's order) tells.
+        let p = src.join("a.txt");
+        let mtime = std::fs::metadata(&p).unwrap().modified().unwrap();
+        std::fs::write(&p, b"A.TXT").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let (m3, s3) = build(&src, &no_ex(), Some(&cache)).unwrap();
+        assert_eq!(s3.hashed_files, 1);
+        assert_eq!(
+            m3.entries[b"a.txt".as_slice()].hash_hex().unwrap(),
+            blake3::hash(b"A.TXT").to_hex().to_string()
+        );
+    }
+
+    #[test]
+    fn cache_is_rewritten_only_when_it_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        for i in 0..3 {
+            let p = src.join(format!("f{i}"));
+            std::fs::write(&p, format!("{i}")).unwrap();
+            set_old_mtime(&p);
+        }
+        let cache = d.path().join("cache/c.bin");
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        build(&src, &no_ex(), Some(&cache)).unwrap();
+        let first = ino(&cache);
+        build(&src, &no_ex(), Some(&cache)).unwrap();
+        assert_eq!(ino(&cache), first, "unchanged cache is not rewritten");
+        std::fs::remove_file(src.join("f1")).unwrap();
+        build(&src, &no_ex(), Some(&cache)).unwrap();
+        assert_ne!(ino(&cache), first, "a file fewer: rewritten");
+        // A cache cut short is ignored (everything hashed again) and rebuilt.
+        let bytes = std::fs::read(&cache).unwrap();
+        std::fs::write(&cache, &bytes[..bytes.len() - 40]).unwrap();
+        let (_, s) = build(&src, &no_ex(), Some(&cache)).unwrap();
+        assert_eq!(s.hashed_files, 2);
+        assert_eq!(std::fs::read(&cache).unwrap(), bytes);
+        // Another root's cache is not used.
+        let other = d.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::copy(&cache, d.path().join("cache/o.bin")).unwrap();
+        let (_, s) = build(&src, &no_ex(), Some(&d.path().join("cache/o.bin"))).unwrap();
+        assert_eq!(s.hashed_files, 0, "same root: used");
+        std::fs::copy(src.join("f0"), other.join("f0")).unwrap();
+        let (_, s) = build(&other, &no_ex(), Some(&d.path().join("cache/o.bin"))).unwrap();
+        assert_eq!(s.hashed_files, 1, "another root: ignored");
+    }
+
+    fn entry(mode: u32) -> Entry {
+        Entry {
+            kind: Kind::Dir,
+            mode,
+            mtime_s: 0,
+            mtime_ns: 0,
+        }
+    }
+
+    #[test]
+    fn entries_from_unsorted_input_keep_the_last_of_a_path() {
+        let e: Entries = [
+            (b"b".to_vec(), entry(1)),
+            (b"a".to_vec(), entry(2)),
+            (b"b".to_vec(), entry(3)),
+            (b"a/x".to_vec(), entry(4)),
+        ]
+        .into_iter()
+        .collect();
+        let got: Vec<(&[u8], u32)> = e.iter().map(|(p, e)| (p, e.mode)).collect();
+        assert_eq!(got, [(&b"a"[..], 2), (b"a/x", 4), (b"b", 3)]);
+        let owned: Vec<(Vec<u8>, u32)> = e.clone().into_iter().map(|(p, e)| (p, e.mode)).collect();
+        assert_eq!(owned[1], (b"a/x".to_vec(), 4));
+        assert_eq!(e[b"b".as_slice()].mode, 3);
+        assert!(format!("{e:?}").contains("\"a/x\""));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(Vec<u8>, u32),
+        Remove(Vec<u8>),
+        /// Keep entries whose mode is not divisible by this; add 1000 to the others' modes.
+        Retain(u32),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let path = proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(b'/')], 0..4);
+        prop_oneof![
+            4 => (path.clone(), 0u32..50).prop_map(|(p, m)| Op::Insert(p, m)),
+            1 => path.prop_map(Op::Remove),
+            1 => (2u32..5).prop_map(Op::Retain),
+        ]
+    }
+
+    proptest::proptest! {
+        /// `Entries` behaves like the `BTreeMap` it replaces.
+        #[test]
+        fn entries_match_a_btreemap(ops in proptest::collection::vec(op(), 0..60)) {
+            use std::collections::BTreeMap;
+            let mut model: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+            let mut e = Entries::new();
+            for op in ops {
+                match op {
+                    Op::Insert(p, m) => {
+                        proptest::prop_assert_eq!(e.insert(p.clone(), entry(m)), model.insert(p, entry(m)));
+                    }
+                    Op::Remove(p) => {
+                        proptest::prop_assert_eq!(e.remove(&p), model.remove(&p));
+                    }
+                    Op::Retain(k) => {
+                        let f = |_: &[u8], x: &mut Entry| {
+                            let keep = !x.mode.is_multiple_of(k);
+                            if keep {
+                                x.mode += 1000;
+                            }
+                            keep
+                        };
+                        e.retain(f);
+                        model.retain(|p, x| f(p, x));
+                    }
+                }
+                let want: Vec<(&[u8], &Entry)> = model.iter().map(|(p, x)| (p.as_slice(), x)).collect();
+                let got: Vec<(&[u8], &Entry)> = e.iter().collect();
+                proptest::prop_assert_eq!(&got, &want);
+                proptest::prop_assert_eq!(e.len(), model.len());
+                for p in model.keys() {
+                    proptest::prop_assert!(e.contains_key(p));
+                    proptest::prop_assert_eq!(e.get(p), model.get(p));
+                }
+                proptest::prop_assert!(!e.contains_key(b"zz"));
+                let rebuilt: Entries = model.clone().into_iter().collect();
+                proptest::prop_assert_eq!(&rebuilt, &e);
+                let back: Vec<(Vec<u8>, Entry)> = e.clone().into_iter().collect();
+                proptest::prop_assert_eq!(back, model.clone().into_iter().collect::<Vec<_>>());
+            }
+        }
     }
 }

@@ -14,8 +14,7 @@ pub mod manifest;
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
-use std::fmt::Write as _;
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::path::Path;
 
 use crate::sanitize;
@@ -104,50 +103,163 @@ impl std::fmt::Display for CheckMode {
 }
 
 /// One path in a category.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On the wire (`offsync-plan/1`): `path` (the path relative to the source root, lossy when
+/// not UTF-8), `path_hex` (the exact bytes as hex, only when `path` is not valid UTF-8),
+/// `kind`, and for files from the source `size` and `blake3` (lowercase hex). In memory the
+/// path is its exact bytes and the hash its 32 bytes (a plan may name every file of a large
+/// source); the text forms are made only while serialising.
+///
+/// 64 bytes and the path's allocation: `size` and `blake3` are kept without `Option`s (which
+/// would cost 8 more bytes per entry), with flags saying whether they are set.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanEntry {
-    /// The path relative to the source root (lossy when not UTF-8).
-    pub path: String,
-    /// The exact bytes as hex, only when `path` is not valid UTF-8.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path_hex: Option<String>,
+    path: Box<[u8]>,
+    size: u64,
+    blake3: [u8; 32],
     /// `file`, `dir` or `symlink` (`device`/`special` only for target-only entries).
     pub kind: EntryKind,
-    /// Size in bytes (files from the source).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
-    /// BLAKE3 of the source content (files from the source).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blake3: Option<String>,
+    has_size: bool,
+    has_blake3: bool,
 }
 
 impl PlanEntry {
     pub fn bare(path: &[u8], kind: EntryKind) -> PlanEntry {
-        let (path, path_hex) = encode_path(path);
-        PlanEntry {
-            path,
-            path_hex,
-            kind,
-            size: None,
-            blake3: None,
-        }
+        PlanEntry::new(path.into(), kind, None, None)
     }
 
     pub fn from_entry(path: &[u8], e: &Entry) -> PlanEntry {
-        let mut p = PlanEntry::bare(path, e.entry_kind());
-        if let manifest::Kind::File { size, .. } = e.kind {
-            p.size = Some(size);
-            p.blake3 = e.hash_hex();
+        PlanEntry::from_entry_owned(path.into(), e)
+    }
+
+    /// [`PlanEntry::bare`] taking the path's allocation.
+    pub fn bare_owned(path: Box<[u8]>, kind: EntryKind) -> PlanEntry {
+        PlanEntry::new(path, kind, None, None)
+    }
+
+    /// [`PlanEntry::from_entry`] taking the path's allocation.
+    pub fn from_entry_owned(path: Box<[u8]>, e: &Entry) -> PlanEntry {
+        match e.kind {
+            manifest::Kind::File { size, hash } => {
+                PlanEntry::new(path, e.entry_kind(), Some(size), Some(hash))
+            }
+            _ => PlanEntry::new(path, e.entry_kind(), None, None),
         }
-        p
+    }
+
+    fn new(
+        path: Box<[u8]>,
+        kind: EntryKind,
+        size: Option<u64>,
+        blake3: Option<[u8; 32]>,
+    ) -> PlanEntry {
+        PlanEntry {
+            path,
+            size: size.unwrap_or(0),
+            blake3: blake3.unwrap_or([0; 32]),
+            kind,
+            has_size: size.is_some(),
+            has_blake3: blake3.is_some(),
+        }
+    }
+
+    /// Size in bytes (files from the source).
+    pub fn size(&self) -> Option<u64> {
+        self.has_size.then_some(self.size)
+    }
+
+    /// BLAKE3 of the source content (files from the source).
+    pub fn blake3(&self) -> Option<&[u8; 32]> {
+        self.has_blake3.then_some(&self.blake3)
     }
 
     /// The exact path bytes.
+    pub fn path_bytes(&self) -> &[u8] {
+        &self.path
+    }
+
+    /// The exact path bytes, owned.
     pub fn raw_path(&self) -> Vec<u8> {
-        match &self.path_hex {
-            Some(h) => decode_hex(h).unwrap_or_else(|| self.path.as_bytes().to_vec()),
-            None => self.path.as_bytes().to_vec(),
+        self.path.to_vec()
+    }
+
+    /// The path as text (lossy when not UTF-8), as in `path` on the wire.
+    pub fn path_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.path)
+    }
+
+    /// `blake3` as lowercase hex, as on the wire.
+    pub fn blake3_hex(&self) -> Option<String> {
+        self.blake3()
+            .map(|h| blake3::Hash::from(*h).to_hex().to_string())
+    }
+}
+
+impl Serialize for PlanEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let text = std::str::from_utf8(&self.path);
+        let fields = 2
+            + usize::from(text.is_err())
+            + usize::from(self.has_size)
+            + usize::from(self.has_blake3);
+        let mut st = s.serialize_struct("PlanEntry", fields)?;
+        match text {
+            Ok(t) => st.serialize_field("path", t)?,
+            Err(_) => {
+                let (lossy, hex) = encode_path(&self.path);
+                st.serialize_field("path", &lossy)?;
+                st.serialize_field("path_hex", &hex)?;
+            }
         }
+        st.serialize_field("kind", &self.kind)?;
+        if let Some(size) = self.size() {
+            st.serialize_field("size", &size)?;
+        }
+        if let Some(h) = self.blake3() {
+            st.serialize_field("blake3", blake3::Hash::from(*h).to_hex().as_str())?;
+        }
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for PlanEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<PlanEntry, D::Error> {
+        #[derive(Deserialize)]
+        struct Wire {
+            path: String,
+            #[serde(default)]
+            path_hex: Option<String>,
+            kind: EntryKind,
+            #[serde(default)]
+            size: Option<u64>,
+            #[serde(default)]
+            blake3: Option<String>,
+        }
+        let w = Wire::deserialize(d)?;
+        // A `path_hex` that is not hex leaves the text path. An entry not in the form offsync
+        // writes (such a `path_hex`, uppercase hex) re-serialises differently, so its plan's
+        // digest no longer matches and the plan is refused as modified.
+        let path = match w.path_hex.as_deref().and_then(decode_hex) {
+            Some(bytes) => bytes,
+            None => w.path.into_bytes(),
+        };
+        let blake3 = match w.blake3 {
+            None => None,
+            Some(h) => Some(
+                decode_hex(&h)
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::custom(format!("blake3 {h:?} is not 64 hex digits"))
+                    })?,
+            ),
+        };
+        Ok(PlanEntry::new(
+            path.into_boxed_slice(),
+            w.kind,
+            w.size,
+            blake3,
+        ))
     }
 }
 
@@ -192,7 +304,10 @@ impl Categories {
             &mut self.metadata,
             &mut self.missing,
         ] {
-            v.sort_by_key(PlanEntry::raw_path);
+            // Usually sorted already (diffs walk sorted sides): then no scratch space is needed.
+            if !v.is_sorted_by(|a, b| a.path <= b.path) {
+                v.sort_by(|a, b| a.path.cmp(&b.path));
+            }
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -212,7 +327,7 @@ impl Categories {
                 .added
                 .iter()
                 .chain(&self.modified)
-                .filter_map(|e| e.size)
+                .filter_map(PlanEntry::size)
                 .sum(),
         }
     }
@@ -345,11 +460,31 @@ impl Plan {
         plan
     }
 
+    /// BLAKE3 of the compact JSON of the plan with an empty `digest`, streamed into the
+    /// hasher (no copy of the plan, no JSON in memory).
     fn compute_digest(&self) -> String {
-        let mut copy = self.clone();
-        copy.digest = String::new();
-        let bytes = serde_json::to_vec(&copy).expect("a plan always serialises");
-        blake3::hash(&bytes).to_hex().to_string()
+        #[derive(Serialize)]
+        struct Unsigned<'a> {
+            format: &'a str,
+            source: &'a SourceInfo,
+            targets: &'a [TargetPlan],
+            digest: &'a str,
+        }
+        let mut hasher = blake3::Hasher::new();
+        let mut w = std::io::BufWriter::with_capacity(16 * 1024, &mut hasher);
+        serde_json::to_writer(
+            &mut w,
+            &Unsigned {
+                format: &self.format,
+                source: &self.source,
+                targets: &self.targets,
+                digest: "",
+            },
+        )
+        .expect("a plan always serialises");
+        w.flush().expect("hashing cannot fail");
+        drop(w);
+        hasher.finalize().to_hex().to_string()
     }
 
     pub fn has_changes(&self) -> bool {
@@ -362,9 +497,15 @@ impl Plan {
 
     /// Pretty JSON with a trailing newline.
     pub fn to_json(&self) -> String {
-        let mut s = serde_json::to_string_pretty(self).expect("a plan always serialises");
-        s.push('\n');
-        s
+        let mut out = Vec::new();
+        self.write_json(&mut out).expect("a plan always serialises");
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+
+    /// [`Plan::to_json`], written to `w` as it is produced (buffer `w`).
+    pub fn write_json(&self, mut w: impl std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut w, self)?;
+        w.write_all(b"\n")
     }
 
     /// Read a saved plan, checking its format and digest.
@@ -394,17 +535,25 @@ impl Plan {
 
     /// The human-readable plan (deterministic, like the JSON).
     pub fn to_text(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
+        let mut out = Vec::new();
+        self.write_text(&mut out)
+            .expect("writing to memory cannot fail");
+        String::from_utf8(out).expect("the text plan is UTF-8")
+    }
+
+    /// [`Plan::to_text`], written to `w` line by line (buffer `w`).
+    pub fn write_text(&self, mut w: impl std::io::Write) -> std::io::Result<()> {
+        let s = &mut w;
+        writeln!(
             s,
             "source {}  ({} files, {}, digest {})",
             sanitize::for_terminal(&self.source.path),
             self.source.files,
             human_bytes(self.source.bytes),
             &self.source.digest[..16.min(self.source.digest.len())]
-        );
+        )?;
         if !self.source.skipped.is_empty() {
-            let _ = writeln!(
+            writeln!(
                 s,
                 "skipped (devices, fifos, sockets are never sent): {}",
                 self.source
@@ -413,10 +562,10 @@ impl Plan {
                     .map(|p| sanitize::for_terminal(p))
                     .collect::<Vec<_>>()
                     .join(", ")
-            );
+            )?;
         }
         if !self.source.modes_stripped.is_empty() {
-            let _ = writeln!(
+            writeln!(
                 s,
                 "note: setuid/setgid bits are never sent; stripped from: {}",
                 self.source
@@ -425,52 +574,46 @@ impl Plan {
                     .map(|p| sanitize::for_terminal(p))
                     .collect::<Vec<_>>()
                     .join(", ")
-            );
+            )?;
         }
         for t in &self.targets {
-            let _ = match t.check {
+            match t.check {
                 Some(c) => writeln!(
                     s,
                     "\n{} ({}; {})",
                     t.name,
                     sanitize::for_terminal(&t.address),
                     c.describe()
-                ),
-                None => writeln!(s, "\n{} ({})", t.name, sanitize::for_terminal(&t.address)),
-            };
+                )?,
+                None => writeln!(s, "\n{} ({})", t.name, sanitize::for_terminal(&t.address))?,
+            }
             if let Some(e) = &t.error {
-                let _ = writeln!(s, "  error: {}", sanitize::for_terminal(e));
-                let _ = writeln!(s, "{}: error", t.name);
+                writeln!(s, "  error: {}", sanitize::for_terminal(e))?;
+                writeln!(s, "{}: error", t.name)?;
                 continue;
             }
-            let line = |s: &mut String, mark: &str, e: &PlanEntry, note: &str| {
-                let shown = sanitize::bytes_for_terminal(&e.raw_path());
+            let line = |s: &mut dyn std::io::Write, mark: &str, e: &PlanEntry, note: &str| {
+                let shown = sanitize::bytes_for_terminal(e.path_bytes());
                 let slash = if e.kind == EntryKind::Dir { "/" } else { "" };
-                let size = e
-                    .size
-                    .map(|b| format!("  ({})", human_bytes(b)))
-                    .unwrap_or_default();
-                let _ = writeln!(s, "  {mark} {shown}{slash}{size}{note}");
+                match e.size() {
+                    Some(b) => writeln!(s, "  {mark} {shown}{slash}  ({}){note}", human_bytes(b)),
+                    None => writeln!(s, "  {mark} {shown}{slash}{note}"),
+                }
             };
             for e in &t.changes.added {
-                line(&mut s, "+", e, "");
+                line(s, "+", e, "")?;
             }
             for e in &t.changes.modified {
-                line(&mut s, "~", e, "");
+                line(s, "~", e, "")?;
             }
             for e in &t.changes.metadata {
-                line(&mut s, "=", e, "  (mode/time only)");
+                line(s, "=", e, "  (mode/time only)")?;
             }
             for e in &t.changes.missing {
-                line(
-                    &mut s,
-                    "-",
-                    e,
-                    "  (target-only; deleted only with --delete)",
-                );
+                line(s, "-", e, "  (target-only; deleted only with --delete)")?;
             }
             let m = &t.summary;
-            let _ = writeln!(
+            writeln!(
                 s,
                 "{}: {} added, {} modified, {} metadata, {} missing, {} unchanged ({} to send)",
                 t.name,
@@ -480,12 +623,12 @@ impl Plan {
                 m.missing,
                 m.unchanged,
                 human_bytes(m.bytes)
-            );
+            )?;
             for w in &t.warnings {
-                let _ = writeln!(s, "{}: warning: {}", t.name, sanitize::for_terminal(w));
+                writeln!(s, "{}: warning: {}", t.name, sanitize::for_terminal(w))?;
             }
         }
-        s
+        Ok(())
     }
 }
 
@@ -613,11 +756,10 @@ pub fn human_bytes(b: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use std::path::PathBuf;
 
     fn sample() -> Plan {
-        let mut entries = BTreeMap::new();
+        let mut entries = manifest::Entries::new();
         let e = |c: &[u8]| Entry {
             kind: manifest::Kind::File {
                 size: c.len() as u64,
@@ -637,7 +779,7 @@ mod tests {
             skipped: vec![],
             modes_stripped: vec![],
         };
-        let listing = BTreeMap::from([(b"old".to_vec(), e(b"o"))]);
+        let listing = [(b"old".to_vec(), e(b"o"))].into_iter().collect();
         let mut changes = diff::diff(&m, &diff::TargetView::Listing(listing));
         changes.sort();
         let t = |name: &str| TargetPlan {
@@ -735,6 +877,52 @@ mod tests {
             );
             assert!(!msg.contains('\n'), "one line: {msg}");
         }
+    }
+
+    #[test]
+    fn digest_is_blake3_of_the_compact_json_without_it() {
+        // The streamed digest is the one plans have always carried: BLAKE3 of the compact JSON
+        // of the plan with an empty `digest`.
+        let p = sample();
+        let mut copy = p.clone();
+        copy.digest = String::new();
+        let want = blake3::hash(&serde_json::to_vec(&copy).unwrap())
+            .to_hex()
+            .to_string();
+        assert_eq!(p.digest, want);
+    }
+
+    #[test]
+    fn entries_are_compact_and_serialise_as_before() {
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(std::mem::size_of::<PlanEntry>(), 64);
+        let h = *blake3::hash(b"x").as_bytes();
+        let e = PlanEntry::new(
+            b"d\xffir/f".to_vec().into(),
+            EntryKind::File,
+            Some(7),
+            Some(h),
+        );
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            json,
+            format!(
+                "{{\"path\":\"d\u{fffd}ir/f\",\"path_hex\":\"64ff69722f66\",\"kind\":\"file\",\"size\":7,\"blake3\":\"{}\"}}",
+                blake3::Hash::from(h).to_hex()
+            )
+        );
+        assert_eq!(serde_json::from_str::<PlanEntry>(&json).unwrap(), e);
+        let bare = PlanEntry::bare(b"dir", EntryKind::Dir);
+        assert_eq!(
+            serde_json::to_string(&bare).unwrap(),
+            r#"{"path":"dir","kind":"dir"}"#
+        );
+        assert_eq!((bare.size(), bare.blake3()), (None, None));
+        let bad = r#"{"path":"f","kind":"file","blake3":"abc"}"#;
+        let err = serde_json::from_str::<PlanEntry>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("64 hex digits"), "{err}");
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl Target for MemoryTarget {
             let entry = source
                 .entries
                 .get(&p)
-                .with_context(|| format!("{} vanished from the source", e.path))?;
+                .with_context(|| format!("{} vanished from the source", e.path_text()))?;
             let content = if entry.entry_kind() == crate::plan::EntryKind::File {
                 std::fs::read(source.root.join(std::ffi::OsStr::from_bytes(&p)))?
             } else {

@@ -8,7 +8,6 @@
 //! until `mirror prune`.
 
 use anyhow::Result;
-use std::collections::BTreeMap;
 
 use super::{ApplyOutcome, Target, TargetInfo};
 use crate::config::MirrorConfig;
@@ -133,12 +132,12 @@ impl Target for MirrorTarget {
     ) -> Result<TargetView> {
         self.scan_base()?;
         let listing = match &self.base {
-            None => BTreeMap::new(),
-            Some((snap, _)) => snap
-                .listing()?
-                .into_iter()
-                .filter(|(p, e)| !excludes.hides(p, e.kind_name() == "dir"))
-                .collect(),
+            None => Default::default(),
+            Some((snap, _)) => {
+                let mut listing = snap.listing()?;
+                listing.retain(|p, e| !excludes.hides(p, e.kind_name() == "dir"));
+                listing
+            }
         };
         Ok(TargetView::Listing(listing))
     }

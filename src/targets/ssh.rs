@@ -250,7 +250,7 @@ impl SshTarget {
         let deadline = Instant::now() + LOCK_WAIT;
         let mut pause = Duration::from_millis(100);
         loop {
-            let out = Cmd::new("rsync").args(&argv).output_streaming(on_line)?;
+            let out = Cmd::new("rsync").args(&argv).output_lines(on_line)?;
             if out.success()
                 || Diagnosis::from_output(out.code(), &out.stderr) != Diagnosis::Locked
                 || Instant::now() + pause > deadline
