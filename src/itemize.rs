@@ -82,16 +82,21 @@ pub fn quick_signature(item: &Item) -> Option<Vec<u8>> {
     Some(line)
 }
 
-/// BLAKE3 (hex) over the sorted quick signatures of `items`: a fingerprint of the target
-/// relative to the source as a quick check sees it (see [`quick_signature`]).
+/// BLAKE3 (hex) over the sorted, distinct quick signatures of `items`: a fingerprint of the
+/// target relative to the source as a quick check sees it (see [`quick_signature`]). Each
+/// signature is reduced to its own BLAKE3 first, so 100,000 items cost 3 MB here, not a copy
+/// of every line.
 pub fn quick_state<'a>(items: impl IntoIterator<Item = &'a Item>) -> String {
-    let mut lines: Vec<Vec<u8>> = items.into_iter().filter_map(quick_signature).collect();
-    lines.sort_unstable();
-    lines.dedup();
+    let mut digests: Vec<[u8; 32]> = items
+        .into_iter()
+        .filter_map(quick_signature)
+        .map(|l| *blake3::hash(&l).as_bytes())
+        .collect();
+    digests.sort_unstable();
+    digests.dedup();
     let mut h = blake3::Hasher::new();
-    for l in &lines {
-        h.update(&(l.len() as u64).to_le_bytes());
-        h.update(l);
+    for d in &digests {
+        h.update(d);
     }
     h.finalize().to_hex().to_string()
 }
