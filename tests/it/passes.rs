@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// An `rsync` wrapper: a shell script first on offsync's PATH that appends each call's argv
-/// (NUL-separated, one line per call) to a log, keeps a copy of its `--files-from` list, then
-/// `exec`s the real rsync (found on the test's PATH). offsync runs the rsync calls for one
+/// (after its pid, NUL-separated, one line per call) to a log, keeps a copy of its
+/// `--files-from` list, then runs the real rsync (found on the test's PATH) and notes the pid
+/// of a call that rrsync refused because its lock was held. offsync runs the rsync calls for one
 /// target one after another, so the line count numbers them.
 struct RsyncLog {
     dir: PathBuf,
@@ -52,8 +53,13 @@ impl RsyncLog {
              for a in \"$@\"; do\n\
              \x20 case \"$a\" in --files-from=*) cp -- \"${{a#--files-from=}}\" \"$log.files.$n\" ;; esac\n\
              done\n\
-             {{ printf '%s\\0' \"$@\"; printf '\\n'; }} >> \"$log\"\n\
-             exec {real} \"$@\"\n",
+             {{ printf '%s\\0' \"$$\" \"$@\"; printf '\\n'; }} >> \"$log\"\n\
+             {real} \"$@\" 2> \"$log.err.$$\"\n\
+             rc=$?\n\
+             cat \"$log.err.$$\" >&2\n\
+             if grep -q 'Another instance of rrsync' \"$log.err.$$\"; then echo $$ >> \"$log.locked\"; fi\n\
+             rm -f \"$log.err.$$\"\n\
+             exit $rc\n",
             log = sh_quote(&log),
             real = sh_quote(&real),
         );
@@ -85,17 +91,27 @@ impl RsyncLog {
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
             .collect();
+        // A call that only met rrsync's single-run lock (a dry run beside the confinement
+        // probe, on a loaded machine) did no pass; offsync runs it again.
+        let locked: BTreeSet<String> = std::fs::read_to_string(self.log.with_extension("locked"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
         let calls = lines[self.seen.get()..]
             .iter()
             .enumerate()
-            .map(|(i, line)| {
+            .filter_map(|(i, line)| {
                 let n = self.seen.get() + i;
-                let argv = line
+                let mut fields = line
                     .strip_suffix(b"\0")
                     .unwrap_or(line)
                     .split(|&b| b == 0)
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect();
+                    .map(|a| String::from_utf8_lossy(a).into_owned());
+                let pid = fields
+                    .next()
+                    .expect("each line starts with the wrapper's pid");
+                let argv = fields.collect();
                 let files = std::fs::read(self.log.with_extension(format!("files.{n}")))
                     .ok()
                     .map(|l| {
@@ -104,7 +120,7 @@ impl RsyncLog {
                             .map(|p| String::from_utf8_lossy(p).into_owned())
                             .collect()
                     });
-                Call { argv, files }
+                (!locked.contains(&pid)).then_some(Call { argv, files })
             })
             .collect();
         self.seen.set(lines.len());
