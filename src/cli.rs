@@ -173,6 +173,14 @@ pub struct TargetAddArgs {
     /// Accept an unpinned host key without asking (trust on first use)
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// How the target holds the tree: `in-place`, or `releases` (`releases/<id>/` trees and
+    /// a `current` symlink switched atomically) [default: the config's `layout:`, else
+    /// in-place]
+    #[arg(long, value_name = "LAYOUT", hide_possible_values = true)]
+    pub layout: Option<crate::releases::Layout>,
+    /// Releases to keep on a `releases` target, `current` included [default: 5]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +251,16 @@ pub struct ApplyArgs {
     /// the mode it was made with) [default: config `check:`, else checksum]
     #[arg(long, value_name = "MODE", hide_possible_values = true)]
     pub check: Option<crate::plan::CheckMode>,
+    /// `releases` targets: `together` uploads and verifies on every target, then switches all
+    /// of them (none unless every target succeeded); `each` switches each target as soon as
+    /// its release verified
+    #[arg(
+        long,
+        value_name = "WHEN",
+        default_value = "together",
+        hide_possible_values = true
+    )]
+    pub switch: crate::releases::SwitchMode,
     /// Don't ask for confirmation (required without a terminal)
     #[arg(long, short = 'y')]
     pub yes: bool,

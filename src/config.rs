@@ -66,6 +66,16 @@ pub struct Config {
     /// `--check` overrides both. `offsync verify` always compares content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<crate::plan::CheckMode>,
+    /// How SSH targets hold the tree: `in-place` (default: the linked directory is the tree)
+    /// or `releases` (each apply uploads `releases/<id>/` beside the live one, verifies it and
+    /// switches the `current` symlink atomically; see `releases`). Per target with a target's
+    /// own `layout:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<crate::releases::Layout>,
+    /// How many releases a `releases` target keeps (default 5, at least 1; the one `current`
+    /// points at is always kept). Per target with a target's own `keep:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u32>,
     /// The targets, sorted by name.
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
@@ -108,6 +118,8 @@ impl Default for Config {
             exclude: Vec::new(),
             concurrency: None,
             check: None,
+            layout: None,
+            keep: None,
             targets: Vec::new(),
             mirrors: Vec::new(),
         }
@@ -237,6 +249,12 @@ pub struct TargetConfig {
     /// This target's comparison mode (overrides the top-level `check:`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<crate::plan::CheckMode>,
+    /// This target's layout (overrides the top-level `layout:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<crate::releases::Layout>,
+    /// How many releases this target keeps (overrides the top-level `keep:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u32>,
 }
 
 impl TargetConfig {
@@ -368,6 +386,19 @@ impl Config {
         if self.concurrency == Some(0) {
             anyhow::bail!("{}: concurrency must be at least 1", path.display());
         }
+        let keeps = std::iter::once(("keep".to_string(), self.keep)).chain(
+            self.targets
+                .iter()
+                .map(|t| (format!("target {}: keep", t.name()), t.keep)),
+        );
+        for (what, keep) in keeps {
+            if keep == Some(0) {
+                return Err(crate::input_err!(
+                    "{}: {what} must be at least 1 (the release `current` points at); set `keep: 5` or remove the line",
+                    path.display()
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -431,6 +462,24 @@ impl Config {
         flag.or_else(|| self.find_target(name).and_then(|t| t.check))
             .or(self.check)
             .unwrap_or_default()
+    }
+
+    /// The layout of SSH target `name`: its own `layout:`, else the top-level one, else
+    /// in-place.
+    pub fn layout_for(&self, name: &str) -> crate::releases::Layout {
+        self.find_target(name)
+            .and_then(|t| t.layout)
+            .or(self.layout)
+            .unwrap_or_default()
+    }
+
+    /// How many releases SSH target `name` keeps (`keep:`, default
+    /// [`crate::releases::DEFAULT_KEEP`]).
+    pub fn keep_for(&self, name: &str) -> u32 {
+        self.find_target(name)
+            .and_then(|t| t.keep)
+            .or(self.keep)
+            .unwrap_or(crate::releases::DEFAULT_KEEP)
     }
 
     pub fn find_target(&self, name: &str) -> Option<&TargetConfig> {

@@ -14,7 +14,8 @@ use crate::plan::diff;
 use crate::plan::excludes::Excludes;
 use crate::plan::manifest::Manifest;
 use crate::plan::{Categories, CheckMode, Plan, Summary, TargetPlan};
-use crate::targets::{ApplyOutcome, PartialApply, Target, TargetInfo};
+use crate::releases::{Layout, SwitchMode};
+use crate::targets::{ApplyOutcome, PartialApply, Switched, Target, TargetInfo};
 
 pub use crate::parallel::parallel;
 
@@ -37,10 +38,10 @@ pub fn plan_one(
             Some(ErrorKind::of(&e)),
         ),
     };
-    let state = if error.is_none() {
-        t.scanned_state()
+    let (state, release) = if error.is_none() {
+        (t.scanned_state(), t.scanned_release())
     } else {
-        None
+        (None, None)
     };
     TargetPlan {
         name: info.name,
@@ -51,6 +52,7 @@ pub fn plan_one(
         error_kind,
         check: configured.map(|_| mode),
         state,
+        release,
         summary: Summary::default(),
         changes,
         warnings: Vec::new(),
@@ -144,6 +146,7 @@ fn empty_plan(info: &TargetInfo) -> TargetPlan {
         error_kind: None,
         check: None,
         state: None,
+        release: None,
         summary: Summary::default(),
         changes: Categories::default(),
         warnings: Vec::new(),
@@ -247,6 +250,22 @@ pub struct ApplyResult {
     pub status: Status,
     pub outcome: ApplyOutcome,
     pub duration_ms: u64,
+    /// A `releases` target: the release this apply uploaded (verified or not).
+    pub release: Option<String>,
+    /// A `releases` target: the switch to the new release, when it happened.
+    pub switched: Option<Switched>,
+}
+
+impl ApplyResult {
+    fn of(status: Status, outcome: ApplyOutcome, start: Instant) -> ApplyResult {
+        ApplyResult {
+            status,
+            outcome,
+            duration_ms: start.elapsed().as_millis() as u64,
+            release: None,
+            switched: None,
+        }
+    }
 }
 
 /// Policy for one apply.
@@ -265,6 +284,8 @@ pub struct ApplyPolicy {
     /// Target-only paths are left alone: neither refused nor deleted, and not a difference
     /// when verifying (`mirror restore --force` into a directory with other files).
     pub keep_extra: bool,
+    /// When `releases` targets switch to their new release (`--switch`).
+    pub switch: SwitchMode,
 }
 
 /// Whether `p` asks for any work under `policy` (target-only paths count unless kept).
@@ -291,7 +312,9 @@ pub fn refusal(plan: &TargetPlan, policy: &ApplyPolicy) -> Option<(ErrorKind, St
             ),
         ));
     }
-    if missing > 0 && !plan.delete_allowed {
+    // Leaving a path out of a new release deletes nothing on the target (the previous
+    // release keeps it), so `--no-delete` does not stand in the way there.
+    if missing > 0 && !plan.delete_allowed && plan.release.is_none() {
         return Some((
             ErrorKind::DeleteDisabled,
             format!(
@@ -355,11 +378,7 @@ pub fn apply_one(
     progress: &(dyn Fn(u64) + Sync),
 ) -> ApplyResult {
     let start = Instant::now();
-    let status = |s| ApplyResult {
-        status: s,
-        outcome: ApplyOutcome::default(),
-        duration_ms: start.elapsed().as_millis() as u64,
-    };
+    let status = |s| ApplyResult::of(s, ApplyOutcome::default(), start);
     if let Some(e) = &plan.error {
         return status(Status::Failed(
             plan.error_kind.unwrap_or(ErrorKind::Io),
@@ -397,22 +416,18 @@ pub fn apply_one(
                     p.outcome.deleted.len()
                 ));
             }
-            return ApplyResult {
-                status: if crate::interrupt::interrupted() {
+            return ApplyResult::of(
+                if crate::interrupt::interrupted() {
                     Status::Interrupted
                 } else {
                     Status::Failed(kind, msg)
                 },
-                outcome: partial.map(|p| p.outcome.clone()).unwrap_or_default(),
-                duration_ms: start.elapsed().as_millis() as u64,
-            };
+                partial.map(|p| p.outcome.clone()).unwrap_or_default(),
+                start,
+            );
         }
     };
-    let mut result = ApplyResult {
-        status: Status::Ok,
-        outcome,
-        duration_ms: 0,
-    };
+    let mut result = ApplyResult::of(Status::Ok, outcome, start);
     if policy.verify {
         result.status = match verify_after(t, source, excludes, &result.outcome.changed) {
             Ok(after) if !has_work(&after, &policy) => Status::Ok,
@@ -436,6 +451,11 @@ pub fn apply_one(
 /// Apply every target's part of `plan` in parallel (each exactly, then verified); a failing
 /// target never stops the others. Connections are closed as each target finishes. A signal
 /// that arrives turns whatever did not complete into [`Status::Interrupted`].
+///
+/// `releases` targets upload and verify a new release (one id for all of them); then, with
+/// [`SwitchMode::Each`], each switches as soon as its release verified; with
+/// [`SwitchMode::Together`], they switch only after every target of the apply succeeded, and
+/// none does otherwise (their status becomes [`ErrorKind::NotSwitched`]).
 pub fn apply_all(
     targets: &mut [Box<dyn Target + '_>],
     source: &Manifest,
@@ -445,17 +465,23 @@ pub fn apply_all(
     workers: usize,
     progress: &dyn Progress,
 ) -> Vec<(TargetInfo, ApplyResult)> {
-    parallel(targets, workers, |t| {
+    let release_id = crate::releases::new_id(&plan.digest, chrono::Utc::now());
+    let together = policy.switch == SwitchMode::Together;
+    let mut results = parallel(targets, workers, |t| {
         let name = t.info().name.clone();
-        let r = match plan.targets.iter().find(|p| p.name == name) {
-            None => ApplyResult {
-                status: Status::Failed(
+        let releases = t.layout() == Layout::Releases;
+        if releases {
+            t.set_release_id(&release_id, &plan.digest);
+        }
+        let mut r = match plan.targets.iter().find(|p| p.name == name) {
+            None => ApplyResult::of(
+                Status::Failed(
                     ErrorKind::StalePlan,
                     "the plan does not cover this target".into(),
                 ),
-                outcome: ApplyOutcome::default(),
-                duration_ms: 0,
-            },
+                ApplyOutcome::default(),
+                Instant::now(),
+            ),
             Some(tp) => {
                 let c = &tp.changes;
                 let bar = progress.begin(
@@ -467,13 +493,88 @@ pub fn apply_all(
                 r
             }
         };
-        t.close();
-        let mut r = r;
+        // A release was uploaded when the apply got as far as sending (`Ok`, or a failed
+        // verification): it is recorded either way, and switched to only when `Ok`.
+        let uploaded = releases
+            && (r.status == Status::Ok
+                || matches!(r.status, Status::Failed(ErrorKind::VerificationFailed, _)));
+        if uploaded {
+            r.release = Some(release_id.clone());
+        }
+        let pending = releases && r.status == Status::Ok;
+        if pending && !together {
+            switch_one(t.as_mut(), &mut r);
+        }
+        if !(pending && together) {
+            t.close();
+        }
         if crate::interrupt::interrupted() && !r.status.is_success() {
             r.status = Status::Interrupted;
         }
         (t.info().clone(), r)
-    })
+    });
+    if together {
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|(_, r)| !r.status.is_success())
+            .map(|(i, _)| i.name.clone())
+            .collect();
+        let mut slots: Vec<(&mut Box<dyn Target + '_>, &mut ApplyResult)> = targets
+            .iter_mut()
+            .zip(results.iter_mut().map(|(_, r)| r))
+            .collect();
+        parallel(&mut slots, workers, |(t, r)| {
+            if t.layout() != Layout::Releases || r.status != Status::Ok {
+                return;
+            }
+            if crate::interrupt::interrupted() {
+                r.status = Status::Interrupted;
+            } else if failed.is_empty() {
+                switch_one(t.as_mut(), r);
+            } else {
+                r.status = Status::Failed(
+                    ErrorKind::NotSwitched,
+                    format!(
+                        "release {} was uploaded and verified but not switched to, because {} did not succeed (--switch together); current is unchanged; apply again, or use --switch each",
+                        r.release.as_deref().unwrap_or("?"),
+                        failed.join(", ")
+                    ),
+                );
+            }
+            t.close();
+        });
+    }
+    results
+}
+
+/// Switch `t` to the release its apply just verified, recording the outcome in `r`.
+fn switch_one(t: &mut dyn Target, r: &mut ApplyResult) {
+    let start = Instant::now();
+    match t.switch() {
+        Ok(s) => r.switched = Some(s),
+        Err(e) => {
+            r.status = Status::Failed(
+                ErrorKind::NotSwitched,
+                format!(
+                    "release {} verified, but switching current to it failed: {e:#}",
+                    r.release.as_deref().unwrap_or("?")
+                ),
+            )
+        }
+    }
+    r.duration_ms += start.elapsed().as_millis() as u64;
+}
+
+/// The spread between the first and the last switch of `results`, when more than one
+/// target switched.
+pub fn switch_spread(results: &[(TargetInfo, ApplyResult)]) -> Option<std::time::Duration> {
+    let times: Vec<std::time::SystemTime> = results
+        .iter()
+        .filter_map(|(_, r)| r.switched.as_ref().map(|s| s.at))
+        .collect();
+    let first = times.iter().min()?;
+    let last = times.iter().max()?;
+    (times.len() > 1).then(|| last.duration_since(*first).unwrap_or_default())
 }
 
 /// The `operations.log` record of one target's apply (or pull, or restore), with its path
@@ -505,6 +606,16 @@ pub fn log_record(
         error_kind: r.status.kind(),
         partial: r.outcome.partial,
         paths_file: None,
+        release: r.release.clone(),
+        switched_at: r
+            .switched
+            .as_ref()
+            .map(|s| oplog::timestamp(chrono::DateTime::<chrono::Utc>::from(s.at))),
+        pruned: r
+            .switched
+            .as_ref()
+            .map(|s| s.pruned.clone())
+            .unwrap_or_default(),
     };
     oplog::Entry::new(record, &r.outcome.changed, &r.outcome.deleted)
 }
@@ -662,6 +773,7 @@ mod tests {
         max_delete: None,
         source_files: 2,
         keep_extra: false,
+        switch: SwitchMode::Together,
     };
 
     #[test]
@@ -752,6 +864,7 @@ mod tests {
             error_kind: None,
             check: None,
             state: None,
+            release: None,
             changes: Categories::default(),
             summary: Summary::default(),
             warnings: Vec::new(),

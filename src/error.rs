@@ -56,6 +56,9 @@ pub enum ErrorKind {
     OverwriteDisabled,
     /// The target did not match the source after the transfer.
     VerificationFailed,
+    /// A `releases` target's new release verified but was not switched to, because another
+    /// target of an `apply --switch together` did not verify (or the switch itself failed).
+    NotSwitched,
     /// The source changed while it was being sent.
     SourceChanged,
     /// A saved plan no longer matches.

@@ -30,6 +30,7 @@ pub mod output;
 pub mod parallel;
 pub mod plan;
 pub mod probe;
+pub mod releases;
 pub mod process;
 pub mod prompt;
 pub mod rsync;

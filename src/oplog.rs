@@ -107,6 +107,17 @@ pub struct Record {
     /// (`log/….json`); only when a list was cut.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paths_file: Option<String>,
+    /// A `releases` target: the release this operation uploaded (apply) or switched to
+    /// (rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// A `releases` target: `current` was switched to `release` (UTC, RFC 3339 with
+    /// milliseconds); absent when it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched_at: Option<String>,
+    /// A `releases` target: the old releases deleted after the switch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<String>,
 }
 
 impl Record {
@@ -181,7 +192,12 @@ pub fn encode_paths(paths: &[Vec<u8>]) -> (Vec<String>, Vec<String>) {
 
 /// Current UTC time for records.
 pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    timestamp(chrono::Utc::now())
+}
+
+/// `at` as the log writes times (UTC, RFC 3339 with milliseconds).
+pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Append one line per entry to the log at `log` (see the module docs): first the paths file
@@ -405,6 +421,9 @@ mod tests {
             error_kind: None,
             partial: false,
             paths_file: None,
+            release: None,
+            switched_at: None,
+            pruned: Vec::new(),
         }
     }
 

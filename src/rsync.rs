@@ -216,12 +216,14 @@ pub use crate::plan::excludes::HOLDING_DIR;
 /// a target, and the source walk strips the same bits (`plan::manifest`), so plans agree.
 const COMMON: &[&str] = &["-l", "-p", "-t", "-O", "--chmod=ug-s", "--out-format=%i %n"];
 
-/// A target marker sent along with a dry run: the directory holding only the marker file,
-/// and the file's name (see `marker`).
+/// Files sent along with a dry run as a second source: the directory holding them, and their
+/// names, each included ahead of every other rule (which exclude all markers and release
+/// tags): the output names one only when the target lacks it. Holds the target marker (see
+/// `marker`) and, for `releases` targets, release tags (see `releases`).
 #[derive(Debug, Clone, Copy)]
 pub struct MarkerSource<'a> {
     pub dir: &'a Path,
-    pub name: &'a str,
+    pub names: &'a [String],
 }
 
 /// argv (after `rsync`) for the whole-tree dry run that plans and verifies a target:
@@ -247,7 +249,7 @@ pub fn dry_run_argv(
         a.push("--delete".into());
     }
     if let Some(m) = marker {
-        a.push(format!("--filter=+ /{}", m.name).into());
+        a.extend(m.names.iter().map(|n| format!("--filter=+ /{n}").into()));
     }
     a.extend(filters.iter().map(OsString::from));
     a.push("-e".into());
@@ -256,6 +258,133 @@ pub fn dry_run_argv(
     if let Some(m) = marker {
         a.push(dir_arg(m.dir));
     }
+    a.push(dest.into());
+    a
+}
+
+/// argv (after `rsync`) that uploads a new release of a `releases` target into `dest`
+/// (`user@host:releases/<id>/`, created with `--mkpath`): the whole source tree plus the
+/// marker and the release's tag (`extra`), with unchanged files hard-linked from `link_dest`
+/// (a root-anchored `/current`; rrsync resolves it inside the allowed directory). Files are
+/// compared with the basis by rsync's quick check, so the caller re-sends with
+/// [`release_fixup_argv`] any file the plan found changed that this run did not send.
+/// Nothing is held back or deleted: the directory is not live until `current` points at it.
+pub fn release_upload_argv(
+    rsh: &str,
+    src: &Path,
+    extra: MarkerSource<'_>,
+    dest: &str,
+    link_dest: Option<&str>,
+    filters: &[String],
+) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["-i".into(), "-r".into()];
+    a.extend(COMMON.iter().map(OsString::from));
+    a.push("--mkpath".into());
+    if let Some(l) = link_dest {
+        a.push(format!("--link-dest={l}").into());
+    }
+    a.extend(extra.names.iter().map(|n| format!("--filter=+ /{n}").into()));
+    a.extend(filters.iter().map(OsString::from));
+    a.push("-e".into());
+    a.push(rsh.into());
+    a.push(dir_arg(src));
+    a.push(dir_arg(extra.dir));
+    a.push(dest.into());
+    a
+}
+
+/// argv (after `rsync`) that sends exactly the paths in `files_from` whole (`-I`) into a
+/// release that is not live yet: the files the plan found changed whose size and mtime
+/// matched the basis, so the upload hard-linked the old content.
+pub fn release_fixup_argv(
+    rsh: &str,
+    src: &Path,
+    dest: &str,
+    files_from: &Path,
+    filters: &[String],
+) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["-i".into(), "-I".into()];
+    a.extend(COMMON.iter().map(OsString::from));
+    let mut ff = OsString::from("--files-from=");
+    ff.push(files_from.as_os_str());
+    a.push(ff);
+    a.push("--from0".into());
+    a.extend(filters.iter().map(OsString::from));
+    a.push("-e".into());
+    a.push(rsh.into());
+    a.push(dir_arg(src));
+    a.push(dest.into());
+    a
+}
+
+/// argv (after `rsync`) that sends the one symlink `link` (a local `…/current`) to the
+/// target's root `dest`: rsync's receiver writes it under a temporary name and renames it
+/// over `current`, so the switch is one atomic rename. `dry`: only say whether it differs
+/// (the itemized line shows the new value with `%L`).
+pub fn symlink_push_argv(rsh: &str, link: &Path, dest: &str, dry: bool) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    if dry {
+        a.push("-n".into());
+    }
+    a.extend(["-i", "-l", "-O", "--out-format=%i %n%L"].map(OsString::from));
+    a.push("-e".into());
+    a.push(rsh.into());
+    a.push(link.as_os_str().to_os_string());
+    a.push(dest.into());
+    a
+}
+
+/// argv (after `rsync`) that deletes exactly the directories listed in `files_from`
+/// (`releases/<id>`, each with its whole content: `--delete-missing-args --force`) from the
+/// target's root `dest`. `root` is an empty local directory holding only an empty
+/// `releases/`, so the listed parents exist in the source and nothing else is sent.
+pub fn prune_argv(rsh: &str, root: &Path, dest: &str, files_from: &Path) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["-i".into(), "-O".into(), "--out-format=%i %n".into()];
+    let mut ff = OsString::from("--files-from=");
+    ff.push(files_from.as_os_str());
+    a.push(ff);
+    a.push("--from0".into());
+    a.push("--delete-missing-args".into());
+    a.push("--force".into());
+    a.push("-e".into());
+    a.push(rsh.into());
+    a.push(dir_arg(root));
+    a.push(dest.into());
+    a
+}
+
+/// argv (after `rsync`) for the dry run that lists a `releases` target's root: `root` holds
+/// the marker, a `current` symlink with the recorded value and an empty `releases/<id>/` per
+/// recorded release. Only those names are compared (no content, no times, no modes): the
+/// output names the marker if the target lacks it, `current` if it differs, each recorded
+/// release the target lacks, and (with `delete`, which `--no-delete` targets refuse) each
+/// release directory the record does not know.
+pub fn releases_listing_argv(
+    rsh: &str,
+    root: &Path,
+    marker: &str,
+    dest: &str,
+    delete: bool,
+) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["-n".into(), "-i".into(), "-r".into(), "-l".into()];
+    a.push("-O".into());
+    a.push("--out-format=%i %n%L".into());
+    if delete {
+        a.push("--delete".into());
+    }
+    for rule in [
+        format!("+ /{marker}"),
+        "+ /current".to_string(),
+        "+ /releases/".to_string(),
+        "- /releases/*/*".to_string(),
+        "+ /releases/*/".to_string(),
+        "- *".to_string(),
+    ] {
+        a.push(format!("--filter={rule}").into());
+    }
+    a.push("-e".into());
+    a.push(rsh.into());
+    a.push(dir_arg(root));
     a.push(dest.into());
     a
 }

@@ -41,6 +41,16 @@ struct ResultRow {
     error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error_kind: Option<ErrorKind>,
+    /// `releases` targets: the release uploaded, when `current` was switched to it, what
+    /// was pruned, and why releases beyond `keep:` stay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    release: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    switched_at: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pruned: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
@@ -140,6 +150,7 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         max_delete,
         source_files: session.manifest.file_count(),
         keep_extra: false,
+        switch: args.switch,
     };
     let bars = ui::TransferBars::new(!args.json);
     let mut results = engine::apply_all(
@@ -236,6 +247,16 @@ pub(crate) fn render(results: &[(TargetInfo, ApplyResult)], json: bool, verify: 
             duration_ms: r.duration_ms,
             error: r.status.error(),
             error_kind: r.status.kind(),
+            release: r.release.clone(),
+            switched_at: r.switched.as_ref().map(|s| {
+                crate::oplog::timestamp(chrono::DateTime::<chrono::Utc>::from(s.at))
+            }),
+            pruned: r
+                .switched
+                .as_ref()
+                .map(|s| s.pruned.clone())
+                .unwrap_or_default(),
+            note: r.switched.as_ref().and_then(|s| s.note.clone()),
         })
         .collect();
     if json {
@@ -246,9 +267,17 @@ pub(crate) fn render(results: &[(TargetInfo, ApplyResult)], json: bool, verify: 
     }
     let _ = crate::outln!();
     for r in &rows {
+        let switched = match (&r.switched_at, &r.release) {
+            (Some(_), Some(id)) if r.pruned.is_empty() => format!(", current -> releases/{id}"),
+            (Some(_), Some(id)) => format!(
+                ", current -> releases/{id}, pruned {}",
+                r.pruned.join(" ")
+            ),
+            _ => String::new(),
+        };
         let _ = match &r.error {
             None => crate::outln!(
-                "{:<11} {}  {} changed, {} deleted, {}{}",
+                "{:<11} {}  {} changed, {} deleted, {}{}{switched}",
                 r.status,
                 r.target,
                 r.changed,
@@ -267,5 +296,15 @@ pub(crate) fn render(results: &[(TargetInfo, ApplyResult)], json: bool, verify: 
                 sanitize::for_terminal(e)
             ),
         };
+        if let Some(n) = &r.note {
+            let _ = crate::outln!("{:<11} {}  {}", "", r.target, sanitize::for_terminal(n));
+        }
+    }
+    if let Some(spread) = engine::switch_spread(results) {
+        let n = results.iter().filter(|(_, r)| r.switched.is_some()).count();
+        let _ = crate::outln!(
+            "switched {n} targets within {:.1} ms of each other",
+            spread.as_secs_f64() * 1000.0
+        );
     }
 }

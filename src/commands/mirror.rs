@@ -413,6 +413,7 @@ fn restore_cmd(ctx: &Context, args: MirrorRestoreArgs) -> Result<ExitCode> {
         max_delete: None,
         source_files: manifest.file_count(),
         keep_extra: true,
+        switch: Default::default(),
     };
     let r = single.apply(
         manifest,

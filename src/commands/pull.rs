@@ -103,6 +103,7 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
         max_delete: args.max_delete,
         source_files: manifest.file_count(),
         keep_extra: false,
+        switch: Default::default(),
     };
     let r = single.apply(
         manifest,

@@ -111,6 +111,8 @@ pub fn add(ctx: &Context, args: TargetAddArgs) -> Result<ExitCode> {
         fingerprint: Some(fingerprint.clone()),
         no_delete: report.delete_allowed == Some(false),
         check: None,
+        layout: args.layout,
+        keep: args.keep,
     });
     config.save(&config_path)?;
     eprintln!(

@@ -28,6 +28,10 @@ pub const HOLDING_DIR: &str = ".~tmp~";
 /// [`Excludes::patterns`], because it is offsync's own business rather than the user's.
 pub const MARKER_RULE: &str = "/.offsync-marker-*";
 
+/// The tags of releases (see `releases`) at the root of a release: like markers, offsync's
+/// own, never planned, sent or deleted as content.
+pub const RELEASE_TAG_RULE: &str = "/.offsync-release-*";
+
 /// Compiled exclude rules.
 #[derive(Debug, Clone)]
 pub struct Excludes {
@@ -45,7 +49,7 @@ impl Excludes {
         }
         // Matching happens against relative paths; the root given here is only a label.
         let mut b = GitignoreBuilder::new("/");
-        for p in patterns.iter().map(String::as_str).chain([MARKER_RULE]) {
+        for p in patterns.iter().map(String::as_str).chain([MARKER_RULE, RELEASE_TAG_RULE]) {
             b.add_line(None, p)
                 .with_context(|| format!("exclude pattern {p:?} is not valid"))?;
         }
@@ -101,9 +105,10 @@ impl Excludes {
             .collect()
     }
 
-    /// The `--filter` arguments for rsync (the marker rule first).
+    /// The `--filter` arguments for rsync (the marker and release-tag rules first).
     pub fn rsync_args(&self) -> Vec<String> {
-        std::iter::once(format!("- {MARKER_RULE}"))
+        [format!("- {MARKER_RULE}"), format!("- {RELEASE_TAG_RULE}")]
+            .into_iter()
             .chain(self.rsync_rules())
             .map(|r| format!("--filter={r}"))
             .collect()

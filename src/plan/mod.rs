@@ -369,6 +369,10 @@ pub struct TargetPlan {
     /// changed (SSH targets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// A `releases` target (see `releases`): the release the plan compared the source with;
+    /// apply uploads a new release and switches `current` to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleasePlan>,
     #[serde(flatten)]
     pub changes: Categories,
     pub summary: Summary,
@@ -396,6 +400,17 @@ impl TargetPlan {
         };
         strip(self) == strip(other)
     }
+}
+
+/// A `releases` target's part of a plan (JSON `"release"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleasePlan {
+    /// The release `current` points at, proven by the dry run (its tag is there), which the
+    /// source was compared with; `null`: no release of offsync's is live yet (the first
+    /// release is uploaded whole).
+    pub current: Option<String>,
+    /// Releases kept after a switch, `current` included (`keep:`).
+    pub keep: u32,
 }
 
 /// The source side of a plan.
@@ -577,15 +592,29 @@ impl Plan {
             )?;
         }
         for t in &self.targets {
-            match t.check {
-                Some(c) => writeln!(
+            let mut notes = Vec::new();
+            if let Some(r) = &t.release {
+                notes.push(match &r.current {
+                    Some(c) => format!(
+                        "releases: compared with current -> releases/{}",
+                        sanitize::for_terminal(c)
+                    ),
+                    None => "releases: no current release yet".to_string(),
+                });
+            }
+            if let Some(c) = t.check {
+                notes.push(c.describe().to_string());
+            }
+            if notes.is_empty() {
+                writeln!(s, "\n{} ({})", t.name, sanitize::for_terminal(&t.address))?;
+            } else {
+                writeln!(
                     s,
                     "\n{} ({}; {})",
                     t.name,
                     sanitize::for_terminal(&t.address),
-                    c.describe()
-                )?,
-                None => writeln!(s, "\n{} ({})", t.name, sanitize::for_terminal(&t.address))?,
+                    notes.join("; ")
+                )?;
             }
             if let Some(e) = &t.error {
                 writeln!(s, "  error: {}", sanitize::for_terminal(e))?;
@@ -609,8 +638,13 @@ impl Plan {
             for e in &t.changes.metadata {
                 line(s, "=", e, "  (mode/time only)")?;
             }
+            let missing_note = if t.release.is_some() {
+                "  (only in the current release; left out of the new one only with --delete)"
+            } else {
+                "  (target-only; deleted only with --delete)"
+            };
             for e in &t.changes.missing {
-                line(s, "-", e, "  (target-only; deleted only with --delete)")?;
+                line(s, "-", e, missing_note)?;
             }
             let m = &t.summary;
             writeln!(
@@ -624,6 +658,13 @@ impl Plan {
                 m.unchanged,
                 human_bytes(m.bytes)
             )?;
+            if t.release.is_some() && t.has_changes() {
+                writeln!(
+                    s,
+                    "{}: apply uploads a new release beside current (unchanged files hard-linked), verifies it, then switches current to it",
+                    t.name
+                )?;
+            }
             for w in &t.warnings {
                 writeln!(s, "{}: warning: {}", t.name, sanitize::for_terminal(w))?;
             }

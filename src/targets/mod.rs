@@ -18,7 +18,8 @@ use crate::context::Context;
 use crate::plan::diff::TargetView;
 use crate::plan::excludes::Excludes;
 use crate::plan::manifest::Manifest;
-use crate::plan::{CheckMode, TargetPlan};
+use crate::plan::{CheckMode, ReleasePlan, TargetPlan};
+use crate::releases::Layout;
 
 /// Static facts about a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,20 @@ pub struct ApplyOutcome {
     /// The apply failed part-way: `changed` and `deleted` are what the target reported before
     /// the failure (rsync's own lines), not the plan.
     pub partial: bool,
+}
+
+/// What switching a `releases` target to its new release did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switched {
+    /// The release `current` now points at.
+    pub id: String,
+    /// When the switch completed (rsync's rename was confirmed).
+    pub at: std::time::SystemTime,
+    /// Old releases deleted after the switch.
+    pub pruned: Vec<String>,
+    /// Why releases beyond `keep:` stay (a `--no-delete` target), or why pruning failed
+    /// (the switch itself succeeded).
+    pub note: Option<String>,
 }
 
 /// An apply that failed after it may have changed the target: the error, and what is known to
@@ -132,6 +147,25 @@ pub trait Target: Send {
     fn check(&mut self, _deep: bool) -> Result<()> {
         Ok(())
     }
+    /// How the target holds the tree (SSH targets may use `releases`).
+    fn layout(&self) -> Layout {
+        Layout::InPlace
+    }
+    /// The release the last scan compared the source with (`releases` layout).
+    fn scanned_release(&self) -> Option<ReleasePlan> {
+        None
+    }
+    /// Name the release the next `apply` uploads (`releases` layout; the same id on every
+    /// target of one apply).
+    fn set_release_id(&mut self, _id: &str, _plan_digest: &str) {}
+    /// Switch `current` to the release the last `apply` uploaded and verified, atomically,
+    /// then prune releases beyond `keep:` (`releases` layout).
+    fn switch(&mut self) -> Result<Switched> {
+        anyhow::bail!(
+            "{} does not use the releases layout; there is nothing to switch",
+            self.info().name
+        )
+    }
     /// Release connections (also done on drop).
     fn close(&mut self) {}
 }
@@ -142,11 +176,16 @@ pub fn build(ctx: &Context, config: &Config, names: &[String]) -> Result<Vec<Box
     let mut out: Vec<Box<dyn Target>> = Vec::new();
     for spec in config.select(names)? {
         out.push(match spec {
-            TargetSpec::Ssh(t) => Box::new(ssh::SshTarget::from_config(
-                ctx,
-                t,
-                config.check_for(&t.name(), None),
-            )?),
+            TargetSpec::Ssh(t) => {
+                let name = t.name();
+                let target = ssh::SshTarget::from_config(ctx, t, config.check_for(&name, None))?;
+                Box::new(match config.layout_for(&name) {
+                    crate::releases::Layout::InPlace => target,
+                    crate::releases::Layout::Releases => {
+                        target.with_releases(config.keep_for(&name))?
+                    }
+                })
+            }
             TargetSpec::Mirror(m) => Box::new(mirror::MirrorTarget::from_config(ctx, m)?),
         });
     }

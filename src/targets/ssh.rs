@@ -34,6 +34,7 @@ use crate::plan::{CheckMode, EntryKind};
 use crate::process::{Background, Cmd};
 use crate::rsync::{self, Diagnosis};
 use crate::ssh::{self, Login, SshFailure, SshSettings};
+use crate::releases::{self, Layout, Records};
 use crate::{marker, sanitize};
 
 /// How long to wait for rrsync's single-run lock, held by the server side of a run that was
@@ -67,6 +68,25 @@ pub struct SshTarget {
     proven: bool,
     /// Why `prepare` could not connect, for the first operation to report.
     early_error: Option<anyhow::Error>,
+    /// The `releases` layout's state (`None`: in-place).
+    releases: Option<ReleaseState>,
+}
+
+/// What an SSH target in the `releases` layout knows (see `releases`).
+struct ReleaseState {
+    keep: u32,
+    records: Records,
+    /// What the last dry run into `current/` proved: `Some(Some(id))` current is the recorded
+    /// release `id`; `Some(None)` current is not (yet) a release of offsync's; `None`: not
+    /// scanned yet.
+    current: Option<Option<String>>,
+    /// `current/` holds the marker: it is a release written for this target (perhaps by
+    /// another controller), so unchanged files can be hard-linked from it.
+    current_is_ours: bool,
+    /// The release the next apply uploads, and the plan digest it comes from.
+    next: Option<(String, String)>,
+    /// The release the last apply uploaded, waiting for its verification and switch.
+    uploaded: Option<String>,
 }
 
 impl SshTarget {
@@ -101,7 +121,21 @@ impl SshTarget {
             applied: marker::was_applied(&ctx.home, &t.name()),
             early_error: None,
             proven: false,
+            releases: None,
         })
+    }
+
+    /// Use the `releases` layout (see `releases`), keeping `keep` releases.
+    pub fn with_releases(mut self, keep: u32) -> Result<SshTarget> {
+        self.releases = Some(ReleaseState {
+            keep,
+            records: Records::load(&self.home, &self.info.name)?,
+            current: None,
+            current_is_ours: false,
+            next: None,
+            uploaded: None,
+        });
+        Ok(self)
     }
 
     /// Open the ControlMaster if it is not open yet.
@@ -299,7 +333,8 @@ impl SshTarget {
         self.settings.rsync_rsh(self.port)
     }
 
-    /// One whole-tree dry run (`checksum`: `-c`), its itemized lines parsed as they stream.
+    /// One whole-tree dry run (`checksum`: `-c`) into the tree the plan compares with (the
+    /// root, or `current/` for `releases` targets), its itemized lines parsed as they stream.
     /// The marker rides along (see `marker`); a missing one refuses the target. Returns the
     /// items, without the marker and without deletions rsync will not really make.
     fn dry_run(
@@ -308,9 +343,28 @@ impl SshTarget {
         excludes: &Excludes,
         checksum: bool,
     ) -> Result<Vec<itemize::Item>> {
+        if self.releases.is_some() {
+            return self.release_dry_run(source, excludes, checksum);
+        }
+        let dest = self.login.rsync_dest();
+        self.dry_run_into(source, excludes, checksum, &dest, &[])
+            .map(|(items, _)| items)
+    }
+
+    /// A dry run into `dest` with the marker and the files named in `tags` riding along;
+    /// returns the items (without marker and tags) and the tags the target lacks. Proves
+    /// confinement first on a new connection (see below).
+    fn dry_run_into(
+        &mut self,
+        source: &Manifest,
+        excludes: &Excludes,
+        checksum: bool,
+        dest: &str,
+        tags: &[String],
+    ) -> Result<(Vec<itemize::Item>, Vec<String>)> {
         self.connect()?;
         if self.proven {
-            return self.dry_run_items(source, excludes, checksum);
+            return self.dry_run_items(source, excludes, checksum, dest, tags);
         }
         // On a new connection the confinement probe runs beside the dry run (both are
         // sessions of rrsync, each costing a Python start-up and round trips); nothing the
@@ -322,7 +376,7 @@ impl SshTarget {
             let this = &*self;
             let probe = s.spawn(move || this.probe_with(false));
             std::thread::sleep(PROBE_HEAD_START);
-            let items = this.dry_run_items(source, excludes, checksum);
+            let items = this.dry_run_items(source, excludes, checksum, dest, tags);
             (probe.join(), items)
         });
         let probe = match probe {
@@ -333,17 +387,26 @@ impl SshTarget {
         items
     }
 
-    /// [`Self::dry_run`] on a connection (the caller proves confinement).
+    /// [`Self::dry_run_into`] on a connection (the caller proves confinement). A missing
+    /// marker at the root refuses the target; below it (a `releases` target's `current/`,
+    /// which may not exist yet) it is reported among the missing names for the caller.
     fn dry_run_items(
         &self,
         source: &Manifest,
         excludes: &Excludes,
         checksum: bool,
-    ) -> Result<Vec<itemize::Item>> {
+        dest: &str,
+        tags: &[String],
+    ) -> Result<(Vec<itemize::Item>, Vec<String>)> {
         let marker_dir = ScratchDir::new(&self.scratch_root, "dry")?;
         let marker_id = self.marker_id().to_string();
         let marker_name = marker::file_name(&marker_id);
         marker::write_source(marker_dir.path(), &marker_id)?;
+        for t in tags {
+            fsutil::write_volatile(&marker_dir.path().join(t), b"", 0o644)?;
+        }
+        let mut names = vec![marker_name.clone()];
+        names.extend(tags.iter().cloned());
         let mut items = Vec::new();
         let mut other = Vec::new();
         let out = self.rsync_streaming(
@@ -352,9 +415,9 @@ impl SshTarget {
                 &source.root,
                 Some(rsync::MarkerSource {
                     dir: marker_dir.path(),
-                    name: &marker_name,
+                    names: &names,
                 }),
-                &self.login.rsync_dest(),
+                dest,
                 checksum,
                 self.info.delete_allowed,
                 &excludes.rsync_args(),
@@ -367,20 +430,19 @@ impl SshTarget {
         if !out.success() {
             return Err(Diagnosis::from_output(out.code(), &out.stderr).error(""));
         }
-        // Present, the marker shows at most as a time change (each dry run makes a fresh one).
-        let marker_missing = items
-            .iter()
-            .any(|i| i.path == marker_name.as_bytes() && i.change == ItemChange::Created);
-        items.retain(|i| i.path != marker_name.as_bytes());
-        if marker_missing && self.marker.is_some() {
-            return Err(TargetError::error(
-                ErrorKind::NotConfined,
-                format!(
-                    "the key is not confined to the linked directory on {}: the marker file offsync wrote there is missing, so the forced command now allows another directory (or the directory was replaced); nothing was listed or changed; run `offsync link` there again, or, if the new directory is intended, `offsync target remove {name}` and `offsync target add` again",
-                    self.login,
-                    name = self.info.name
-                ),
-            ));
+        // Present, the marker (and a tag) shows at most as a time change (each dry run makes
+        // a fresh one).
+        let created = |name: &str| {
+            items
+                .iter()
+                .any(|i| i.path == name.as_bytes() && i.change == ItemChange::Created)
+        };
+        let marker_missing = created(&marker_name);
+        let missing_tags: Vec<String> = tags.iter().filter(|t| created(t)).cloned().collect();
+        items.retain(|i| !names.iter().any(|n| i.path == n.as_bytes()));
+        let at_root = dest == self.login.rsync_dest();
+        if at_root && marker_missing && self.marker.is_some() {
+            return Err(self.marker_missing_error());
         }
         // A target-only directory that still holds excluded files stays (rsync protects
         // them); its dry-run `*deleting dir/` line is not what will happen.
@@ -391,15 +453,31 @@ impl SshTarget {
                     || !kept.iter().any(|k| is_same_or_ancestor(&i.path, k))
             });
         }
-        Ok(items)
+        let mut missing = missing_tags;
+        if marker_missing && !at_root {
+            missing.push(marker_name);
+        }
+        Ok((items, missing))
     }
 
-    /// A checksum dry run over exactly `paths` (what a transfer just wrote).
-    fn check_listed(
+    fn marker_missing_error(&self) -> anyhow::Error {
+        TargetError::error(
+            ErrorKind::NotConfined,
+            format!(
+                "the key is not confined to the linked directory on {}: the marker file offsync wrote there is missing, so the forced command now allows another directory (or the directory was replaced); nothing was listed or changed; run `offsync link` there again, or, if the new directory is intended, `offsync target remove {name}` and `offsync target add` again",
+                self.login,
+                name = self.info.name
+            ),
+        )
+    }
+
+    /// A checksum dry run over exactly `paths` (what a transfer just wrote) into `dest`.
+    fn check_listed_in(
         &mut self,
         source: &Manifest,
         excludes: &Excludes,
         paths: &[Vec<u8>],
+        dest: &str,
     ) -> Result<Vec<itemize::Item>> {
         let scratch = ScratchDir::new(&self.scratch_root, "verify")?;
         let files_from = scratch.path().join("files");
@@ -409,7 +487,7 @@ impl SshTarget {
             rsync::listed_check_argv(
                 &self.rsh(),
                 &source.root,
-                &self.login.rsync_dest(),
+                dest,
                 &files_from,
                 &excludes.rsync_args(),
             ),
@@ -466,6 +544,655 @@ impl SshTarget {
             },
         )
     }
+}
+
+/// What `offsync releases` learns about one target: the record, checked against the target.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub records: Records,
+    /// Recorded releases the target no longer has.
+    pub missing: Vec<String>,
+    /// Release directories on the target that this controller did not record (only found on
+    /// targets that allow deletes: the listing needs rsync's `--delete` dry run).
+    pub unknown: Vec<String>,
+    /// The release `current` points at, as proven by its tag (`None`: no release of
+    /// offsync's, or one this controller did not record).
+    pub current: Option<String>,
+    /// `current` exists on the target.
+    pub current_exists: bool,
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone)]
+pub struct RolledBack {
+    pub from: Option<String>,
+    pub to: String,
+    pub at: std::time::SystemTime,
+    /// The release's content was compared with the source by checksum (possible only when
+    /// the source is still what that release was made from); otherwise only its tag was.
+    pub content_verified: bool,
+}
+
+impl SshTarget {
+    fn rel(&self) -> &ReleaseState {
+        self.releases
+            .as_ref()
+            .expect("only called for releases targets")
+    }
+
+    fn rel_mut(&mut self) -> &mut ReleaseState {
+        self.releases
+            .as_mut()
+            .expect("only called for releases targets")
+    }
+
+    /// Whether this target uses the `releases` layout.
+    pub fn is_releases(&self) -> bool {
+        self.releases.is_some()
+    }
+
+    /// `user@host:<rel>/`.
+    fn dest_in(&self, rel: &str) -> String {
+        format!("{}{rel}/", self.login.rsync_dest())
+    }
+
+    /// The tags of every verified recorded release.
+    fn recorded_tags(&self) -> Vec<String> {
+        self.rel()
+            .records
+            .releases
+            .iter()
+            .filter(|r| r.state == releases::ReleaseState::Verified)
+            .map(|r| releases::tag_name(&r.id))
+            .collect()
+    }
+
+    /// The plan's dry run for a `releases` target: into `current/`, with the marker and the
+    /// tag of every recorded release riding along, which proves in the same run that
+    /// `current` is a release written for this target and which one. When `current/` lacks
+    /// the marker (no release yet, or not offsync's), the root's marker is checked instead
+    /// and every source path is new: the first release is uploaded whole.
+    fn release_dry_run(
+        &mut self,
+        source: &Manifest,
+        excludes: &Excludes,
+        checksum: bool,
+    ) -> Result<Vec<itemize::Item>> {
+        let tags = self.recorded_tags();
+        let dest = self.dest_in(releases::CURRENT);
+        let (items, missing) = self.dry_run_into(source, excludes, checksum, &dest, &tags)?;
+        let marker_name = marker::file_name(self.marker_id());
+        if !missing.contains(&marker_name) {
+            let current = tags
+                .iter()
+                .find(|t| !missing.contains(t))
+                .and_then(|t| t.strip_prefix(releases::TAG_PREFIX))
+                .map(str::to_string);
+            let rel = self.rel_mut();
+            rel.current = Some(current);
+            rel.current_is_ours = true;
+            return Ok(items);
+        }
+        self.check_root_marker()?;
+        let rel = self.rel_mut();
+        rel.current = Some(None);
+        rel.current_is_ours = false;
+        Ok(all_created(source))
+    }
+
+    /// Prove that the root holds the recorded marker (one tiny dry run); nothing to prove
+    /// before the first apply wrote one.
+    fn check_root_marker(&self) -> Result<()> {
+        if self.marker.is_none() {
+            return Ok(());
+        }
+        let missing = self.tags_missing(&self.login.rsync_dest(), &[])?;
+        if !missing.is_empty() {
+            return Err(self.marker_missing_error());
+        }
+        Ok(())
+    }
+
+    /// Which of the marker and `tags` the directory `dest` lacks (a dry run that sends only
+    /// those empty files).
+    fn tags_missing(&self, dest: &str, tags: &[String]) -> Result<Vec<String>> {
+        let dir = ScratchDir::new(&self.scratch_root, "tags")?;
+        let marker_name = marker::file_name(self.marker_id());
+        let mut names = vec![marker_name];
+        names.extend(tags.iter().cloned());
+        for n in &names {
+            fsutil::write_volatile(&dir.path().join(n), b"", 0o644)?;
+        }
+        let mut created = Vec::new();
+        let mut argv: Vec<std::ffi::OsString> =
+            ["-n", "-i", "-r", "-O", "--out-format=%i %n"].map(Into::into).to_vec();
+        argv.extend(["-e".into(), self.rsh().into()]);
+        let mut d = dir.path().as_os_str().to_os_string();
+        d.push("/");
+        argv.push(d);
+        argv.push(dest.into());
+        let out = self.rsync_streaming(argv, &mut |line| {
+            if let Some(i) = itemize::parse_line(line)
+                && i.change == ItemChange::Created
+            {
+                created.push(i.path);
+            }
+        })?;
+        if !out.success() {
+            return Err(Diagnosis::from_output(out.code(), &out.stderr).error(""));
+        }
+        Ok(names
+            .into_iter()
+            .filter(|n| created.iter().any(|c| c == n.as_bytes()))
+            .collect())
+    }
+
+    /// The fingerprint suffix that ties a quick state to the release `current` is.
+    fn release_state_suffix(&self) -> String {
+        match &self.releases {
+            Some(r) => match &r.current {
+                Some(Some(id)) => format!(":{id}"),
+                _ => ":-".to_string(),
+            },
+            None => String::new(),
+        }
+    }
+
+    /// Upload the plan's release (see `rsync::release_upload_argv`): the whole tree into
+    /// `releases/<id>/`, unchanged files hard-linked from `current`, then the planned
+    /// content changes the quick-check upload linked instead of sending. Nothing live
+    /// changes; the release is recorded (as failed until it verifies) before anything is
+    /// sent, so a killed upload is pruned later.
+    fn upload_release(
+        &mut self,
+        source: &Manifest,
+        excludes: &Excludes,
+        plan: &TargetPlan,
+        delete: bool,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<ApplyOutcome> {
+        self.connect_proven()?;
+        self.ensure_marker()?;
+        let (id, plan_digest) = self
+            .rel()
+            .next
+            .clone()
+            .context("internal: no release id was set for this apply")?;
+        let c = &plan.changes;
+        let mut changed: Vec<Vec<u8>> = c
+            .added
+            .iter()
+            .chain(&c.modified)
+            .chain(&c.metadata)
+            .map(|e| e.raw_path())
+            .collect();
+        changed.sort();
+        nul_list(&changed)?;
+        let record = releases::Release {
+            id: id.clone(),
+            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            source_digest: source.digest_hex(),
+            plan_digest,
+            files: source.file_count(),
+            bytes: source.total_bytes(),
+            sent_bytes: 0,
+            state: releases::ReleaseState::Failed,
+        };
+        self.rel_mut().records.upsert(record.clone());
+        self.save_records()?;
+
+        let extra = ScratchDir::new(&self.scratch_root, "release")?;
+        marker::write_source(extra.path(), self.marker_id())?;
+        fsutil::write_volatile(&extra.path().join(releases::tag_name(&id)), b"", 0o644)?;
+        let ours = [marker::file_name(self.marker_id()), releases::tag_name(&id)];
+        let dest = self.dest_in(&releases::release_dir(&id));
+        let link = self.rel().current_is_ours.then_some("/current");
+        let mut sent = std::collections::BTreeSet::new();
+        let out = self.rsync_streaming(
+            rsync::release_upload_argv(
+                &self.rsh(),
+                &source.root,
+                rsync::MarkerSource {
+                    dir: extra.path(),
+                    names: &ours,
+                },
+                &dest,
+                link,
+                &excludes.rsync_args(),
+            ),
+            &mut |line| {
+                if let Some(i) = itemize::parse_line(line)
+                    && i.kind == ItemKind::File
+                    && matches!(i.change, ItemChange::Created | ItemChange::Content)
+                    && !ours.iter().any(|n| i.path == n.as_bytes())
+                {
+                    sent.insert(i.path);
+                    progress(sent.len() as u64);
+                }
+            },
+        )?;
+        if !out.success() {
+            return Err(Diagnosis::from_output(out.code(), &out.stderr).error(&format!(
+                "uploading release {id} failed (current is unchanged)"
+            )));
+        }
+        // Content the plan found changed but whose size and mtime matched current's: the
+        // upload hard-linked the old file. Send those whole.
+        let fixup: Vec<Vec<u8>> = c
+            .modified
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .map(|e| e.raw_path())
+            .filter(|p| !sent.contains(p))
+            .collect();
+        if !fixup.is_empty() {
+            let scratch = ScratchDir::new(&self.scratch_root, "apply")?;
+            let files_from = scratch.path().join("files");
+            fsutil::write_volatile(&files_from, &nul_list(&fixup)?, fsutil::FILE_MODE)?;
+            let out = self.rsync(rsync::release_fixup_argv(
+                &self.rsh(),
+                &source.root,
+                &dest,
+                &files_from,
+                &excludes.rsync_args(),
+            ))?;
+            if !out.success() {
+                return Err(Diagnosis::from_output(out.code(), &out.stderr).error(&format!(
+                    "uploading release {id} failed (current is unchanged)"
+                )));
+            }
+            sent.extend(fixup);
+        }
+        let sent_bytes = sent
+            .iter()
+            .filter_map(|p| source.entries.get(p.as_slice()))
+            .map(|e| match e.kind {
+                crate::plan::manifest::Kind::File { size, .. } => size,
+                _ => 0,
+            })
+            .sum();
+        self.rel_mut().records.upsert(releases::Release {
+            sent_bytes,
+            ..record
+        });
+        self.save_records()?;
+        self.rel_mut().uploaded = Some(id);
+        self.note_content()?;
+        let deleted = if delete {
+            c.missing.iter().map(|e| e.raw_path()).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(ApplyOutcome {
+            bytes: plan.summary.bytes,
+            changed,
+            deleted,
+            partial: false,
+        })
+    }
+
+    /// Verify the release the last apply uploaded: what was sent by checksum, the rest by
+    /// the quick check, the marker and its tag present. A release that verifies is recorded
+    /// as such (the only state a switch or rollback accepts).
+    fn verify_release(
+        &mut self,
+        source: &Manifest,
+        excludes: &Excludes,
+        transferred: &[Vec<u8>],
+    ) -> Result<TargetView> {
+        let id = self
+            .rel()
+            .uploaded
+            .clone()
+            .context("internal: no release was uploaded")?;
+        let dest = self.dest_in(&releases::release_dir(&id));
+        let tags = [releases::tag_name(&id)];
+        let mut items = Vec::new();
+        let everything = transferred.len() == source.entries.len();
+        if !everything && !transferred.is_empty() {
+            items.extend(self.check_listed_in(source, excludes, transferred, &dest)?);
+        }
+        let (tree, missing) = self.dry_run_into(source, excludes, everything, &dest, &tags)?;
+        if !missing.is_empty() {
+            return Err(TargetError::error(
+                ErrorKind::VerificationFailed,
+                format!(
+                    "release {id} on {} lacks {}; it was not switched to",
+                    self.login,
+                    missing.join(" and ")
+                ),
+            ));
+        }
+        items.extend(tree);
+        let mut changes = changes_from_items(items);
+        changes.sort_by(|a, b| (&a.path, a.change).cmp(&(&b.path, b.change)));
+        changes.dedup();
+        if changes.is_empty() {
+            let rel = self.rel_mut();
+            if let Some(r) = rel.records.find(&id).cloned() {
+                rel.records.upsert(releases::Release {
+                    state: releases::ReleaseState::Verified,
+                    ..r
+                });
+            }
+            self.save_records()?;
+        }
+        Ok(TargetView::Changes(changes))
+    }
+
+    fn save_records(&self) -> Result<()> {
+        self.rel().records.save(&self.home, &self.info.name)
+    }
+
+    /// Point `current` at `releases/<id>` with one rsync of the symlink (the receiver renames
+    /// it over `current`); returns when rsync confirmed it.
+    fn switch_to(&self, id: &str) -> Result<std::time::SystemTime> {
+        let dir = ScratchDir::new(&self.scratch_root, "switch")?;
+        let link = dir.path().join(releases::CURRENT);
+        let value = releases::release_dir(id);
+        std::os::unix::fs::symlink(&value, &link)?;
+        let expected = format!("{} -> {value}", releases::CURRENT);
+        let mut lines = Vec::new();
+        let out = self.rsync_streaming(
+            rsync::symlink_push_argv(&self.rsh(), &link, &self.login.rsync_dest(), false),
+            &mut |line| {
+                if let Some(i) = itemize::parse_line(line) {
+                    lines.push(i);
+                }
+            },
+        )?;
+        let at = std::time::SystemTime::now();
+        if !out.success() {
+            return Err(Diagnosis::from_output(out.code(), &out.stderr)
+                .error(&format!("switching current to {value} failed")));
+        }
+        let confirmed = lines
+            .iter()
+            .all(|i| i.kind == ItemKind::Symlink && i.path == expected.as_bytes());
+        if !confirmed {
+            anyhow::bail!(
+                "switching current to {value}: rsync reported something else ({})",
+                sanitize::bytes_for_terminal(&lines[0].path)
+            );
+        }
+        Ok(at)
+    }
+
+    /// Delete the recorded releases beyond `keep:` (never `current`'s): one rsync that
+    /// deletes exactly those directories. Returns what was pruned and a note when releases
+    /// stay (a `--no-delete` target) or pruning failed.
+    fn prune(&mut self) -> (Vec<String>, Option<String>) {
+        let keep = self.rel().keep;
+        let ids = self.rel().records.prunable(keep);
+        if ids.is_empty() {
+            return (Vec::new(), None);
+        }
+        if !self.info.delete_allowed {
+            return (
+                Vec::new(),
+                Some(format!(
+                    "{} release(s) beyond keep: {keep} stay on this target: it was linked with --no-delete, so offsync cannot delete them (remove {} there by hand); the recorded releases use about {} of its disk",
+                    ids.len(),
+                    ids.iter()
+                        .map(|i| releases::release_dir(i))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    crate::plan::human_bytes(self.rel().records.approx_disk_use())
+                )),
+            );
+        }
+        match self.delete_releases(&ids) {
+            Ok(()) => {
+                let rel = self.rel_mut();
+                rel.records.releases.retain(|r| !ids.contains(&r.id));
+                match self.save_records() {
+                    Ok(()) => (ids, None),
+                    Err(e) => (ids, Some(format!("pruned, but the record: {e:#}"))),
+                }
+            }
+            Err(e) => (Vec::new(), Some(format!("pruning old releases failed: {e:#}"))),
+        }
+    }
+
+    fn delete_releases(&self, ids: &[String]) -> Result<()> {
+        let current = self.rel().records.current.as_deref();
+        let paths: Vec<Vec<u8>> = ids
+            .iter()
+            .filter(|id| releases::valid_id(id) && Some(id.as_str()) != current)
+            .map(|id| releases::release_dir(id).into_bytes())
+            .collect();
+        let scratch = ScratchDir::new(&self.scratch_root, "prune")?;
+        let root = scratch.path().join("root");
+        std::fs::create_dir_all(root.join(releases::RELEASES_DIR))?;
+        let files_from = scratch.path().join("files");
+        fsutil::write_volatile(&files_from, &nul_list(&paths)?, fsutil::FILE_MODE)?;
+        let out = self.rsync(rsync::prune_argv(
+            &self.rsh(),
+            &root,
+            &self.login.rsync_dest(),
+            &files_from,
+        ))?;
+        if !out.success() {
+            return Err(Diagnosis::from_output(out.code(), &out.stderr).error(""));
+        }
+        Ok(())
+    }
+
+    /// `offsync releases`: the record, checked against the target with one dry run of the
+    /// root's names (and, when `current` is not the recorded release, one more into
+    /// `current/` to find which release it is).
+    pub fn list_releases(&mut self) -> Result<Listing> {
+        self.connect_proven()?;
+        let records = self.rel().records.clone();
+        let scratch = ScratchDir::new(&self.scratch_root, "list")?;
+        let root = scratch.path().join("root");
+        std::fs::create_dir_all(root.join(releases::RELEASES_DIR))?;
+        let marker_name = marker::file_name(self.marker_id());
+        fsutil::write_volatile(&root.join(&marker_name), b"", 0o644)?;
+        for r in &records.releases {
+            std::fs::create_dir_all(root.join(releases::release_dir(&r.id)))?;
+        }
+        let value = match &records.current {
+            Some(id) => releases::release_dir(id),
+            None => format!("{}/.none", releases::RELEASES_DIR),
+        };
+        std::os::unix::fs::symlink(&value, root.join(releases::CURRENT))?;
+        let mut items = Vec::new();
+        let mut other = Vec::new();
+        let out = self.rsync_streaming(
+            rsync::releases_listing_argv(
+                &self.rsh(),
+                &root,
+                &marker_name,
+                &self.login.rsync_dest(),
+                self.info.delete_allowed,
+            ),
+            &mut |line| match itemize::parse_line(line) {
+                Some(i) => items.push(i),
+                None => other.push(line.to_vec()),
+            },
+        )?;
+        if !out.success() {
+            return Err(Diagnosis::from_output(out.code(), &out.stderr).error(""));
+        }
+        if self.marker.is_some()
+            && items
+                .iter()
+                .any(|i| i.path == marker_name.as_bytes() && i.change == ItemChange::Created)
+        {
+            return Err(self.marker_missing_error());
+        }
+        let in_releases = |p: &[u8]| -> Option<String> {
+            let name = p.strip_prefix(b"releases/")?;
+            (!name.is_empty() && !name.contains(&b'/'))
+                .then(|| String::from_utf8_lossy(name).into_owned())
+        };
+        let mut missing = Vec::new();
+        let mut unknown = Vec::new();
+        let mut current_line = None;
+        for i in &items {
+            match (i.kind, i.change) {
+                (ItemKind::Symlink, _) => current_line = Some(i.change),
+                (ItemKind::Dir, ItemChange::Created) => missing.extend(in_releases(&i.path)),
+                (_, ItemChange::Deleting) => unknown.extend(in_releases(&i.path)),
+                _ => {}
+            }
+        }
+        unknown.extend(
+            itemize::undeletable(&other)
+                .iter()
+                .filter_map(|p| in_releases(p)),
+        );
+        unknown.sort();
+        unknown.dedup();
+        let current_exists = current_line != Some(ItemChange::Created);
+        let current = if current_line.is_none() {
+            records.current.clone()
+        } else if current_exists {
+            // `current` points elsewhere: find which recorded release by its tag.
+            let tags = self.recorded_tags();
+            let missing_tags = self.tags_missing(&self.dest_in(releases::CURRENT), &tags)?;
+            if missing_tags.contains(&marker_name) {
+                None
+            } else {
+                tags.iter()
+                    .find(|t| !missing_tags.contains(t))
+                    .and_then(|t| t.strip_prefix(releases::TAG_PREFIX))
+                    .map(str::to_string)
+            }
+        } else {
+            None
+        };
+        Ok(Listing {
+            records,
+            missing,
+            unknown,
+            current,
+            current_exists,
+        })
+    }
+
+    /// `offsync rollback`: switch `current` back to `to` (default: the verified release
+    /// before the current one) with one rsync of the symlink, after proving that release is
+    /// on the target; then prove `current` is it (its tag), and compare its content with the
+    /// source by checksum when the source is still what it was made from.
+    pub fn rollback(
+        &mut self,
+        to: Option<&str>,
+        source: Option<(&Manifest, &Excludes)>,
+    ) -> Result<RolledBack> {
+        self.connect_proven()?;
+        let tags = self.recorded_tags();
+        let current_dest = self.dest_in(releases::CURRENT);
+        let marker_name = marker::file_name(self.marker_id());
+        let missing = self.tags_missing(&current_dest, &tags)?;
+        if missing.contains(&marker_name) {
+            self.check_root_marker()?;
+            anyhow::bail!(
+                "{}: current is not a release offsync made for this target; there is nothing to roll back",
+                self.info.name
+            );
+        }
+        let from = tags
+            .iter()
+            .find(|t| !missing.contains(t))
+            .and_then(|t| t.strip_prefix(releases::TAG_PREFIX))
+            .map(str::to_string);
+        let records = &mut self.rel_mut().records;
+        records.current = from.clone();
+        let to = match to {
+            Some(id) => {
+                let Some(r) = records.find(id) else {
+                    return Err(crate::input_err!(
+                        "{id:?} is not a release recorded for this target; see `offsync releases`"
+                    ));
+                };
+                if r.state != releases::ReleaseState::Verified {
+                    return Err(crate::input_err!(
+                        "release {id} never verified, so it cannot be switched to; pick another with `offsync releases`"
+                    ));
+                }
+                if from.as_deref() == Some(id) {
+                    return Err(crate::input_err!(
+                        "current already points at release {id}; nothing to roll back"
+                    ));
+                }
+                id.to_string()
+            }
+            None => match (&from, records.previous()) {
+                (None, _) => anyhow::bail!(
+                    "current on {} is not a release this controller recorded; name the release with --to ID (see `offsync releases`)",
+                    self.info.name
+                ),
+                (Some(_), None) => anyhow::bail!(
+                    "there is no older verified release to roll back to on {}; see `offsync releases`",
+                    self.info.name
+                ),
+                (Some(_), Some(p)) => p.id.clone(),
+            },
+        };
+        let there = self.tags_missing(
+            &self.dest_in(&releases::release_dir(&to)),
+            &[releases::tag_name(&to)],
+        )?;
+        if !there.is_empty() {
+            anyhow::bail!(
+                "release {to} is no longer on {} (pruned or removed by hand); nothing was changed",
+                self.info.name
+            );
+        }
+        let at = self.switch_to(&to)?;
+        self.rel_mut().records.current = Some(to.clone());
+        self.save_records()?;
+        let after = self.tags_missing(&current_dest, &[releases::tag_name(&to)])?;
+        if !after.is_empty() {
+            return Err(TargetError::error(
+                ErrorKind::VerificationFailed,
+                format!("after the switch, current on {} is not release {to}", self.info.name),
+            ));
+        }
+        let made_from = self.rel().records.find(&to).map(|r| r.source_digest.clone());
+        let mut content_verified = false;
+        if let Some((m, ex)) = source
+            && made_from.as_deref() == Some(m.digest_hex().as_str())
+        {
+            let (items, _) = self.dry_run_into(m, ex, true, &current_dest, &[])?;
+            if !changes_from_items(items).is_empty() {
+                return Err(TargetError::error(
+                    ErrorKind::VerificationFailed,
+                    format!(
+                        "current on {} points at release {to}, but its content differs from the source it was made from",
+                        self.info.name
+                    ),
+                ));
+            }
+            content_verified = true;
+        }
+        Ok(RolledBack {
+            from,
+            to,
+            at,
+            content_verified,
+        })
+    }
+}
+
+/// Every source path as created: what a dry run into an empty tree shows.
+fn all_created(source: &Manifest) -> Vec<itemize::Item> {
+    source
+        .entries
+        .iter()
+        .map(|(path, e)| itemize::Item {
+            change: ItemChange::Created,
+            kind: match e.kind {
+                crate::plan::manifest::Kind::File { .. } => ItemKind::File,
+                crate::plan::manifest::Kind::Dir => ItemKind::Dir,
+                crate::plan::manifest::Kind::Symlink { .. } => ItemKind::Symlink,
+            },
+            path: path.to_vec(),
+            quick: *b"+++++++++",
+        })
+        .collect()
 }
 
 /// Paths as rsync's `--files-from --from0` list, each checked with [`listable`].
@@ -527,19 +1254,22 @@ impl Target for SshTarget {
         check: CheckMode,
     ) -> Result<TargetView> {
         self.state = None;
+        if let Some(r) = &mut self.releases {
+            r.current = None;
+        }
         // A target never applied to is probably empty: there the quick check reads nothing
         // and says exactly what `-c` would, while `-c` makes the sending side read the whole
         // source first. Anything else seen there falls back to the checksum run.
         if check == CheckMode::Checksum && !self.applied {
             let items = self.dry_run(source, excludes, false)?;
             if nothing_to_compare(&items, source) {
-                self.state = Some(itemize::quick_state(&items));
+                self.state = Some(itemize::quick_state(&items) + &self.release_state_suffix());
                 return Ok(TargetView::Changes(changes_from_items(items)));
             }
             self.note_content()?;
         }
         let items = self.dry_run(source, excludes, check == CheckMode::Checksum)?;
-        self.state = Some(itemize::quick_state(&items));
+        self.state = Some(itemize::quick_state(&items) + &self.release_state_suffix());
         Ok(TargetView::Changes(changes_from_items(items)))
     }
 
@@ -557,7 +1287,9 @@ impl Target for SshTarget {
 
     fn quick_state(&mut self, source: &Manifest, excludes: &Excludes) -> Result<Option<String>> {
         let items = self.dry_run(source, excludes, false)?;
-        Ok(Some(itemize::quick_state(&items)))
+        Ok(Some(
+            itemize::quick_state(&items) + &self.release_state_suffix(),
+        ))
     }
 
     fn scan_after_apply(
@@ -566,6 +1298,9 @@ impl Target for SshTarget {
         excludes: &Excludes,
         transferred: &[Vec<u8>],
     ) -> Result<TargetView> {
+        if self.releases.is_some() {
+            return self.verify_release(source, excludes, transferred);
+        }
         // Everything was written (a first apply): one whole-tree checksum run covers both
         // halves below, and rsync walks the tree faster than a list naming all of it.
         if transferred.len() == source.entries.len() {
@@ -577,7 +1312,8 @@ impl Target for SshTarget {
         let mut items = if transferred.is_empty() {
             Vec::new()
         } else {
-            self.check_listed(source, excludes, transferred)?
+            let dest = self.login.rsync_dest();
+            self.check_listed_in(source, excludes, transferred, &dest)?
         };
         items.extend(self.dry_run(source, excludes, false)?);
         let mut changes = changes_from_items(items);
@@ -604,6 +1340,9 @@ impl Target for SshTarget {
         delete: bool,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<ApplyOutcome> {
+        if self.releases.is_some() {
+            return self.upload_release(source, excludes, plan, delete, progress);
+        }
         self.connect_proven()?;
         self.ensure_marker()?;
         let c = &plan.changes;
@@ -741,6 +1480,46 @@ impl Target for SshTarget {
             changed,
             deleted,
             partial: false,
+        })
+    }
+
+    fn layout(&self) -> Layout {
+        if self.releases.is_some() {
+            Layout::Releases
+        } else {
+            Layout::InPlace
+        }
+    }
+
+    fn scanned_release(&self) -> Option<crate::plan::ReleasePlan> {
+        let r = self.releases.as_ref()?;
+        Some(crate::plan::ReleasePlan {
+            current: r.current.clone().flatten(),
+            keep: r.keep,
+        })
+    }
+
+    fn set_release_id(&mut self, id: &str, plan_digest: &str) {
+        if let Some(r) = &mut self.releases {
+            r.next = Some((id.to_string(), plan_digest.to_string()));
+        }
+    }
+
+    fn switch(&mut self) -> Result<super::Switched> {
+        let id = self
+            .rel_mut()
+            .uploaded
+            .take()
+            .context("internal: no verified release to switch to")?;
+        let at = self.switch_to(&id)?;
+        self.rel_mut().records.current = Some(id.clone());
+        self.save_records()?;
+        let (pruned, note) = self.prune();
+        Ok(super::Switched {
+            id,
+            at,
+            pruned,
+            note,
         })
     }
 

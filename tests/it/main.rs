@@ -35,6 +35,7 @@ mod faults;
 mod hardening;
 mod mirror;
 mod passes;
+mod releases;
 mod security;
 mod setup;
 mod snapshots;

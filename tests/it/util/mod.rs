@@ -528,6 +528,8 @@ pub fn prelink(home: &Home, sshd: &Sshd, name: &str) {
         fingerprint: Some(keys::fingerprint_of(host_key)),
         no_delete: false,
         check: None,
+        layout: None,
+        keep: None,
     });
     config.save(&home.config()).unwrap();
 }
