@@ -70,6 +70,10 @@ pub enum Command {
     Mirror(MirrorCommand),
     /// Host: bring DEST up to date from a mirror's newest snapshot (needs only read access)
     Pull(PullArgs),
+    /// List the releases of `layout: releases` targets, checked against the targets
+    Releases(ReleasesArgs),
+    /// Switch `current` back to the previous release (or --to ID) on `releases` targets
+    Rollback(RollbackArgs),
     /// Hash the source and print its digest (what plans and logs call `source_digest`)
     Manifest(ManifestArgs),
     /// Install ssh, rsync and rrsync with the system package manager
@@ -267,6 +271,27 @@ pub struct ApplyArgs {
     /// Print results as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleasesArgs {
+    /// Only these targets (repeatable) [default: every `releases` target]
+    #[arg(long = "target", short = 't', value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Switch to this release (see `offsync releases`) [default: the verified release before
+    /// the current one]
+    #[arg(long, value_name = "ID")]
+    pub to: Option<String>,
+    /// Only these targets (repeatable) [default: every `releases` target]
+    #[arg(long = "target", short = 't', value_name = "NAME")]
+    pub targets: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -261,7 +261,9 @@ mod tests {
     #[test]
     fn ids_sort_by_time_and_are_safe() {
         use chrono::TimeZone;
-        let t = chrono::Utc.with_ymd_and_hms(2026, 11, 28, 8, 30, 12).unwrap();
+        let t = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 28, 8, 30, 12)
+            .unwrap();
         let a = new_id("ab12cd34ef", t);
         assert_eq!(a, "20261128T083012.000Z-ab12cd34");
         let b = new_id("00", t + chrono::Duration::milliseconds(5));

@@ -283,7 +283,12 @@ pub fn release_upload_argv(
     if let Some(l) = link_dest {
         a.push(format!("--link-dest={l}").into());
     }
-    a.extend(extra.names.iter().map(|n| format!("--filter=+ /{n}").into()));
+    a.extend(
+        extra
+            .names
+            .iter()
+            .map(|n| format!("--filter=+ /{n}").into()),
+    );
     a.extend(filters.iter().map(OsString::from));
     a.push("-e".into());
     a.push(rsh.into());

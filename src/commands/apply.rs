@@ -248,9 +248,10 @@ pub(crate) fn render(results: &[(TargetInfo, ApplyResult)], json: bool, verify: 
             error: r.status.error(),
             error_kind: r.status.kind(),
             release: r.release.clone(),
-            switched_at: r.switched.as_ref().map(|s| {
-                crate::oplog::timestamp(chrono::DateTime::<chrono::Utc>::from(s.at))
-            }),
+            switched_at: r
+                .switched
+                .as_ref()
+                .map(|s| crate::oplog::timestamp(chrono::DateTime::<chrono::Utc>::from(s.at))),
             pruned: r
                 .switched
                 .as_ref()
@@ -269,10 +270,9 @@ pub(crate) fn render(results: &[(TargetInfo, ApplyResult)], json: bool, verify: 
     for r in &rows {
         let switched = match (&r.switched_at, &r.release) {
             (Some(_), Some(id)) if r.pruned.is_empty() => format!(", current -> releases/{id}"),
-            (Some(_), Some(id)) => format!(
-                ", current -> releases/{id}, pruned {}",
-                r.pruned.join(" ")
-            ),
+            (Some(_), Some(id)) => {
+                format!(", current -> releases/{id}, pruned {}", r.pruned.join(" "))
+            }
             _ => String::new(),
         };
         let _ = match &r.error {

@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod mirror;
 pub mod plan;
 pub mod pull;
+pub mod releases;
 pub mod target;
 pub mod verify;
 
@@ -32,6 +33,8 @@ pub fn dispatch(ctx: &Context, command: Command) -> Result<ExitCode> {
         Command::Verify(a) => verify::run(ctx, a),
         Command::Mirror(c) => mirror::dispatch(ctx, c),
         Command::Pull(a) => pull::run(ctx, a),
+        Command::Releases(a) => releases::list(ctx, a),
+        Command::Rollback(a) => releases::rollback(ctx, a),
         Command::Manifest(a) => manifest::run(ctx, a),
         Command::InstallDeps(a) => install_deps::run(ctx, a),
         Command::Completions(a) => completions::run(a),

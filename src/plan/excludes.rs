@@ -49,7 +49,11 @@ impl Excludes {
         }
         // Matching happens against relative paths; the root given here is only a label.
         let mut b = GitignoreBuilder::new("/");
-        for p in patterns.iter().map(String::as_str).chain([MARKER_RULE, RELEASE_TAG_RULE]) {
+        for p in patterns
+            .iter()
+            .map(String::as_str)
+            .chain([MARKER_RULE, RELEASE_TAG_RULE])
+        {
             b.add_line(None, p)
                 .with_context(|| format!("exclude pattern {p:?} is not valid"))?;
         }

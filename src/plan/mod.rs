@@ -832,6 +832,7 @@ mod tests {
             error_kind: None,
             check: None,
             state: None,
+            release: None,
             changes: changes.clone(),
             summary: Summary::default(),
             warnings: Vec::new(),

@@ -32,9 +32,9 @@ use crate::plan::excludes::Excludes;
 use crate::plan::manifest::Manifest;
 use crate::plan::{CheckMode, EntryKind};
 use crate::process::{Background, Cmd};
+use crate::releases::{self, Layout, Records};
 use crate::rsync::{self, Diagnosis};
 use crate::ssh::{self, Login, SshFailure, SshSettings};
-use crate::releases::{self, Layout, Records};
 use crate::{marker, sanitize};
 
 /// How long to wait for rrsync's single-run lock, held by the server side of a run that was
@@ -567,6 +567,8 @@ pub struct Listing {
 pub struct RolledBack {
     pub from: Option<String>,
     pub to: String,
+    /// The source digest `to` was made from.
+    pub source_digest: String,
     pub at: std::time::SystemTime,
     /// The release's content was compared with the source by checksum (possible only when
     /// the source is still what that release was made from); otherwise only its tag was.
@@ -664,8 +666,9 @@ impl SshTarget {
             fsutil::write_volatile(&dir.path().join(n), b"", 0o644)?;
         }
         let mut created = Vec::new();
-        let mut argv: Vec<std::ffi::OsString> =
-            ["-n", "-i", "-r", "-O", "--out-format=%i %n"].map(Into::into).to_vec();
+        let mut argv: Vec<std::ffi::OsString> = ["-n", "-i", "-r", "-O", "--out-format=%i %n"]
+            .map(Into::into)
+            .to_vec();
         argv.extend(["-e".into(), self.rsh().into()]);
         let mut d = dir.path().as_os_str().to_os_string();
         d.push("/");
@@ -772,9 +775,11 @@ impl SshTarget {
             },
         )?;
         if !out.success() {
-            return Err(Diagnosis::from_output(out.code(), &out.stderr).error(&format!(
-                "uploading release {id} failed (current is unchanged)"
-            )));
+            return Err(
+                Diagnosis::from_output(out.code(), &out.stderr).error(&format!(
+                    "uploading release {id} failed (current is unchanged)"
+                )),
+            );
         }
         // Content the plan found changed but whose size and mtime matched current's: the
         // upload hard-linked the old file. Send those whole.
@@ -797,9 +802,11 @@ impl SshTarget {
                 &excludes.rsync_args(),
             ))?;
             if !out.success() {
-                return Err(Diagnosis::from_output(out.code(), &out.stderr).error(&format!(
-                    "uploading release {id} failed (current is unchanged)"
-                )));
+                return Err(
+                    Diagnosis::from_output(out.code(), &out.stderr).error(&format!(
+                        "uploading release {id} failed (current is unchanged)"
+                    )),
+                );
             }
             sent.extend(fixup);
         }
@@ -950,7 +957,10 @@ impl SshTarget {
                     Err(e) => (ids, Some(format!("pruned, but the record: {e:#}"))),
                 }
             }
-            Err(e) => (Vec::new(), Some(format!("pruning old releases failed: {e:#}"))),
+            Err(e) => (
+                Vec::new(),
+                Some(format!("pruning old releases failed: {e:#}")),
+            ),
         }
     }
 
@@ -1148,10 +1158,17 @@ impl SshTarget {
         if !after.is_empty() {
             return Err(TargetError::error(
                 ErrorKind::VerificationFailed,
-                format!("after the switch, current on {} is not release {to}", self.info.name),
+                format!(
+                    "after the switch, current on {} is not release {to}",
+                    self.info.name
+                ),
             ));
         }
-        let made_from = self.rel().records.find(&to).map(|r| r.source_digest.clone());
+        let made_from = self
+            .rel()
+            .records
+            .find(&to)
+            .map(|r| r.source_digest.clone());
         let mut content_verified = false;
         if let Some((m, ex)) = source
             && made_from.as_deref() == Some(m.digest_hex().as_str())
@@ -1171,6 +1188,7 @@ impl SshTarget {
         Ok(RolledBack {
             from,
             to,
+            source_digest: made_from.unwrap_or_default(),
             at,
             content_verified,
         })

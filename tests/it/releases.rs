@@ -56,4 +56,19 @@ fn smoke_release_apply_and_rollback() {
     let out = h.offsync(["verify"]).output().unwrap();
     eprintln!("{}\n{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success());
+    let out = h.offsync(["releases"]).output().unwrap();
+    eprintln!("{}\n{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    let out = h.offsync(["rollback"]).output().unwrap();
+    eprintln!("{}\n{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    assert_eq!(current(&sync), first);
+    assert_eq!(std::fs::read(sync.join("current/a.txt")).unwrap(), b"one");
+    let out = h.offsync(["releases", "--json"]).output().unwrap();
+    eprintln!("{}\n{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    let out = h.offsync(["plan"]).output().unwrap();
+    eprintln!("{}\n{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "{}",
+        std::fs::read_to_string(h.home.join("operations.log")).unwrap()
+    );
 }
