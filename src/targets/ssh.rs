@@ -362,29 +362,34 @@ impl SshTarget {
         dest: &str,
         tags: &[String],
     ) -> Result<(Vec<itemize::Item>, Vec<String>)> {
+        self.beside_probe(|this| this.dry_run_items(source, excludes, checksum, dest, tags))
+    }
+
+    /// Run `op` on the connection (opened if needed), proving confinement first when the
+    /// connection is new. Nothing `op` returns is used unless the probe proves rrsync in
+    /// force, so a new connection's probe runs beside `op` (both are sessions of rrsync,
+    /// each costing a Python start-up and round trips). rrsync allows one run per directory
+    /// at a time: the probe holds that lock for milliseconds, so `op` starts a moment later
+    /// (and waits if it still meets the lock); a probe that meets `op`'s lock is run again
+    /// after it. `op` must not change the target (it may run before confinement is known).
+    fn beside_probe<R: Send>(&mut self, op: impl FnOnce(&Self) -> Result<R> + Send) -> Result<R> {
         self.connect()?;
         if self.proven {
-            return self.dry_run_items(source, excludes, checksum, dest, tags);
+            return op(self);
         }
-        // On a new connection the confinement probe runs beside the dry run (both are
-        // sessions of rrsync, each costing a Python start-up and round trips); nothing the
-        // dry run saw is used unless the probe proves rrsync in force. rrsync allows one run
-        // per directory at a time: the probe holds that lock for milliseconds, so the dry run
-        // starts a moment later (and waits if it still meets the lock); a probe that meets
-        // the dry run's lock is run again after it.
-        let (probe, items) = std::thread::scope(|s| {
+        let (probe, result) = std::thread::scope(|s| {
             let this = &*self;
             let probe = s.spawn(move || this.probe_with(false));
             std::thread::sleep(PROBE_HEAD_START);
-            let items = this.dry_run_items(source, excludes, checksum, dest, tags);
-            (probe.join(), items)
+            let result = op(this);
+            (probe.join(), result)
         });
         let probe = match probe {
             Ok(p) => p?,
             Err(panic) => std::panic::resume_unwind(panic),
         };
         self.judge_probe(probe)?;
-        items
+        result
     }
 
     /// [`Self::dry_run_into`] on a connection (the caller proves confinement). A missing
@@ -1091,30 +1096,14 @@ impl SshTarget {
         to: Option<&str>,
         source: Option<(&Manifest, &Excludes)>,
     ) -> Result<RolledBack> {
-        self.connect_proven()?;
-        let tags = self.recorded_tags();
-        let current_dest = self.dest_in(releases::CURRENT);
-        let marker_name = marker::file_name(self.marker_id());
-        let missing = self.tags_missing(&current_dest, &tags)?;
-        if missing.contains(&marker_name) {
-            self.check_root_marker()?;
-            anyhow::bail!(
-                "{}: current is not a release offsync made for this target; there is nothing to roll back",
-                self.info.name
-            );
-        }
-        let from = tags
-            .iter()
-            .find(|t| !missing.contains(t))
-            .and_then(|t| t.strip_prefix(releases::TAG_PREFIX))
-            .map(str::to_string);
-        let records = &mut self.rel_mut().records;
-        records.current = from.clone();
+        let records = &self.rel().records;
+        let from = records.current.clone();
         let to = match to {
             Some(id) => {
                 let Some(r) = records.find(id) else {
                     return Err(crate::input_err!(
-                        "{id:?} is not a release recorded for this target; see `offsync releases`"
+                        "{id:?} is not a release recorded for target {}; see `offsync releases`",
+                        self.info.name
                     ));
                 };
                 if r.state != releases::ReleaseState::Verified {
@@ -1122,16 +1111,11 @@ impl SshTarget {
                         "release {id} never verified, so it cannot be switched to; pick another with `offsync releases`"
                     ));
                 }
-                if from.as_deref() == Some(id) {
-                    return Err(crate::input_err!(
-                        "current already points at release {id}; nothing to roll back"
-                    ));
-                }
                 id.to_string()
             }
             None => match (&from, records.previous()) {
                 (None, _) => anyhow::bail!(
-                    "current on {} is not a release this controller recorded; name the release with --to ID (see `offsync releases`)",
+                    "this controller has not switched {} to a release yet; name the release with --to ID (see `offsync releases`)",
                     self.info.name
                 ),
                 (Some(_), None) => anyhow::bail!(
@@ -1141,10 +1125,11 @@ impl SshTarget {
                 (Some(_), Some(p)) => p.id.clone(),
             },
         };
-        let there = self.tags_missing(
-            &self.dest_in(&releases::release_dir(&to)),
-            &[releases::tag_name(&to)],
-        )?;
+        // The release must be there, whole enough to carry its tag and the marker, before
+        // `current` may point at it (this also proves the directory on a new connection).
+        let release_dest = self.dest_in(&releases::release_dir(&to));
+        let tag = [releases::tag_name(&to)];
+        let there = self.beside_probe(|this| this.tags_missing(&release_dest, &tag))?;
         if !there.is_empty() {
             anyhow::bail!(
                 "release {to} is no longer on {} (pruned or removed by hand); nothing was changed",
@@ -1154,8 +1139,9 @@ impl SshTarget {
         let at = self.switch_to(&to)?;
         self.rel_mut().records.current = Some(to.clone());
         self.save_records()?;
-        let after = self.tags_missing(&current_dest, &[releases::tag_name(&to)])?;
-        if !after.is_empty() {
+        // What `current` points at now carries `to`'s tag.
+        let current_dest = self.dest_in(releases::CURRENT);
+        if !self.tags_missing(&current_dest, &tag)?.is_empty() {
             return Err(TargetError::error(
                 ErrorKind::VerificationFailed,
                 format!(
@@ -1168,10 +1154,11 @@ impl SshTarget {
             .rel()
             .records
             .find(&to)
-            .map(|r| r.source_digest.clone());
+            .map(|r| r.source_digest.clone())
+            .unwrap_or_default();
         let mut content_verified = false;
         if let Some((m, ex)) = source
-            && made_from.as_deref() == Some(m.digest_hex().as_str())
+            && made_from == m.digest_hex()
         {
             let (items, _) = self.dry_run_into(m, ex, true, &current_dest, &[])?;
             if !changes_from_items(items).is_empty() {
@@ -1188,7 +1175,7 @@ impl SshTarget {
         Ok(RolledBack {
             from,
             to,
-            source_digest: made_from.unwrap_or_default(),
+            source_digest: made_from,
             at,
             content_verified,
         })
