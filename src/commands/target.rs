@@ -235,17 +235,27 @@ struct TargetRow {
     remote_path: String,
     fingerprint: Option<String>,
     delete_allowed: bool,
+    /// SSH targets: `in-place` or `releases`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layout: Option<crate::releases::Layout>,
+    /// `releases` targets: how many releases are kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep: Option<u32>,
 }
 
-fn row(t: &TargetConfig) -> TargetRow {
+fn row(config: &Config, t: &TargetConfig) -> TargetRow {
+    let name = t.name();
+    let layout = config.layout_for(&name);
     TargetRow {
-        name: t.name(),
         kind: "ssh",
         login: login_of(t),
         port: t.port,
         remote_path: t.remote_path.clone(),
         fingerprint: t.fingerprint.clone(),
         delete_allowed: !t.no_delete,
+        layout: Some(layout),
+        keep: (layout == crate::releases::Layout::Releases).then(|| config.keep_for(&name)),
+        name,
     }
 }
 
@@ -260,7 +270,7 @@ fn login_of(t: &TargetConfig) -> String {
 
 pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
     let config = Config::load(&ctx.config_path())?;
-    let mut rows: Vec<TargetRow> = config.targets.iter().map(row).collect();
+    let mut rows: Vec<TargetRow> = config.targets.iter().map(|t| row(&config, t)).collect();
     // Mirrors: LOGIN shows the URL; they have no port, remote path or host key.
     rows.extend(config.mirrors.iter().map(|m| TargetRow {
         name: m.name.clone(),
@@ -270,6 +280,8 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
         remote_path: String::new(),
         fingerprint: None,
         delete_allowed: true,
+        layout: None,
+        keep: None,
     }));
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&rows)?)?;
@@ -288,21 +300,28 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
         w(&|r| r.remote_path.len(), "PATH"),
     );
     crate::outln!(
-        "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  FINGERPRINT",
+        "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  {:11}  FINGERPRINT",
         "NAME",
         "LOGIN",
         "PORT",
         "PATH",
-        "DELETE"
+        "DELETE",
+        "LAYOUT"
     )?;
     for r in &rows {
+        let layout = match (r.layout, r.keep) {
+            (Some(l), Some(k)) => format!("{} ({k})", l.as_str()),
+            (Some(l), None) => l.as_str().to_string(),
+            (None, _) => "-".to_string(),
+        };
         crate::outln!(
-            "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  {}",
+            "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  {:11}  {}",
             sanitize::for_terminal(&r.name),
             sanitize::for_terminal(&r.login),
             r.port.map_or("-".to_string(), |p| p.to_string()),
             sanitize::for_terminal(&r.remote_path),
             if r.delete_allowed { "yes" } else { "no" },
+            layout,
             r.fingerprint.as_deref().unwrap_or("-"),
         )?;
     }
@@ -327,6 +346,7 @@ pub fn remove(ctx: &Context, args: TargetRemoveArgs) -> Result<ExitCode> {
     let removed = config.targets.remove(idx);
     config.save(&config_path)?;
     crate::marker::forget(&ctx.home, &args.name)?;
+    crate::releases::Records::forget(&ctx.home, &args.name)?;
     // Drop the pinned host key unless another target still connects to the same host:port.
     let pattern_of = |t: &TargetConfig| {
         known_hosts::pattern(&t.resolved_host().unwrap_or_default(), t.port.unwrap_or(22))
