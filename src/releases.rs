@@ -127,6 +127,11 @@ pub struct Release {
     pub sent_bytes: u64,
     /// `verified` (can be switched to) or `failed` (never switched to; pruned next time).
     pub state: ReleaseState,
+    /// `current` pointed at it at some time (a release that verified on one target while
+    /// another failed a `--switch together` apply never was): rollback goes back to such
+    /// releases only, unless named with `--to`.
+    #[serde(default)]
+    pub live: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,19 +204,28 @@ impl Records {
         self.releases.sort_by(|a, b| a.id.cmp(&b.id));
     }
 
-    /// The verified release just before `current` (by id, i.e. by time), the default target
+    /// The release that was live before `current` (by id, i.e. by time), the default target
     /// of `rollback`.
     pub fn previous(&self) -> Option<&Release> {
         let current = self.current.as_deref()?;
         self.releases
             .iter()
             .rev()
-            .filter(|r| r.state == ReleaseState::Verified)
+            .filter(|r| r.state == ReleaseState::Verified && r.live)
             .find(|r| r.id.as_str() < current)
     }
 
-    /// The releases to delete so that `keep` remain: every failed release, and the oldest
-    /// verified ones beyond `keep` (counting `current`, which is always kept).
+    /// Record that `current` now points at `id`.
+    pub fn set_current(&mut self, id: &str) {
+        self.current = Some(id.to_string());
+        if let Some(r) = self.releases.iter_mut().find(|r| r.id == id) {
+            r.live = true;
+        }
+    }
+
+    /// The releases to delete so that `keep` remain: every release that never went live
+    /// (failed, or verified but not switched to), and the oldest live ones beyond `keep`
+    /// (counting `current`, which is always kept).
     pub fn prunable(&self, keep: u32) -> Vec<String> {
         let current = self.current.as_deref();
         let mut kept = usize::from(current.is_some());
@@ -220,7 +234,7 @@ impl Records {
             if Some(r.id.as_str()) == current {
                 continue;
             }
-            if r.state == ReleaseState::Verified && kept < keep as usize {
+            if r.state == ReleaseState::Verified && r.live && kept < keep as usize {
                 kept += 1;
                 continue;
             }
@@ -255,6 +269,7 @@ mod tests {
             bytes: 100,
             sent_bytes: 10,
             state,
+            live: state == ReleaseState::Verified,
         }
     }
 
@@ -281,16 +296,20 @@ mod tests {
             r.upsert(rel(id, ReleaseState::Verified));
         }
         r.upsert(rel("r35", ReleaseState::Failed));
-        r.current = Some("r6".into());
-        assert_eq!(r.prunable(3), ["r1", "r2", "r3", "r35"]);
-        assert_eq!(r.prunable(1), ["r1", "r2", "r3", "r35", "r4", "r5"]);
+        r.upsert(Release {
+            live: false,
+            ..rel("r55", ReleaseState::Verified)
+        });
+        r.set_current("r6");
+        assert_eq!(r.prunable(3), ["r1", "r2", "r3", "r35", "r55"]);
+        assert_eq!(r.prunable(1), ["r1", "r2", "r3", "r35", "r4", "r5", "r55"]);
         // After a rollback to r2: r2 stays, plus the newest others.
         r.current = Some("r2".into());
-        assert_eq!(r.prunable(3), ["r1", "r3", "r35", "r4"]);
+        assert_eq!(r.prunable(3), ["r1", "r3", "r35", "r4", "r55"]);
         assert!(!r.prunable(1).contains(&"r2".to_string()));
         assert_eq!(r.previous().unwrap().id, "r1");
         r.current = Some("r6".into());
-        assert_eq!(r.previous().unwrap().id, "r5");
+        assert_eq!(r.previous().unwrap().id, "r5", "r55 never went live");
     }
 
     #[test]

@@ -745,6 +745,7 @@ impl SshTarget {
             bytes: source.total_bytes(),
             sent_bytes: 0,
             state: releases::ReleaseState::Failed,
+            live: false,
         };
         self.rel_mut().records.upsert(record.clone());
         self.save_records()?;
@@ -1137,7 +1138,7 @@ impl SshTarget {
             );
         }
         let at = self.switch_to(&to)?;
-        self.rel_mut().records.current = Some(to.clone());
+        self.rel_mut().records.set_current(&to);
         self.save_records()?;
         // What `current` points at now carries `to`'s tag.
         let current_dest = self.dest_in(releases::CURRENT);
@@ -1517,7 +1518,7 @@ impl Target for SshTarget {
             .take()
             .context("internal: no verified release to switch to")?;
         let at = self.switch_to(&id)?;
-        self.rel_mut().records.current = Some(id.clone());
+        self.rel_mut().records.set_current(&id);
         self.save_records()?;
         let (pruned, note) = self.prune();
         Ok(super::Switched {
