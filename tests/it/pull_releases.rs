@@ -82,11 +82,25 @@ fn write_all(root: &Path, n: usize, tag: &str) {
 }
 
 /// Every file of `dir`, path → (content, mode), for byte-for-byte comparisons.
-fn tree(dir: &Path) -> BTreeMap<Vec<u8>, (Vec<u8>, u32)> {
+fn tree(dir: &Path) -> Tree {
     crate::util::listing(dir)
         .into_iter()
         .map(|(p, m, c)| (p, (c, m)))
         .collect()
+}
+
+type Tree = BTreeMap<Vec<u8>, (Vec<u8>, u32)>;
+
+/// `a == b`, failing with the number of paths that differ (not two dumps of 1,500 files).
+fn same(a: &Tree, b: &Tree, what: &str) {
+    let differ = a
+        .keys()
+        .chain(b.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .count();
+    assert_eq!(differ, 0, "{what}: {differ} path(s) differ");
 }
 
 /// One sample of a reader: `current` is opened once, then 31 files are read relative to that
@@ -496,6 +510,11 @@ fn a_killed_pull_never_leaves_current_at_a_partial_release() {
         let g = trial + 2;
         publish(&m, N, &format!("gen{g}"));
         published.insert(g, tree(&m.source));
+        let before: BTreeSet<String> = std::fs::read_dir(h.dest.join("releases"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
         let mut child = crate::util::KillOnDrop(
             h.home
                 .offsync_std()
@@ -513,7 +532,7 @@ fn a_killed_pull_never_leaves_current_at_a_partial_release() {
                 .unwrap(),
         );
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !started(&h.dest) {
+        while !started(&h.dest, &before) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the build never started"
@@ -530,17 +549,17 @@ fn a_killed_pull_never_leaves_current_at_a_partial_release() {
         let cur = h.current();
         let cur_gen: u64 = cur.trim_start_matches("releases/").parse().unwrap();
         eprintln!("trial {trial}: killed after {delay} ms, current -> {cur}");
-        assert_eq!(
+        same(
             &tree(&h.dest.join("current")),
             &published[&cur_gen],
-            "current is a complete release"
+            "current is a complete release",
         );
         for r in h.releases() {
             let rg: u64 = r.parse().unwrap();
-            assert_eq!(
+            same(
                 &tree(&h.dest.join("releases").join(&r)),
                 &published[&rg],
-                "every release name holds a complete release"
+                "every release name holds a complete release",
             );
         }
         let out = h.release(&m, &[]);
@@ -557,10 +576,11 @@ fn a_killed_pull_never_leaves_current_at_a_partial_release() {
     }
 }
 
-/// Whether a pull started building its release.
-fn started(dest: &Path) -> bool {
+/// Whether a pull started building its release: something not in `before` appeared in
+/// DEST/releases (a `.build-` directory, or whatever a broken pull would make).
+fn started(dest: &Path, before: &BTreeSet<String>) -> bool {
     std::fs::read_dir(dest.join("releases")).is_ok_and(|rd| {
         rd.flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with(".build-"))
+            .any(|e| !before.contains(&e.file_name().to_string_lossy().into_owned()))
     })
 }
