@@ -69,6 +69,7 @@ pub enum Command {
     #[command(subcommand, after_long_help = MIRROR_HELP)]
     Mirror(MirrorCommand),
     /// Host: bring DEST up to date from a mirror's newest snapshot (needs only read access)
+    #[command(after_long_help = PULL_HELP)]
     Pull(PullArgs),
     /// List the releases of `layout: releases` targets, checked against the targets
     Releases(ReleasesArgs),
@@ -618,9 +619,62 @@ pub struct PullArgs {
     /// --dry-run), 1 on error
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// How DEST is laid out [default: in-place]. `releases`: every generation is built in
+    /// DEST/releases/GEN (unchanged files hard-linked from the current release), verified, and
+    /// only then DEST/current (a symlink) is switched to it atomically
+    #[arg(long, value_enum, value_name = "LAYOUT")]
+    pub layout: Option<crate::releases::Layout>,
+    /// Releases to keep in DEST/releases after a switch, at least 1 (the one `current` points
+    /// at, and the one before it when N allows, are never pruned) [default: 5]
+    #[arg(long, value_name = "N", value_parser = parse_keep)]
+    pub keep: Option<u64>,
+    /// Switch DEST/current back to the release before it (implies --layout releases), after
+    /// verifying that release; later pulls skip generations up to the one rolled back from.
+    /// No older release: exit 1, nothing changed
+    #[arg(long, conflicts_with_all = ["delete", "max_delete", "dry_run", "json", "keep"])]
+    pub rollback: bool,
+    /// With --rollback: switch to release GEN (older or newer) instead of the one before
+    #[arg(long, value_name = "GEN", requires = "rollback")]
+    pub to: Option<u64>,
     #[command(flatten)]
     pub s3: S3Args,
 }
+
+/// `--keep N`: a release count of at least 1.
+fn parse_keep(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err(
+            "must be at least 1 (the release `current` points at is always kept); use --keep 1 to keep only it"
+                .into(),
+        ),
+        Ok(n) => Ok(n),
+        Err(_) => Err("not a number; pass a release count such as --keep 5".into()),
+    }
+}
+
+const PULL_HELP: &str = "\
+Layouts:
+  in-place (default)  DEST is the tree. Files are verified before they are renamed into place,
+                      but a reader can see some files of the new generation and some of the
+                      old one while a pull runs.
+  releases            DEST/releases/GEN holds each generation (GEN: 10 digits, like the
+                      snapshot names) and DEST/current is a relative symlink to one of them.
+                      A pull builds the new release beside the others (unchanged files are
+                      hard links to the current release, everything else is downloaded and
+                      verified), compares the whole release with the snapshot, and only then
+                      renames a new symlink over DEST/current: a reader that resolves
+                      DEST/current sees one generation, whole. Files already at DEST's root
+                      (an in-place tree) are left alone. Point services at DEST/current.
+
+Rollback:
+  `offsync pull URL DEST --rollback [--to GEN]` verifies the older release (against the
+  mirror's snapshot of that generation, or, when the mirror cannot provide it, against the
+  digest recorded in DEST/releases/state.json when the release was installed), then switches
+  DEST/current to it. Later pulls stay on it until a generation newer than the one rolled back
+  from is published (`--rollback --to GEN` moves forward again).
+
+Exit status: 0 done or nothing to do, 2 with --detailed-exitcode when DEST changed, 1 on
+error (including \"no older release to roll back to\"), 64 for bad input.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Role {

@@ -2,8 +2,9 @@
 //!
 //! Invariants: `plan_all` is `scan` + the pure `diff` per target; `apply_one` executes exactly
 //! the `TargetPlan` it is given, refuses target-only deletions unless allowed (and above the
-//! mass-delete limit, see [`mass_delete`]), and verifies with a fresh scan afterwards; a
-//! failing target never stops the others; an apply that fails part-way reports what the
+//! mass-delete limit, see [`mass_delete`]), verifies with a fresh scan afterwards, and only
+//! then lets the target make the result visible ([`Target::commit`]: a pull's new release
+//! becomes `current`); a failing target never stops the others; an apply that fails part-way reports what the
 //! target said changed, never "nothing".
 
 use anyhow::Result;
@@ -136,7 +137,7 @@ fn failed_plan(info: &TargetInfo, e: &anyhow::Error) -> TargetPlan {
 }
 
 /// A target's plan with no changes (and no error).
-fn empty_plan(info: &TargetInfo) -> TargetPlan {
+pub fn empty_plan(info: &TargetInfo) -> TargetPlan {
     TargetPlan {
         name: info.name.clone(),
         kind: info.kind,
@@ -391,7 +392,7 @@ pub fn apply_one(
     if let Err(e) = t.before_apply() {
         return status(Status::failed(&e));
     }
-    if !has_work(plan, &policy) {
+    if !has_work(plan, &policy) && !t.has_pending() {
         return status(Status::Unchanged);
     }
     if let Some((kind, why)) = refusal(plan, &policy) {
@@ -443,6 +444,12 @@ pub fn apply_one(
             ),
             Err(e) => Status::Failed(ErrorKind::of(&e), format!("verification failed: {e:#}")),
         };
+    }
+    // Only what verified is ever made visible (see the module docs).
+    if result.status == Status::Ok
+        && let Err(e) = t.commit()
+    {
+        result.status = Status::failed(&e);
     }
     result.duration_ms = start.elapsed().as_millis() as u64;
     result

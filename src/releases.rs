@@ -52,10 +52,10 @@ pub const RELEASES_DIR: &str = "releases";
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum Layout {
-    /// The linked directory is the tree; apply updates it with `--delay-updates`.
+    /// The directory is the tree, updated file by file
     #[default]
     InPlace,
-    /// `releases/<id>/` trees and a `current` symlink switched atomically.
+    /// `releases/<id>/` trees and a `current` symlink switched atomically
     Releases,
 }
 

@@ -13,8 +13,32 @@
 //! first pull. Pinning is never silent: it needs `--trust-on-first-use` or a typed `yes`, and
 //! happens only while nothing else is trusted. Every snapshot is validated before DEST is
 //! touched, and writes never follow a symlink inside DEST (see `mirror::restore`).
+//!
+//! Layouts (`--layout`): `in-place` (the default) updates DEST itself. `releases` builds each
+//! generation as DEST/releases/GEN and switches the DEST/current symlink atomically once the
+//! new release verified (see `targets::releases` for the layout and its invariants). It is
+//! the same engine with a [`ReleaseTarget`] as the target: the plan compares the snapshot with
+//! the release `current` points at (with nothing when there is none yet), the same DEST-only
+//! rules apply (`--delete` leaves such paths out of the new release), and the record goes to
+//! `operations.log` as `pull URL`. Output: a line `new release releases/GEN, current
+//! releases/OLD` (on stderr with `--json`, so that stdout stays one `offsync-plan/1` document,
+//! whose target `name` and `address` are DEST/releases/GEN), the plan, then `ok …` (not with
+//! `--json`) or `nothing to do`, and `pruned …` for releases beyond `--keep` (stderr with
+//! `--json`). An in-place pull into a DEST that uses the releases layout is refused: it would
+//! take `releases/` and `current` for DEST-only paths.
+//!
+//! `--rollback [--to GEN]` switches `current` to the release before it (or to GEN) after
+//! verifying that release: against the mirror's snapshot of its generation when the mirror
+//! can provide it (through the hash cache, like a plan), otherwise against the manifest
+//! digest recorded in `releases/state.json` when it was installed (a walk of the release
+//! through the hash cache). A release that does not verify is never switched to. The rollback
+//! is logged as `pull-rollback URL` (a verification failure too), and pulls of generations up
+//! to the one rolled back from do nothing until a newer one is published (`rolled_back_from`
+//! in `state.json`; `--rollback --to GEN` moves forward again). No release to roll back to:
+//! exit 1, nothing changed.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
+use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::PullArgs;
@@ -25,8 +49,10 @@ use crate::error::exit;
 use crate::mirror::store::{Location, S3Settings, Store};
 use crate::mirror::{self, Mirror, Trust};
 use crate::plan::manifest;
+use crate::releases::Layout;
 use crate::source::Source;
 use crate::targets::local::LocalTarget;
+use crate::targets::releases::{ReleaseDir, ReleaseTarget, release_name};
 use crate::{fsutil, input_err, lock};
 
 /// Open the mirror at `args.url` with this host's identities and trusted writers.
@@ -46,10 +72,41 @@ fn open_mirror(ctx: &Context, args: &PullArgs) -> Result<Mirror> {
     Ok(Mirror::open(store, &ids, &ctx.home.join("mirror-state"))?.with_trust(trust))
 }
 
+/// Releases kept by default (`--keep`).
+const DEFAULT_KEEP: u64 = 5;
+
 pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
     let dest = crate::context::absolute(&args.dest)?;
     if dest.exists() && !dest.is_dir() {
         return Err(input_err!("{} is not a directory", dest.display()));
+    }
+    let releases = match args.layout {
+        Some(Layout::Releases) => true,
+        Some(Layout::InPlace) if args.rollback => {
+            return Err(input_err!(
+                "--rollback needs the releases layout; drop --layout in-place"
+            ));
+        }
+        Some(Layout::InPlace) => false,
+        None => args.rollback,
+    };
+    if !releases && args.keep.is_some() {
+        return Err(input_err!(
+            "--keep applies only to --layout releases; add --layout releases or drop --keep"
+        ));
+    }
+    if args.rollback {
+        return rollback(ctx, &args, &dest);
+    }
+    if releases {
+        return pull_release(ctx, &args, &dest);
+    }
+    if let Some(g) = ReleaseDir::in_use(&dest) {
+        return Err(input_err!(
+            "{} uses the releases layout (current -> {}); pass --layout releases (an in-place pull would take releases/ and current for DEST-only paths)",
+            dest.display(),
+            ReleaseDir::relative(g)
+        ));
     }
     let mirror = open_mirror(ctx, &args)?;
     let Some((snap, _)) = mirror.latest()? else {
@@ -126,6 +183,413 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
             r.outcome.deleted.len(),
             crate::plan::human_bytes(r.outcome.bytes),
             snap.generation
+        )?;
+    }
+    Ok(ExitCode::from(if args.detailed_exitcode {
+        exit::CHANGES
+    } else {
+        exit::OK
+    }))
+}
+
+/// `pull --layout releases` (see the module docs and `targets::releases`).
+fn pull_release(ctx: &Context, args: &PullArgs, dest: &Path) -> Result<ExitCode> {
+    let layout = ReleaseDir::new(dest);
+    let keep = args.keep.unwrap_or(DEFAULT_KEEP);
+    // A `current` that is not ours is named before anything is read or created.
+    let current = if dest.is_dir() {
+        layout.current()?
+    } else {
+        None
+    };
+    let mirror = open_mirror(ctx, args)?;
+    let Some((snap, _)) = mirror.latest()? else {
+        anyhow::bail!(
+            "{} has no snapshot yet; nothing to pull",
+            mirror.store.display()
+        );
+    };
+    let _lock = if args.dry_run {
+        None
+    } else {
+        let lock = lock::acquire(&ctx.home)?;
+        layout.prepare()?;
+        Some(lock)
+    };
+    let current = match current {
+        Some(c) if !layout.release_path(c).is_dir() => {
+            eprintln!(
+                "warning: {}/current points at {}, which is missing; the new release is built from the snapshot alone",
+                dest.display(),
+                ReleaseDir::relative(c)
+            );
+            None
+        }
+        c => c,
+    };
+    let generation = snap.generation;
+    let state = layout.load_state()?;
+    if let (Some(h), Some(c)) = (state.rolled_back_from, current)
+        && generation <= h
+    {
+        crate::outln!(
+            "nothing to do: this host was rolled back from generation {h} and generation {generation} is the newest; {}/current stays at {} until a newer generation is published (`--rollback --to {generation}` switches by hand)",
+            dest.display(),
+            ReleaseDir::relative(c)
+        )?;
+        return Ok(ExitCode::from(exit::OK));
+    }
+    crate::interrupt::install();
+    let source = Source::snapshot(&mirror, &snap, false)?;
+    let manifest = source.manifest();
+    let target = ReleaseTarget::new(&layout, current, &ctx.home, &source)?;
+    let single = Single::plan(Box::new(target), manifest, args.max_delete)?;
+    if crate::interrupt::interrupted() {
+        eprintln!("offsync: interrupted; nothing was changed");
+        return Ok(ExitCode::from(crate::interrupt::exit_code()));
+    }
+    let mut head = vec![match current {
+        Some(c) if c == generation => format!("release {} is current", ReleaseDir::relative(c)),
+        Some(c) => format!(
+            "new release {}, current {}",
+            ReleaseDir::relative(generation),
+            ReleaseDir::relative(c)
+        ),
+        None => format!(
+            "new release {}, no current release yet",
+            ReleaseDir::relative(generation)
+        ),
+    }];
+    let foreign = if current.is_none() {
+        layout.foreign_root_entries()
+    } else {
+        0
+    };
+    if foreign > 0 {
+        head.push(format!(
+            "note: {foreign} entries at the root of {} (an in-place tree?) are left alone; remove them yourself once services use {}/current",
+            dest.display(),
+            dest.display()
+        ));
+    }
+    if args.json {
+        for l in &head {
+            eprintln!("{l}");
+        }
+        crate::out!("{}", single.plan.to_json())?;
+    } else {
+        for l in &head {
+            crate::outln!("{l}")?;
+        }
+        crate::out!("{}", single.plan.to_text())?;
+    }
+    let tp = single.target_plan();
+    if let Some(e) = &tp.error {
+        anyhow::bail!("{}: {}", dest.display(), e);
+    }
+    if current == Some(generation) && !tp.has_changes() {
+        if !args.json {
+            crate::outln!(
+                "\nnothing to do: {}/current -> {} matches generation {generation}",
+                dest.display(),
+                ReleaseDir::relative(generation)
+            )?;
+        }
+        return Ok(ExitCode::from(exit::OK));
+    }
+    if args.dry_run {
+        return Ok(ExitCode::from(if args.detailed_exitcode {
+            exit::CHANGES
+        } else {
+            exit::OK
+        }));
+    }
+    let policy = ApplyPolicy {
+        delete: args.delete,
+        overwrite: true,
+        verify: true,
+        max_delete: args.max_delete,
+        source_files: manifest.file_count(),
+        keep_extra: false,
+        switch: Default::default(),
+    };
+    let r = single.apply(
+        manifest,
+        policy,
+        &ctx.home.join("operations.log"),
+        &format!("pull {}", mirror.store.display()),
+    )?;
+    let unchanged = match current {
+        Some(c) => format!(
+            "{}/current still points at {}",
+            dest.display(),
+            ReleaseDir::relative(c)
+        ),
+        None => format!("{}/current was not made", dest.display()),
+    };
+    if r.status == Status::Interrupted {
+        eprintln!("offsync: interrupted; the pull was logged as interrupted; {unchanged}");
+        return Ok(ExitCode::from(crate::interrupt::exit_code()));
+    }
+    if let Some(e) = r
+        .status
+        .to_error(&layout.release_path(generation).display().to_string())
+    {
+        return Err(e.context(unchanged));
+    }
+    if !args.json {
+        crate::outln!(
+            "\nok  {}/current -> {}  {} changed, {} left out, {}, verified (generation {})",
+            dest.display(),
+            ReleaseDir::relative(generation),
+            r.outcome.changed.len(),
+            r.outcome.deleted.len(),
+            crate::plan::human_bytes(r.outcome.bytes),
+            generation
+        )?;
+    }
+    let pruned = prune(ctx, &layout, keep, generation)?;
+    if !pruned.is_empty() {
+        let line = format!(
+            "pruned {} (keeping {keep})",
+            pruned
+                .iter()
+                .map(|&g| ReleaseDir::relative(g))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            crate::outln!("{line}")?;
+        }
+    }
+    Ok(ExitCode::from(if args.detailed_exitcode {
+        exit::CHANGES
+    } else {
+        exit::OK
+    }))
+}
+
+/// Remove the releases beyond `keep` (see [`ReleaseDir::prune_plan`]), their hash caches and
+/// their records in `state.json`. A release that cannot be removed is a warning: the pull
+/// itself succeeded.
+fn prune(ctx: &Context, layout: &ReleaseDir, keep: u64, current: u64) -> Result<Vec<u64>> {
+    let mut pruned = Vec::new();
+    for g in layout.prune_plan(keep, current)? {
+        match layout.remove_release(g) {
+            Ok(()) => {
+                let _ =
+                    std::fs::remove_file(manifest::cache_path(&ctx.home, &layout.release_path(g)));
+                pruned.push(g);
+            }
+            Err(e) => eprintln!("warning: {e:#}"),
+        }
+    }
+    if !pruned.is_empty() {
+        let mut state = layout.load_state()?;
+        for g in &pruned {
+            state.releases.remove(&release_name(*g));
+        }
+        layout.save_state(&state)?;
+    }
+    Ok(pruned)
+}
+
+/// A release checked before a rollback switches to it.
+struct Checked {
+    plan: crate::plan::Plan,
+    /// Why it does not match, if it does not.
+    mismatch: Option<String>,
+    /// What it was compared with, for the output.
+    against: String,
+}
+
+/// Compare release `generation` with the mirror's snapshot of it, or, when the mirror cannot
+/// provide that, with the digest recorded when it was installed (see the module docs).
+fn check_release(
+    ctx: &Context,
+    args: &PullArgs,
+    layout: &ReleaseDir,
+    generation: u64,
+    info: &crate::targets::TargetInfo,
+) -> Result<Checked> {
+    let release = layout.release_path(generation);
+    let cache = manifest::cache_path(&ctx.home, &release);
+    let excludes = crate::plan::excludes::Excludes::new(&[])?;
+    let from_mirror = open_mirror(ctx, args).and_then(|m| {
+        let (snap, _) = m.verified(generation)?;
+        Ok((m, snap))
+    });
+    match from_mirror {
+        Ok((mirror, snap)) => {
+            let source = Source::snapshot(&mirror, &snap, false)?;
+            let mut t = LocalTarget::new(&release, cache, &source)?;
+            let tp = crate::engine::verify_one(&mut t, source.manifest(), &excludes, false)?;
+            let s = &tp.summary;
+            let mismatch = tp.has_changes().then(|| {
+                format!(
+                    "{} does not match generation {generation} of the mirror ({} added, {} modified, {} metadata, {} missing differ)",
+                    release.display(),
+                    s.added,
+                    s.modified,
+                    s.metadata,
+                    s.missing
+                )
+            });
+            Ok(Checked {
+                plan: crate::plan::Plan::new(source.manifest(), excludes.patterns(), vec![tp]),
+                mismatch,
+                against: format!(
+                    "against generation {generation} of {}",
+                    mirror.store.display()
+                ),
+            })
+        }
+        Err(e) => {
+            eprintln!(
+                "note: the mirror cannot provide generation {generation} ({e:#}); checking {} against the digest recorded when it was installed",
+                release.display()
+            );
+            let state = layout.load_state()?;
+            let Some(rec) = state.releases.get(&release_name(generation)) else {
+                anyhow::bail!(
+                    "cannot verify {}: the mirror cannot provide generation {generation} and {} records no digest for it; nothing was changed (fix access to the mirror and try again)",
+                    release.display(),
+                    layout
+                        .release_path(0)
+                        .with_file_name(crate::targets::releases::STATE)
+                        .display()
+                );
+            };
+            let (m, _) = manifest::build(&release, &excludes, Some(&cache))?;
+            let mismatch = (m.digest_hex() != rec.digest).then(|| {
+                format!(
+                    "{} changed since it was installed on {} (its manifest digest differs)",
+                    release.display(),
+                    rec.installed
+                )
+            });
+            Ok(Checked {
+                plan: crate::plan::Plan::new(
+                    &m,
+                    excludes.patterns(),
+                    vec![crate::engine::empty_plan(info)],
+                ),
+                mismatch,
+                against: format!("against the digest recorded on {}", rec.installed),
+            })
+        }
+    }
+}
+
+/// `pull --rollback [--to GEN]` (see the module docs).
+fn rollback(ctx: &Context, args: &PullArgs, dest: &Path) -> Result<ExitCode> {
+    let layout = ReleaseDir::new(dest);
+    let Some(cur) = (if dest.is_dir() {
+        layout.current()?
+    } else {
+        None
+    }) else {
+        anyhow::bail!(
+            "{} has no current release to roll back from (no {}/current symlink); pull with --layout releases first",
+            dest.display(),
+            dest.display()
+        );
+    };
+    fsutil::ensure_private_dir_keep(&ctx.home)?;
+    let _lock = lock::acquire(&ctx.home)?;
+    layout.prepare()?;
+    let gens = layout.releases()?;
+    let to = match args.to {
+        Some(g) if g == cur => {
+            return Err(input_err!(
+                "{}/current already points at {}; name another release with --to",
+                dest.display(),
+                ReleaseDir::relative(g)
+            ));
+        }
+        Some(g) if !gens.contains(&g) => {
+            return Err(input_err!(
+                "{} has no release {g}; its releases: {}",
+                dest.display(),
+                gens.iter()
+                    .map(|g| g.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Some(g) => g,
+        None => match gens.iter().copied().filter(|&g| g < cur).max() {
+            Some(g) => g,
+            None => anyhow::bail!(
+                "no release older than {} in {}/releases to roll back to; nothing was changed",
+                ReleaseDir::relative(cur),
+                dest.display()
+            ),
+        },
+    };
+    let release = layout.release_path(to);
+    let shown = release.display().to_string();
+    let info = crate::targets::TargetInfo {
+        name: shown.clone(),
+        kind: crate::plan::TargetKind::Local,
+        address: shown.clone(),
+        host: crate::keys::hostname(),
+        delete_allowed: true,
+    };
+    let operation = format!("pull-rollback {}", Location::parse(&args.url)?.url());
+    let log = ctx.home.join("operations.log");
+    let start = std::time::Instant::now();
+    let checked = check_release(ctx, args, &layout, to, &info)?;
+    let record = |status: Status| -> Result<()> {
+        let r = crate::engine::ApplyResult {
+            status,
+            outcome: Default::default(),
+            duration_ms: start.elapsed().as_millis() as u64,
+            release: None,
+            switched: None,
+        };
+        crate::engine::log_all(&log, &operation, &[(info.clone(), r)], &checked.plan)
+    };
+    if let Some(why) = &checked.mismatch {
+        let status = Status::Failed(
+            crate::error::ErrorKind::VerificationFailed,
+            format!("{why}; not switching to it"),
+        );
+        record(status.clone())?;
+        return Err(status
+            .to_error(&format!(
+                "{}/current stays at {}",
+                dest.display(),
+                ReleaseDir::relative(cur)
+            ))
+            .context("a failure has an error")?);
+    }
+    // The hold is written before the switch: a rollback killed in between leaves `current`
+    // where it was and pulls waiting, never a rollback that the next pull undoes.
+    let mut state = layout.load_state()?;
+    if to < cur {
+        state.rolled_back_from = Some(state.rolled_back_from.map_or(cur, |h| h.max(cur)));
+    } else if state.rolled_back_from.is_some_and(|h| to >= h) {
+        state.rolled_back_from = None;
+    }
+    layout.save_state(&state)?;
+    if let Err(e) = layout.switch(to) {
+        record(Status::failed(&e))?;
+        return Err(e);
+    }
+    record(Status::Ok)?;
+    crate::outln!(
+        "ok  {}/current -> {} (was {}), verified {}",
+        dest.display(),
+        ReleaseDir::relative(to),
+        ReleaseDir::relative(cur),
+        checked.against
+    )?;
+    if let Some(h) = state.rolled_back_from {
+        crate::outln!(
+            "pulls of generations up to {h} leave it there; a newer generation is pulled as usual (`--rollback --to {h}` switches back)"
         )?;
     }
     Ok(ExitCode::from(if args.detailed_exitcode {

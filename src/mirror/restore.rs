@@ -16,6 +16,12 @@
 //! redirects it. (The snapshot itself was validated on read: clean relative paths, every
 //! parent a directory entry, see [`super::snapshot::Snapshot::validate`].)
 //!
+//! Hard links (`Work::link`, the releases layout of `pull`): an unchanged entry of the previous
+//! release is linked with `linkat` without `AT_SYMLINK_FOLLOW` (a symlink is linked as itself),
+//! both parents reached as above, and only when the entry there is of the snapshot's kind. A
+//! linked inode is shared with the older release, so it is never given a mode or an mtime
+//! here: entries whose metadata changes are written fresh, like new content.
+//!
 //! Modes: only permission bits are restored; setuid, setgid and sticky bits are stripped
 //! unless the caller asks to keep them (`mirror restore --keep-special-modes`).
 
@@ -47,6 +53,13 @@ pub struct Work<'a> {
     pub delete: Vec<Vec<u8>>,
     /// Restore setuid/setgid/sticky bits as the snapshot has them (default: strip them).
     pub keep_special_modes: bool,
+    /// Files and symlinks to hard-link from the tree at `link_from` instead of downloading
+    /// them: the unchanged entries of the previous release (`pull --layout releases`). Their
+    /// inode is shared, so nothing here ever changes its mode, mtime or content; an entry
+    /// that cannot be linked is downloaded instead.
+    pub link: Vec<(Vec<u8>, &'a SnapEntry)>,
+    /// The tree `link` entries come from, walked like DEST: nothing below it is followed.
+    pub link_from: Option<PathBuf>,
 }
 
 /// What was done.
@@ -223,6 +236,32 @@ fn open_existing(
     Ok(f)
 }
 
+/// Hard-link `rel` from the tree `src` into `dest` (see the module docs): both parents are
+/// reached without following a symlink, the entry in `src` must be of `e`'s kind, and the
+/// link is made to the entry itself, never to what a symlink points at.
+fn link_one(src: &Dest, dest: &Dest, rel: &[u8], e: &SnapEntry) -> Result<()> {
+    let (from_dir, name) = src
+        .parent(rel, false)?
+        .with_context(|| format!("{} is gone", src.show(rel)))?;
+    let want = if e.kind == "symlink" {
+        SFlag::S_IFLNK
+    } else {
+        SFlag::S_IFREG
+    };
+    if kind_at(&from_dir, name)? != Some(want) {
+        anyhow::bail!("{} is not a {}", src.show(rel), e.kind);
+    }
+    let (to_dir, to_name) = dest.parent(rel, true)?.context("parents are created")?;
+    nix::unistd::linkat(
+        &from_dir,
+        name_of(name),
+        &to_dir,
+        name_of(to_name),
+        AtFlags::empty(),
+    )
+    .with_context(|| format!("cannot link {}", dest.show(rel)))
+}
+
 /// Carry out `work` in `dest` with `workers` parallel downloads.
 pub fn apply(
     mirror: &Mirror,
@@ -307,9 +346,24 @@ fn apply_inner(
         }
         done.changed.push(p.clone());
     }
+    // Hard links from the previous release; what cannot be linked (another filesystem, the
+    // link limit, an entry that changed since the plan) is downloaded with the rest.
+    let mut fallback: Vec<(Vec<u8>, &SnapEntry)> = Vec::new();
+    if let Some(from) = &work.link_from {
+        let src = Dest::open(from)?;
+        for (p, e) in &work.link {
+            if crate::interrupt::interrupted() {
+                anyhow::bail!("interrupted");
+            }
+            if link_one(&src, dest, p, e).is_err() {
+                fallback.push((p.clone(), *e));
+            }
+        }
+    }
     // Files and symlinks, in parallel: download into the holding dir, verify, rename.
     let mut items: Vec<&(Vec<u8>, &SnapEntry)> =
         work.write.iter().filter(|(_, e)| e.kind != "dir").collect();
+    items.extend(fallback.iter());
     let counter = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let results = crate::parallel::parallel(&mut items, workers, |(p, e)| -> Result<()> {

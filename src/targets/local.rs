@@ -144,6 +144,7 @@ impl Target for LocalTarget<'_> {
                 Vec::new()
             },
             keep_special_modes: self.keep_special_modes,
+            ..Work::default()
         };
         let done = restore::apply(self.mirror, &self.dest, &work, WORKERS, progress)?;
         Ok(ApplyOutcome {

@@ -9,6 +9,7 @@
 pub mod local;
 pub mod memory;
 pub mod mirror;
+pub mod releases;
 pub mod ssh;
 
 use anyhow::Result;
@@ -141,6 +142,19 @@ pub trait Target: Send {
         delete: bool,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<ApplyOutcome>;
+    /// Work the plan does not show: the apply must run (and commit) even when no path
+    /// differs. A release target whose generation is not `current` yet has to be built and
+    /// switched to even when its content equals the current release's.
+    fn has_pending(&self) -> bool {
+        false
+    }
+    /// Make a verified apply visible. The engine calls it only after `apply` succeeded and the
+    /// verification (when the policy asks for one) found no difference; a failure fails the
+    /// apply. Default: nothing (the other targets write in place). A release directory
+    /// (`targets::releases`) switches its `current` symlink here.
+    fn commit(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Check the target's own storage after a scan (mirrors: every referenced object exists
     /// with the right size; `deep`: download, decrypt and re-hash them). SSH targets have
     /// nothing beyond the scan, whose checksums already cover content.

@@ -20,6 +20,8 @@
 //! - `confinement`: a tampered forced command is refused by every connecting command
 //! - `passes`: the rsync passes plan/apply/verify make (counted by an rsync wrapper on PATH),
 //!   saved plans against a target that moved, and what `check: checksum | quick` see
+//! - `pull_releases`: `pull --layout releases` and `--rollback`: readers of DEST/current
+//!   during a switch, hard links, rollback, `--keep`, SIGKILL during a pull
 //! - `snapshots`: insta snapshots of `--help`, the plan text and the main error messages
 //!
 //! Tests about set-up (`setup`, `security`, and `bad_input`'s link/target add cases) go
@@ -35,6 +37,7 @@ mod faults;
 mod hardening;
 mod mirror;
 mod passes;
+mod pull_releases;
 mod releases;
 mod security;
 mod setup;
