@@ -252,13 +252,10 @@ pub fn dry_run_argv(
         a.extend(m.names.iter().map(|n| format!("--filter=+ /{n}").into()));
     }
     a.extend(filters.iter().map(OsString::from));
-    a.push("-e".into());
-    a.push(rsh.into());
-    a.push(dir_arg(src));
-    if let Some(m) = marker {
-        a.push(dir_arg(m.dir));
+    match marker {
+        Some(m) => push_ends(&mut a, rsh, &[src, m.dir], dest),
+        None => push_ends(&mut a, rsh, &[src], dest),
     }
-    a.push(dest.into());
     a
 }
 
@@ -290,11 +287,7 @@ pub fn release_upload_argv(
             .map(|n| format!("--filter=+ /{n}").into()),
     );
     a.extend(filters.iter().map(OsString::from));
-    a.push("-e".into());
-    a.push(rsh.into());
-    a.push(dir_arg(src));
-    a.push(dir_arg(extra.dir));
-    a.push(dest.into());
+    push_ends(&mut a, rsh, &[src, extra.dir], dest);
     a
 }
 
@@ -310,15 +303,9 @@ pub fn release_fixup_argv(
 ) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec!["-i".into(), "-I".into()];
     a.extend(COMMON.iter().map(OsString::from));
-    let mut ff = OsString::from("--files-from=");
-    ff.push(files_from.as_os_str());
-    a.push(ff);
-    a.push("--from0".into());
+    push_files_from(&mut a, files_from);
     a.extend(filters.iter().map(OsString::from));
-    a.push("-e".into());
-    a.push(rsh.into());
-    a.push(dir_arg(src));
-    a.push(dest.into());
+    push_ends(&mut a, rsh, &[src], dest);
     a
 }
 
@@ -345,16 +332,10 @@ pub fn symlink_push_argv(rsh: &str, link: &Path, dest: &str, dry: bool) -> Vec<O
 /// `releases/`, so the listed parents exist in the source and nothing else is sent.
 pub fn prune_argv(rsh: &str, root: &Path, dest: &str, files_from: &Path) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec!["-i".into(), "-O".into(), "--out-format=%i %n".into()];
-    let mut ff = OsString::from("--files-from=");
-    ff.push(files_from.as_os_str());
-    a.push(ff);
-    a.push("--from0".into());
+    push_files_from(&mut a, files_from);
     a.push("--delete-missing-args".into());
     a.push("--force".into());
-    a.push("-e".into());
-    a.push(rsh.into());
-    a.push(dir_arg(root));
-    a.push(dest.into());
+    push_ends(&mut a, rsh, &[root], dest);
     a
 }
 
@@ -387,10 +368,7 @@ pub fn releases_listing_argv(
     ] {
         a.push(format!("--filter={rule}").into());
     }
-    a.push("-e".into());
-    a.push(rsh.into());
-    a.push(dir_arg(root));
-    a.push(dest.into());
+    push_ends(&mut a, rsh, &[root], dest);
     a
 }
 
@@ -457,12 +435,7 @@ pub fn transfer_argv(
     );
     a.extend(COMMON.iter().map(OsString::from));
     match files_from {
-        Some(f) => {
-            let mut ff = OsString::from("--files-from=");
-            ff.push(f.as_os_str());
-            a.push(ff);
-            a.push("--from0".into());
-        }
+        Some(f) => push_files_from(&mut a, f),
         None => a.push("-r".into()),
     }
     if kind == TransferKind::Replacing {
@@ -475,10 +448,7 @@ pub fn transfer_argv(
         }
     }
     a.extend(filters.iter().map(OsString::from));
-    a.push("-e".into());
-    a.push(rsh.into());
-    a.push(dir_arg(src));
-    a.push(dest.into());
+    push_ends(&mut a, rsh, &[src], dest);
     a
 }
 
@@ -493,16 +463,26 @@ pub fn listed_check_argv(
 ) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec!["-n".into(), "-i".into(), "-c".into()];
     a.extend(COMMON.iter().map(OsString::from));
+    push_files_from(&mut a, files_from);
+    a.extend(filters.iter().map(OsString::from));
+    push_ends(&mut a, rsh, &[src], dest);
+    a
+}
+
+/// `--files-from=FILE --from0`: the NUL-separated list of paths a run is limited to.
+fn push_files_from(a: &mut Vec<OsString>, files_from: &Path) {
     let mut ff = OsString::from("--files-from=");
     ff.push(files_from.as_os_str());
     a.push(ff);
     a.push("--from0".into());
-    a.extend(filters.iter().map(OsString::from));
+}
+
+/// The end of every argv: the remote shell, the source directories, the destination.
+fn push_ends(a: &mut Vec<OsString>, rsh: &str, sources: &[&Path], dest: &str) {
     a.push("-e".into());
     a.push(rsh.into());
-    a.push(dir_arg(src));
+    a.extend(sources.iter().map(|s| dir_arg(s)));
     a.push(dest.into());
-    a
 }
 
 fn dir_arg(src: &Path) -> OsString {

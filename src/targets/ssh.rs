@@ -727,14 +727,7 @@ impl SshTarget {
             .clone()
             .context("internal: no release id was set for this apply")?;
         let c = &plan.changes;
-        let mut changed: Vec<Vec<u8>> = c
-            .added
-            .iter()
-            .chain(&c.modified)
-            .chain(&c.metadata)
-            .map(|e| e.raw_path())
-            .collect();
-        changed.sort();
+        let changed = written_paths(plan);
         nul_list(&changed)?;
         let record = releases::Release {
             id: id.clone(),
@@ -1183,6 +1176,20 @@ impl SshTarget {
     }
 }
 
+/// The paths a plan writes (added, modified, metadata), sorted.
+fn written_paths(plan: &TargetPlan) -> Vec<Vec<u8>> {
+    let c = &plan.changes;
+    let mut changed: Vec<Vec<u8>> = c
+        .added
+        .iter()
+        .chain(&c.modified)
+        .chain(&c.metadata)
+        .map(|e| e.raw_path())
+        .collect();
+    changed.sort();
+    changed
+}
+
 /// Every source path as created: what a dry run into an empty tree shows.
 fn all_created(source: &Manifest) -> Vec<itemize::Item> {
     source
@@ -1352,14 +1359,7 @@ impl Target for SshTarget {
         self.connect_proven()?;
         self.ensure_marker()?;
         let c = &plan.changes;
-        let mut changed: Vec<Vec<u8>> = c
-            .added
-            .iter()
-            .chain(&c.modified)
-            .chain(&c.metadata)
-            .map(|e| e.raw_path())
-            .collect();
-        changed.sort();
+        let changed = written_paths(plan);
         let planned_deletes: std::collections::BTreeSet<Vec<u8>> = if delete {
             c.missing.iter().map(|e| e.raw_path()).collect()
         } else {
