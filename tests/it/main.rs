@@ -20,6 +20,9 @@
 //! - `confinement`: a tampered forced command is refused by every connecting command
 //! - `passes`: the rsync passes plan/apply/verify make (counted by an rsync wrapper on PATH),
 //!   saved plans against a target that moved, and what `check: checksum | quick` see
+//! - `releases`: the `releases` layout attacked: a reader sampling `current/` during apply and
+//!   rollback, tampered releases, `--switch together|each`, hard links and disk use, pruning,
+//!   rollback, SIGKILL mid-apply, a forced command pointing elsewhere, unknown/missing releases
 //! - `snapshots`: insta snapshots of `--help`, the plan text and the main error messages
 //!
 //! Tests about set-up (`setup`, `security`, and `bad_input`'s link/target add cases) go
