@@ -488,6 +488,7 @@ if [ -n "$mode" ] && [ "$mode" != none ]; then
     echo none > {mode}
   fi
 fi
+case " $* " in *" -I "*) case " $* " in *" -n "*) ;; *) echo resend >> {log}.resends ;; esac ;; esac
 exec "$REAL" "$@"
 "#,
         mode = sh_quote(&mode_file),
@@ -566,8 +567,23 @@ exec "$REAL" "$@"
 
     std::fs::write(&mode_file, "none").unwrap();
     write_version("v4");
+    let resends = || {
+        std::fs::read_to_string(log.with_extension("resends"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let resends_before = resends();
     let out = run("apply v4", wrap.offsync(h, &["apply", "--yes", "--json"]));
     assert!(out.status.success());
+    // changed.txt has the same size as in v1 but a new mtime: the upload sends it, and
+    // there is no second pass re-sending it whole (that is only for files whose size and
+    // mtime both match the old release's, which the upload hard-links).
+    assert_eq!(
+        resends(),
+        resends_before,
+        "a file the upload sent was sent again"
+    );
     let r = &rows(&out)["t1"];
     let v4 = current_id(&sync);
     assert_eq!(r["release"], v4.as_str());
