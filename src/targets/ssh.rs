@@ -763,9 +763,12 @@ impl SshTarget {
                 &excludes.rsync_args(),
             ),
             &mut |line| {
-                if let Some(i) = itemize::parse_line(line)
+                // Every file rsync transferred (`<f…` on this sending side) was written whole
+                // from the source: a same-size file with a new mtime (`<f..t……`) too, which
+                // is not hard-linked and must not be sent again by the fix-up below.
+                if matches!(line.first(), Some(b'<' | b'>'))
+                    && let Some(i) = itemize::parse_line(line)
                     && i.kind == ItemKind::File
-                    && matches!(i.change, ItemChange::Created | ItemChange::Content)
                     && !ours.iter().any(|n| i.path == n.as_bytes())
                 {
                     sent.insert(i.path);

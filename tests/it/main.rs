@@ -22,6 +22,9 @@
 //!   saved plans against a target that moved, and what `check: checksum | quick` see
 //! - `pull_releases`: `pull --layout releases` and `--rollback`: readers of DEST/current
 //!   during a switch, hard links, rollback, `--keep`, SIGKILL during a pull
+//! - `releases`: the `releases` layout attacked: a reader sampling `current/` during apply and
+//!   rollback, tampered releases, `--switch together|each`, hard links and disk use, pruning,
+//!   rollback, SIGKILL mid-apply, a forced command pointing elsewhere, unknown/missing releases
 //! - `snapshots`: insta snapshots of `--help`, the plan text and the main error messages
 //!
 //! Tests about set-up (`setup`, `security`, and `bad_input`'s link/target add cases) go
