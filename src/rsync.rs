@@ -309,32 +309,26 @@ pub fn release_fixup_argv(
     a
 }
 
-/// argv (after `rsync`) that sends the one symlink `link` (a local `…/current`) to the
-/// target's root `dest`: rsync's receiver writes it under a temporary name and renames it
-/// over `current`, so the switch is one atomic rename. `dry`: only say whether it differs
-/// (the itemized line shows the new value with `%L`).
-pub fn symlink_push_argv(rsh: &str, link: &Path, dest: &str, dry: bool) -> Vec<OsString> {
-    let mut a: Vec<OsString> = Vec::new();
-    if dry {
-        a.push("-n".into());
-    }
-    a.extend(["-i", "-l", "-O", "--out-format=%i %n%L"].map(OsString::from));
-    a.push("-e".into());
-    a.push(rsh.into());
-    a.push(link.as_os_str().to_os_string());
-    a.push(dest.into());
-    a
-}
-
-/// argv (after `rsync`) that deletes exactly the directories listed in `files_from`
-/// (`releases/<id>`, each with its whole content: `--delete-missing-args --force`) from the
-/// target's root `dest`. `root` is an empty local directory holding only an empty
-/// `releases/`, so the listed parents exist in the source and nothing else is sent.
-pub fn prune_argv(rsh: &str, root: &Path, dest: &str, files_from: &Path) -> Vec<OsString> {
-    let mut a: Vec<OsString> = vec!["-i".into(), "-O".into(), "--out-format=%i %n".into()];
+/// argv (after `rsync`) that switches a `releases` target: `root` holds the symlink
+/// `current` (and an empty `releases/`), `files_from` lists `current` and, with `prune`, the
+/// `releases/<id>` directories to delete (missing from `root`: `--delete-missing-args
+/// --force`). rsync's receiver writes the symlink under a temporary name and renames it over
+/// `current` (one atomic rename); the itemized line shows the new value (`%L`).
+pub fn switch_argv(
+    rsh: &str,
+    root: &Path,
+    dest: &str,
+    files_from: &Path,
+    prune: bool,
+) -> Vec<OsString> {
+    let mut a: Vec<OsString> = ["-i", "-l", "-O", "--out-format=%i %n%L"]
+        .map(OsString::from)
+        .to_vec();
     push_files_from(&mut a, files_from);
-    a.push("--delete-missing-args".into());
-    a.push("--force".into());
+    if prune {
+        a.push("--delete-missing-args".into());
+        a.push("--force".into());
+    }
     push_ends(&mut a, rsh, &[root], dest);
     a
 }

@@ -894,100 +894,89 @@ impl SshTarget {
     }
 
     /// Point `current` at `releases/<id>` with one rsync of the symlink (the receiver renames
-    /// it over `current`); returns when rsync confirmed it.
-    fn switch_to(&self, id: &str) -> Result<std::time::SystemTime> {
-        let dir = ScratchDir::new(&self.scratch_root, "switch")?;
-        let link = dir.path().join(releases::CURRENT);
-        let value = releases::release_dir(id);
-        std::os::unix::fs::symlink(&value, &link)?;
-        let expected = format!("{} -> {value}", releases::CURRENT);
-        let mut lines = Vec::new();
-        let out = self.rsync_streaming(
-            rsync::symlink_push_argv(&self.rsh(), &link, &self.login.rsync_dest(), false),
-            &mut |line| {
-                if let Some(i) = itemize::parse_line(line) {
-                    lines.push(i);
-                }
-            },
-        )?;
-        let at = std::time::SystemTime::now();
-        if !out.success() {
-            return Err(Diagnosis::from_output(out.code(), &out.stderr)
-                .error(&format!("switching current to {value} failed")));
-        }
-        let confirmed = lines
-            .iter()
-            .all(|i| i.kind == ItemKind::Symlink && i.path == expected.as_bytes());
-        if !confirmed {
-            anyhow::bail!(
-                "switching current to {value}: rsync reported something else ({})",
-                sanitize::bytes_for_terminal(&lines[0].path)
-            );
-        }
-        Ok(at)
-    }
-
-    /// Delete the recorded releases beyond `keep:` (never `current`'s): one rsync that
-    /// deletes exactly those directories. Returns what was pruned and a note when releases
-    /// stay (a `--no-delete` target) or pruning failed.
-    fn prune(&mut self) -> (Vec<String>, Option<String>) {
-        let keep = self.rel().keep;
-        let ids = self.rel().records.prunable(keep);
-        if ids.is_empty() {
-            return (Vec::new(), None);
-        }
-        if !self.info.delete_allowed {
-            return (
-                Vec::new(),
-                Some(format!(
-                    "{} release(s) beyond keep: {keep} stay on this target: it was linked with --no-delete, so offsync cannot delete them (remove {} there by hand); the recorded releases use about {} of its disk",
-                    ids.len(),
-                    ids.iter()
-                        .map(|i| releases::release_dir(i))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    crate::plan::human_bytes(self.rel().records.approx_disk_use())
-                )),
-            );
-        }
-        match self.delete_releases(&ids) {
-            Ok(()) => {
-                let rel = self.rel_mut();
-                rel.records.releases.retain(|r| !ids.contains(&r.id));
-                match self.save_records() {
-                    Ok(()) => (ids, None),
-                    Err(e) => (ids, Some(format!("pruned, but the record: {e:#}"))),
-                }
-            }
-            Err(e) => (
-                Vec::new(),
-                Some(format!("pruning old releases failed: {e:#}")),
-            ),
-        }
-    }
-
-    fn delete_releases(&self, ids: &[String]) -> Result<()> {
-        let current = self.rel().records.current.as_deref();
-        let paths: Vec<Vec<u8>> = ids
-            .iter()
-            .filter(|id| releases::valid_id(id) && Some(id.as_str()) != current)
-            .map(|id| releases::release_dir(id).into_bytes())
-            .collect();
-        let scratch = ScratchDir::new(&self.scratch_root, "prune")?;
+    /// it over `current`), deleting the releases in `prune` in the same run, after the switch
+    /// (rsync works through its sorted list: `current` comes before `releases/…`). Returns
+    /// when the switch was reported (the itemized line of `current` arrives as it happens),
+    /// and how the pruning went: a failure there does not undo or fail the switch.
+    fn switch_to(&self, id: &str, prune: &[String]) -> Result<(std::time::SystemTime, Result<()>)> {
+        let scratch = ScratchDir::new(&self.scratch_root, "switch")?;
         let root = scratch.path().join("root");
         std::fs::create_dir_all(root.join(releases::RELEASES_DIR))?;
+        let value = releases::release_dir(id);
+        std::os::unix::fs::symlink(&value, root.join(releases::CURRENT))?;
+        let current = self.rel().records.current.as_deref();
+        let mut list = vec![releases::CURRENT.as_bytes().to_vec()];
+        list.extend(
+            prune
+                .iter()
+                .filter(|p| {
+                    releases::valid_id(p) && p.as_str() != id && Some(p.as_str()) != current
+                })
+                .map(|p| releases::release_dir(p).into_bytes()),
+        );
         let files_from = scratch.path().join("files");
-        fsutil::write_volatile(&files_from, &nul_list(&paths)?, fsutil::FILE_MODE)?;
-        let out = self.rsync(rsync::prune_argv(
-            &self.rsh(),
-            &root,
-            &self.login.rsync_dest(),
-            &files_from,
-        ))?;
-        if !out.success() {
-            return Err(Diagnosis::from_output(out.code(), &out.stderr).error(""));
+        fsutil::write_volatile(&files_from, &nul_list(&list)?, fsutil::FILE_MODE)?;
+        let expected = format!("{} -> {value}", releases::CURRENT);
+        let mut switched_at = None;
+        let mut other = Vec::new();
+        let out = self.rsync_streaming(
+            rsync::switch_argv(
+                &self.rsh(),
+                &root,
+                &self.login.rsync_dest(),
+                &files_from,
+                list.len() > 1,
+            ),
+            &mut |line| match itemize::parse_line(line) {
+                Some(i) if i.kind == ItemKind::Symlink && i.path == expected.as_bytes() => {
+                    switched_at = Some(std::time::SystemTime::now());
+                }
+                Some(i) if i.change == ItemChange::Deleting || i.kind == ItemKind::Dir => {}
+                Some(i) => other.push(i.path),
+                None => {}
+            },
+        )?;
+        if let Some(p) = other.first() {
+            anyhow::bail!(
+                "switching current to {value}: rsync reported something else ({})",
+                sanitize::bytes_for_terminal(p)
+            );
         }
-        Ok(())
+        let Some(at) = switched_at else {
+            // Nothing reported: either `current` already pointed there (exit 0) or the run
+            // failed before it got to it.
+            if out.success() {
+                return Ok((std::time::SystemTime::now(), Ok(())));
+            }
+            return Err(Diagnosis::from_output(out.code(), &out.stderr)
+                .error(&format!("switching current to {value} failed")));
+        };
+        let pruned = if out.success() {
+            Ok(())
+        } else {
+            Err(Diagnosis::from_output(out.code(), &out.stderr).error(""))
+        };
+        Ok((at, pruned))
+    }
+
+    /// The releases to delete after switching to the uploaded one (`keep:`), or why none
+    /// are deleted on this target (`--no-delete`).
+    fn prune_plan(&self) -> (Vec<String>, Option<String>) {
+        let keep = self.rel().keep;
+        let ids = self.rel().records.prunable(keep);
+        if ids.is_empty() || self.info.delete_allowed {
+            return (ids, None);
+        }
+        let note = format!(
+            "{} release(s) beyond keep: {keep} stay on this target: it was linked with --no-delete, so offsync cannot delete them (remove {} there by hand); the recorded releases use about {} of its disk",
+            ids.len(),
+            ids.iter()
+                .map(|i| releases::release_dir(i))
+                .collect::<Vec<_>>()
+                .join(", "),
+            crate::plan::human_bytes(self.rel().records.approx_disk_use())
+        );
+        (Vec::new(), Some(note))
     }
 
     /// `offsync releases`: the record, checked against the target with one dry run of the
@@ -1128,12 +1117,16 @@ impl SshTarget {
         let tag = [releases::tag_name(&to)];
         let there = self.beside_probe(|this| this.tags_missing(&release_dest, &tag))?;
         if !there.is_empty() {
+            // Without the marker it may not even be the linked directory: say so first.
+            if there.contains(&marker::file_name(self.marker_id())) {
+                self.check_root_marker()?;
+            }
             anyhow::bail!(
                 "release {to} is no longer on {} (pruned or removed by hand); nothing was changed",
                 self.info.name
             );
         }
-        let at = self.switch_to(&to)?;
+        let (at, _) = self.switch_to(&to, &[])?;
         self.rel_mut().records.set_current(&to);
         self.save_records()?;
         // What `current` points at now carries `to`'s tag.
@@ -1520,10 +1513,38 @@ impl Target for SshTarget {
             .uploaded
             .take()
             .context("internal: no verified release to switch to")?;
-        let at = self.switch_to(&id)?;
+        // What `keep:` leaves once `current` is the new release.
+        let before = self.rel().records.current.clone();
         self.rel_mut().records.set_current(&id);
-        self.save_records()?;
-        let (pruned, note) = self.prune();
+        let (prune, mut note) = self.prune_plan();
+        self.rel_mut().records.current = before.clone();
+        // The release that was current is deleted only once the switch is confirmed (with
+        // `keep: 1`): deleted in the switching run, a failed switch could leave `current`
+        // pointing at nothing.
+        let (later, now): (Vec<String>, Vec<String>) =
+            prune.into_iter().partition(|p| Some(p) == before.as_ref());
+        let (at, mut pruning) = self.switch_to(&id, &now)?;
+        let mut prune = now;
+        if pruning.is_ok() && !later.is_empty() {
+            self.rel_mut().records.set_current(&id);
+            pruning = self.switch_to(&id, &later).map(|(_, p)| p).and_then(|p| p);
+            prune.extend(later);
+        }
+        let rel = self.rel_mut();
+        rel.records.set_current(&id);
+        let pruned = match pruning {
+            Ok(()) => {
+                rel.records.releases.retain(|r| !prune.contains(&r.id));
+                prune
+            }
+            Err(e) => {
+                note = Some(format!("pruning old releases failed: {e:#}"));
+                Vec::new()
+            }
+        };
+        if let Err(e) = self.save_records() {
+            note = Some(format!("switched, but the release record: {e:#}"));
+        }
         Ok(super::Switched {
             id,
             at,
