@@ -46,6 +46,11 @@ use std::process::ExitCode;
 
 /// Parse the process arguments, run, print at most one error, and return the exit code.
 pub fn main_entry() -> ExitCode {
+    // rsync starts ssh through offsync itself, so that ssh dies with rsync (see `process`).
+    let mut args = std::env::args_os();
+    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(process::EXEC_DYING_WITH_PARENT)) {
+        return process::exec_dying_with_parent(args.collect());
+    }
     // Everything offsync creates for itself (state files, caches, logs, local mirror objects
     // and their directories, scratch files of helper programs) is private, whatever the umask
     // of the shell that started it: 0600 files, 0700 directories. Files that must get a

@@ -14,6 +14,11 @@
 //! as long as offsync (engine workers come and go). Live children are registered; once an
 //! interrupt is recorded ([`crate::interrupt`]) no new child starts and every registered group
 //! is signalled — the check and the registration share one lock, so no child slips between.
+//!
+//! A grandchild (the ssh that rsync starts for `-e`) is not offsync's child, so rsync starts it
+//! through offsync itself ([`rsh_prefix`]): `offsync __exec-dying-with-parent ssh …` sets its
+//! own parent-death signal and execs ssh, which therefore dies with the rsync that started it
+//! (and that rsync dies with offsync).
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
@@ -43,6 +48,51 @@ pub enum ProcessError {
     Signal { command: String, signal: i32 },
     #[error("`{command}` was interrupted")]
     Interrupted { command: String },
+}
+
+/// The hidden first argument that turns `offsync` into an exec wrapper (see the module docs).
+pub const EXEC_DYING_WITH_PARENT: &str = "__exec-dying-with-parent";
+
+/// `offsync __exec-dying-with-parent PROGRAM ARGS…`: set `PR_SET_PDEATHSIG = SIGKILL`, then
+/// exec PROGRAM (the setting survives exec of a program without set-id bits or file
+/// capabilities, like ssh). Returns only when that fails.
+pub fn exec_dying_with_parent(args: Vec<OsString>) -> std::process::ExitCode {
+    use std::os::unix::process::CommandExt;
+    let Some((program, rest)) = args.split_first() else {
+        eprintln!("offsync: {EXEC_DYING_WITH_PARENT} needs a program to run");
+        return std::process::ExitCode::from(255);
+    };
+    let parent = nix::unistd::getppid();
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+        eprintln!("offsync: cannot set the parent-death signal: {e}");
+        return std::process::ExitCode::from(255);
+    }
+    // The parent may have died before the setting took effect: then nobody would kill us.
+    if nix::unistd::getppid() != parent {
+        return std::process::ExitCode::from(255);
+    }
+    let err = Command::new(program).args(rest).exec();
+    eprintln!(
+        "offsync: cannot run {}: {err}",
+        sanitize::for_terminal(&program.to_string_lossy())
+    );
+    std::process::ExitCode::from(255)
+}
+
+/// The words that make a program started by a child of offsync (rsync's `-e`) die with that
+/// child: this executable and [`EXEC_DYING_WITH_PARENT`]. Empty when offsync cannot name its
+/// own executable (the program then runs bare).
+pub fn rsh_prefix() -> Vec<String> {
+    static PREFIX: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    PREFIX
+        .get_or_init(|| match std::env::current_exe() {
+            Ok(exe) => match exe.into_os_string().into_string() {
+                Ok(exe) => vec![exe, EXEC_DYING_WITH_PARENT.to_string()],
+                Err(_) => Vec::new(),
+            },
+            Err(_) => Vec::new(),
+        })
+        .clone()
 }
 
 fn tail_suffix(tail: &str) -> String {

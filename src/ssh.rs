@@ -210,7 +210,10 @@ impl SshSettings {
     /// The `-e` value for rsync: ssh with our options, quoted for rsync's own word splitter
     /// (which knows single and double quotes, but not backslashes).
     pub fn rsync_rsh(&self, port: Option<u16>) -> String {
-        let mut words = vec!["ssh".to_string()];
+        // ssh is rsync's child, not offsync's: started through offsync's exec wrapper, it
+        // dies with rsync even when offsync is killed with SIGKILL (see `process`).
+        let mut words = crate::process::rsh_prefix();
+        words.push("ssh".to_string());
         words.extend(self.options());
         if let Some(p) = port {
             words.push("-p".to_string());
@@ -460,8 +463,9 @@ mod tests {
     fn options_pin_known_hosts_and_key() {
         let s = SshSettings::new(Path::new("/h/id"), Path::new("/h/known hosts"));
         let rsh = s.rsync_rsh(Some(2222));
+        // ssh runs through offsync's exec wrapper, so it dies with rsync.
         assert!(
-            rsh.starts_with("ssh -i /h/id -o IdentitiesOnly=yes"),
+            rsh.contains(" __exec-dying-with-parent ssh -i /h/id -o IdentitiesOnly=yes"),
             "{rsh}"
         );
         assert!(
