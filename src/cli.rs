@@ -234,6 +234,15 @@ pub struct PlanArgs {
     /// checksum]
     #[arg(long, value_name = "MODE", hide_possible_values = true)]
     pub check: Option<crate::plan::CheckMode>,
+    /// Counts only: each target's summary line (and warnings) and the grand total, no paths
+    /// (`--out` still saves the whole plan)
+    #[arg(long, conflicts_with_all = ["json", "stat"])]
+    pub summary: bool,
+    /// Per-directory counts instead of every path: `+added ~modified =metadata -target-only`
+    /// and bytes to send, per directory up to two levels deep (`--out` still saves the whole
+    /// plan)
+    #[arg(long, conflicts_with = "json")]
+    pub stat: bool,
 }
 
 #[derive(Debug, Args)]

@@ -216,7 +216,15 @@ fn check_saved(saved: &Plan, plan: &Plan, which: Stale) -> Result<()> {
     if stale.is_empty() {
         return Ok(());
     }
-    let diff = similar::TextDiff::from_lines(&saved.to_text(), &plan.to_text())
+    // Target by target (no grouping): a target that left its group shows as its own change
+    // instead of as a regrouped list.
+    let text = |p: &Plan| {
+        p.to_text_with(crate::plan::TextOptions {
+            ungrouped: true,
+            ..Default::default()
+        })
+    };
+    let diff = similar::TextDiff::from_lines(&text(saved), &text(plan))
         .unified_diff()
         .header("saved plan", "plan now")
         .to_string();

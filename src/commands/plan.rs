@@ -1,5 +1,6 @@
 //! `offsync plan`: hash the source, run one rsync dry run per target (in parallel), print
-//! the plan (text or `offsync-plan/1` JSON), optionally save it for `apply PLAN_FILE`.
+//! the plan (text — every path, `--stat` per directory, or `--summary` counts only — or
+//! `offsync-plan/1` JSON), optionally save it for `apply PLAN_FILE`.
 
 use anyhow::{Context as _, Result};
 use std::io::Write as _;
@@ -10,6 +11,7 @@ use crate::cli::PlanArgs;
 use crate::context::Context;
 use crate::error::exit;
 use crate::fsutil;
+use crate::plan::{TextDetail, TextOptions};
 use crate::session::Session;
 
 pub fn run(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
@@ -45,7 +47,20 @@ pub fn run(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
         if args.json {
             plan.write_json(&mut w)?;
         } else {
-            plan.write_text(&mut w)?;
+            let detail = if args.summary {
+                TextDetail::Summary
+            } else if args.stat {
+                TextDetail::Stat
+            } else {
+                TextDetail::Paths
+            };
+            plan.write_text_with(
+                &mut w,
+                TextOptions {
+                    detail,
+                    ..TextOptions::default()
+                },
+            )?;
         }
         w.flush()?;
     }

@@ -548,16 +548,37 @@ impl Plan {
         Ok(())
     }
 
-    /// The human-readable plan (deterministic, like the JSON).
+    /// The human-readable plan (deterministic, like the JSON): every path, targets with
+    /// identical work grouped, and the grand total line.
     pub fn to_text(&self) -> String {
+        self.to_text_with(TextOptions::default())
+    }
+
+    /// [`Plan::to_text`] with other [`TextOptions`].
+    pub fn to_text_with(&self, opts: TextOptions) -> String {
         let mut out = Vec::new();
-        self.write_text(&mut out)
+        self.write_text_with(&mut out, opts)
             .expect("writing to memory cannot fail");
         String::from_utf8(out).expect("the text plan is UTF-8")
     }
 
     /// [`Plan::to_text`], written to `w` line by line (buffer `w`).
-    pub fn write_text(&self, mut w: impl std::io::Write) -> std::io::Result<()> {
+    pub fn write_text(&self, w: impl std::io::Write) -> std::io::Result<()> {
+        self.write_text_with(w, TextOptions::default())
+    }
+
+    /// The text plan in the form `opts` asks for, written to `w` line by line (buffer `w`).
+    ///
+    /// Layout: the source line (and its notes); then one section per group of targets —
+    /// a header naming the targets and their addresses, the body (every path, per-directory
+    /// counts, or nothing for [`TextDetail::Summary`]), and each target's summary line
+    /// (`NAME: N added, …`, kept as it always was for scripts that grep it), release line and
+    /// warnings; then a blank line and the grand total (`Plan: N targets, …`).
+    pub fn write_text_with(
+        &self,
+        mut w: impl std::io::Write,
+        opts: TextOptions,
+    ) -> std::io::Result<()> {
         let s = &mut w;
         writeln!(
             s,
@@ -591,86 +612,325 @@ impl Plan {
                     .join(", ")
             )?;
         }
-        for t in &self.targets {
-            let mut notes = Vec::new();
-            if let Some(r) = &t.release {
-                notes.push(match &r.current {
-                    Some(c) => format!(
-                        "releases: compared with current -> releases/{}",
-                        sanitize::for_terminal(c)
-                    ),
-                    None => "releases: no current release yet".to_string(),
-                });
+        if opts.detail == TextDetail::Summary {
+            // Counts only: one line per target (its errors and warnings too: they say what
+            // apply will not do), no headers, no paths.
+            if !self.targets.is_empty() {
+                writeln!(s)?;
             }
-            if let Some(c) = t.check {
-                notes.push(c.describe().to_string());
-            }
-            if notes.is_empty() {
-                writeln!(s, "\n{} ({})", t.name, sanitize::for_terminal(&t.address))?;
-            } else {
-                writeln!(
-                    s,
-                    "\n{} ({}; {})",
-                    t.name,
-                    sanitize::for_terminal(&t.address),
-                    notes.join("; ")
-                )?;
-            }
-            if let Some(e) = &t.error {
-                writeln!(s, "  error: {}", sanitize::for_terminal(e))?;
-                writeln!(s, "{}: error", t.name)?;
-                continue;
-            }
-            let line = |s: &mut dyn std::io::Write, mark: &str, e: &PlanEntry, note: &str| {
-                let shown = sanitize::bytes_for_terminal(e.path_bytes());
-                let slash = if e.kind == EntryKind::Dir { "/" } else { "" };
-                match e.size() {
-                    Some(b) => writeln!(s, "  {mark} {shown}{slash}  ({}){note}", human_bytes(b)),
-                    None => writeln!(s, "  {mark} {shown}{slash}{note}"),
+            for t in &self.targets {
+                match &t.error {
+                    Some(e) => writeln!(s, "{}: error: {}", t.name, sanitize::for_terminal(e))?,
+                    None => write_target_lines(s, t, false)?,
                 }
-            };
-            for e in &t.changes.added {
-                line(s, "+", e, "")?;
             }
-            for e in &t.changes.modified {
-                line(s, "~", e, "")?;
-            }
-            for e in &t.changes.metadata {
-                line(s, "=", e, "  (mode/time only)")?;
-            }
-            let missing_note = if t.release.is_some() {
-                "  (only in the current release; left out of the new one only with --delete)"
-            } else {
-                "  (target-only; deleted only with --delete)"
-            };
-            for e in &t.changes.missing {
-                line(s, "-", e, missing_note)?;
-            }
-            let m = &t.summary;
-            writeln!(
-                s,
-                "{}: {} added, {} modified, {} metadata, {} missing, {} unchanged ({} to send)",
-                t.name,
-                m.added,
-                m.modified,
-                m.metadata,
-                m.missing,
-                m.unchanged,
-                human_bytes(m.bytes)
-            )?;
-            if t.release.is_some() && t.has_changes() {
-                writeln!(
-                    s,
-                    "{}: apply uploads a new release beside current (unchanged files hard-linked), verifies it, then switches current to it",
-                    t.name
-                )?;
-            }
-            for w in &t.warnings {
-                writeln!(s, "{}: warning: {}", t.name, sanitize::for_terminal(w))?;
+        } else {
+            for group in self.groups(!opts.ungrouped) {
+                write_group(s, &group, opts.detail)?;
             }
         }
-        Ok(())
+        writeln!(s)?;
+        writeln!(s, "{}", self.total_line())
     }
+
+    /// The targets in sections: each target with the first earlier one whose listing is the
+    /// same ([`same_listing`]) when `group`, else each alone. Deterministic: targets are
+    /// sorted by name, so groups come in the order of their first target's name, and the
+    /// names within a group in name order.
+    fn groups(&self, group: bool) -> Vec<Vec<&TargetPlan>> {
+        let mut groups: Vec<Vec<&TargetPlan>> = Vec::new();
+        for t in &self.targets {
+            let home = if group {
+                groups.iter_mut().find(|g| same_listing(g[0], t))
+            } else {
+                None
+            };
+            match home {
+                Some(g) => g.push(t),
+                None => groups.push(vec![t]),
+            }
+        }
+        groups
+    }
+
+    /// `Plan: 3 targets, 442 to add, 1 to change, 0 metadata, 1 target-only (deleted only with
+    /// --delete), 60.8 MiB to send; 1 target failed to plan`. Counts and bytes are summed
+    /// over the targets that could be planned (a path added on three targets counts three:
+    /// it is three transfers).
+    pub fn total_line(&self) -> String {
+        let planned = || self.targets.iter().filter(|t| t.error.is_none());
+        let sum = |f: fn(&Summary) -> u64| planned().map(|t| f(&t.summary)).sum::<u64>();
+        let n = self.targets.len();
+        let failed = n - planned().count();
+        let missing = sum(|m| m.missing);
+        let mut line = format!(
+            "Plan: {n} {}, {} to add, {} to change, {} metadata, {missing} target-only{}, {} to send",
+            plural(n as u64, "target", "targets"),
+            sum(|m| m.added),
+            sum(|m| m.modified),
+            sum(|m| m.metadata),
+            if missing > 0 {
+                " (deleted only with --delete)"
+            } else {
+                ""
+            },
+            human_bytes(sum(|m| m.bytes)),
+        );
+        if failed > 0 {
+            line.push_str(&format!(
+                "; {failed} {} failed to plan",
+                plural(failed as u64, "target", "targets")
+            ));
+        }
+        line
+    }
+}
+
+/// How much of each target's work the text plan shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TextDetail {
+    /// Every path (`plan`, `apply`'s preview).
+    #[default]
+    Paths,
+    /// Per-directory counts instead of paths (`plan --stat`; see [`STAT_DEPTH`]).
+    Stat,
+    /// Counts only: one line per target and the total (`plan --summary`).
+    Summary,
+}
+
+/// How the text plan is laid out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TextOptions {
+    pub detail: TextDetail,
+    /// Every target in its own section even when its listing equals another's (the stale
+    /// plan diff compares target by target, so a regrouping does not hide the change).
+    pub ungrouped: bool,
+}
+
+/// `plan --stat` counts paths per directory up to this depth: `a/b/c/d.txt` and the
+/// directory `a/b/c` count under `a/b/`, `a/x.txt` and the directory `a` under `a/`, and
+/// `x.txt` under `./`.
+pub const STAT_DEPTH: usize = 2;
+
+fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 { one } else { many }
+}
+
+/// Whether two targets' sections would list the same thing: the same paths with the same
+/// details in every category, the same comparison mode, release and warnings, and neither
+/// failed. The unchanged count and the address may differ (each target keeps its own summary
+/// line; the header names every address).
+fn same_listing(a: &TargetPlan, b: &TargetPlan) -> bool {
+    let (x, y) = (&a.changes, &b.changes);
+    a.error.is_none()
+        && b.error.is_none()
+        && a.check == b.check
+        && a.release == b.release
+        && a.warnings == b.warnings
+        // Counts first: lists of different lengths differ without a walk.
+        && (a.summary.added, a.summary.modified, a.summary.metadata, a.summary.missing)
+            == (b.summary.added, b.summary.modified, b.summary.metadata, b.summary.missing)
+        && x.added == y.added
+        && x.modified == y.modified
+        && x.metadata == y.metadata
+        && x.missing == y.missing
+}
+
+/// One section: header, body, then each target's own lines.
+fn write_group(
+    s: &mut dyn std::io::Write,
+    group: &[&TargetPlan],
+    detail: TextDetail,
+) -> std::io::Result<()> {
+    let t = group[0];
+    let mut notes = Vec::new();
+    if let Some(r) = &t.release {
+        notes.push(match &r.current {
+            Some(c) => format!(
+                "releases: compared with current -> releases/{}",
+                sanitize::for_terminal(c)
+            ),
+            None => "releases: no current release yet".to_string(),
+        });
+    }
+    if let Some(c) = t.check {
+        notes.push(c.describe().to_string());
+    }
+    let names = group
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut about = Vec::new();
+    if group.len() > 1 {
+        about.push(format!("{} targets", group.len()));
+    }
+    about.push(
+        group
+            .iter()
+            .map(|t| sanitize::for_terminal(&t.address))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    about.extend(notes);
+    writeln!(s, "\n{names} ({})", about.join("; "))?;
+    if let Some(e) = &t.error {
+        // Failed targets are never grouped.
+        writeln!(s, "  error: {}", sanitize::for_terminal(e))?;
+        writeln!(s, "{}: error", t.name)?;
+        return Ok(());
+    }
+    match detail {
+        TextDetail::Stat => write_stat(s, t)?,
+        _ => write_paths(s, t)?,
+    }
+    for t in group {
+        write_target_lines(s, t, true)?;
+    }
+    Ok(())
+}
+
+/// Every path of `t`, one line each.
+fn write_paths(s: &mut dyn std::io::Write, t: &TargetPlan) -> std::io::Result<()> {
+    let line = |s: &mut dyn std::io::Write, mark: &str, e: &PlanEntry, note: &str| {
+        let shown = sanitize::bytes_for_terminal(e.path_bytes());
+        let slash = if e.kind == EntryKind::Dir { "/" } else { "" };
+        match e.size() {
+            Some(b) => writeln!(s, "  {mark} {shown}{slash}  ({}){note}", human_bytes(b)),
+            None => writeln!(s, "  {mark} {shown}{slash}{note}"),
+        }
+    };
+    for e in &t.changes.added {
+        line(s, "+", e, "")?;
+    }
+    for e in &t.changes.modified {
+        line(s, "~", e, "")?;
+    }
+    for e in &t.changes.metadata {
+        line(s, "=", e, "  (mode/time only)")?;
+    }
+    let missing_note = if t.release.is_some() {
+        "  (only in the current release; left out of the new one only with --delete)"
+    } else {
+        "  (target-only; deleted only with --delete)"
+    };
+    for e in &t.changes.missing {
+        line(s, "-", e, missing_note)?;
+    }
+    Ok(())
+}
+
+/// The directory a path counts under in `plan --stat` (see [`STAT_DEPTH`]); empty for the
+/// top level.
+fn stat_dir(e: &PlanEntry) -> &[u8] {
+    let p = e.path_bytes();
+    let dir = if e.kind == EntryKind::Dir {
+        p
+    } else {
+        p.iter()
+            .rposition(|&b| b == b'/')
+            .map_or(&p[..0], |i| &p[..i])
+    };
+    let cut = dir
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'/')
+        .nth(STAT_DEPTH - 1)
+        .map_or(dir.len(), |(i, _)| i);
+    &dir[..cut]
+}
+
+/// `plan --stat`: per directory, `+added ~modified =metadata -target-only` and the bytes to
+/// send, sorted by directory (path bytes); only directories with a change.
+fn write_stat(s: &mut dyn std::io::Write, t: &TargetPlan) -> std::io::Result<()> {
+    // [added, modified, metadata, missing, bytes]
+    let mut dirs: std::collections::BTreeMap<&[u8], [u64; 5]> = Default::default();
+    let c = &t.changes;
+    for (i, list) in [&c.added, &c.modified, &c.metadata, &c.missing]
+        .into_iter()
+        .enumerate()
+    {
+        for e in list {
+            let row = dirs.entry(stat_dir(e)).or_default();
+            row[i] += 1;
+            if i < 2 {
+                row[4] += e.size().unwrap_or(0);
+            }
+        }
+    }
+    let rows: Vec<(String, [String; 5])> = dirs
+        .into_iter()
+        .map(|(d, n)| {
+            let name = if d.is_empty() {
+                "./".to_string()
+            } else {
+                format!("{}/", sanitize::bytes_for_terminal(d))
+            };
+            (
+                name,
+                [
+                    format!("+{}", n[0]),
+                    format!("~{}", n[1]),
+                    format!("={}", n[2]),
+                    format!("-{}", n[3]),
+                    human_bytes(n[4]),
+                ],
+            )
+        })
+        .collect();
+    let wn = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+    let wc: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r.1[i].len()).max().unwrap_or(0))
+        .collect();
+    for (name, cells) in &rows {
+        writeln!(
+            s,
+            "  {name:<wn$}  {:<w0$} {:<w1$} {:<w2$} {:<w3$}  {:>w4$}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            w0 = wc[0],
+            w1 = wc[1],
+            w2 = wc[2],
+            w3 = wc[3],
+            w4 = wc[4],
+        )?;
+    }
+    Ok(())
+}
+
+/// A target's own lines: its summary line, what apply does to a releases target, its
+/// warnings (`with_release_note`: not in `--summary`, which shows counts only).
+fn write_target_lines(
+    s: &mut dyn std::io::Write,
+    t: &TargetPlan,
+    with_release_note: bool,
+) -> std::io::Result<()> {
+    let m = &t.summary;
+    writeln!(
+        s,
+        "{}: {} added, {} modified, {} metadata, {} missing, {} unchanged ({} to send)",
+        t.name,
+        m.added,
+        m.modified,
+        m.metadata,
+        m.missing,
+        m.unchanged,
+        human_bytes(m.bytes)
+    )?;
+    if with_release_note && t.release.is_some() && t.has_changes() {
+        writeln!(
+            s,
+            "{}: apply uploads a new release beside current (unchanged files hard-linked), verifies it, then switches current to it",
+            t.name
+        )?;
+    }
+    for w in &t.warnings {
+        writeln!(s, "{}: warning: {}", t.name, sanitize::for_terminal(w))?;
+    }
+    Ok(())
 }
 
 /// The largest saved plan `apply PLAN_FILE` reads: 256 MiB. A plan entry takes about 200
@@ -972,5 +1232,97 @@ mod tests {
         let p = sample();
         insta::assert_snapshot!("plan_text", p.to_text());
         insta::assert_snapshot!("plan_json", p.to_json());
+    }
+
+    /// `sample` with a third target whose listing differs, and a failed fourth.
+    fn mixed() -> Plan {
+        let mut p = sample();
+        let mut other = p.targets[0].clone();
+        other.name = "web3".into();
+        other.address = "memory:web3".into();
+        other.changes.missing.clear();
+        other.changes.modified.push(PlanEntry::new(
+            b"deep/er/still/x.bin".to_vec().into(),
+            EntryKind::File,
+            Some(2048),
+            Some([7; 32]),
+        ));
+        other
+            .changes
+            .metadata
+            .push(PlanEntry::bare(b"deep/er", EntryKind::Dir));
+        other.summary = other.changes.summary();
+        let mut broken = p.targets[0].clone();
+        broken.name = "web4".into();
+        broken.address = "memory:web4".into();
+        broken.changes = Categories::default();
+        broken.summary = Summary::default();
+        broken.error = Some("unreachable".into());
+        p.targets.push(other);
+        p.targets.push(broken);
+        p
+    }
+
+    #[test]
+    fn text_forms() {
+        let p = mixed();
+        let with = |detail, ungrouped| p.to_text_with(TextOptions { detail, ungrouped });
+        insta::assert_snapshot!("plan_text_mixed", with(TextDetail::Paths, false));
+        insta::assert_snapshot!("plan_text_summary", with(TextDetail::Summary, false));
+        insta::assert_snapshot!("plan_text_stat", with(TextDetail::Stat, false));
+        // Ungrouped: every target in its own section, as before grouping existed.
+        let flat = with(TextDetail::Paths, true);
+        assert!(!flat.contains("web1, web2"), "{flat}");
+        assert_eq!(flat.matches("  + a.txt").count(), 3, "{flat}");
+        assert!(
+            flat.ends_with("\nPlan: 4 targets, 9 to add, 1 to change, 1 metadata, 2 target-only (deleted only with --delete), 2.0 KiB to send; 1 target failed to plan\n"),
+            "{flat}"
+        );
+    }
+
+    #[test]
+    fn stat_directories_stop_at_two_levels() {
+        let dir = |p: &[u8], kind| stat_dir(&PlanEntry::bare(p, kind)).to_vec();
+        assert_eq!(dir(b"x.txt", EntryKind::File), b"");
+        assert_eq!(dir(b"a", EntryKind::Dir), b"a");
+        assert_eq!(dir(b"a/x.txt", EntryKind::File), b"a");
+        assert_eq!(dir(b"a/b", EntryKind::Symlink), b"a");
+        assert_eq!(dir(b"a/b", EntryKind::Dir), b"a/b");
+        assert_eq!(dir(b"a/b/c", EntryKind::Dir), b"a/b");
+        assert_eq!(dir(b"a/b/c/d.txt", EntryKind::File), b"a/b");
+    }
+
+    /// Three targets with the same 441 changed paths: about 441 lines, not 3 × 441.
+    #[test]
+    fn identical_targets_are_listed_once() {
+        let mut p = sample();
+        let t = &mut p.targets[0];
+        t.changes.added = (0..441)
+            .map(|i| PlanEntry::bare(format!("f{i:03}").as_bytes(), EntryKind::File))
+            .collect();
+        t.changes.missing.clear();
+        t.summary = t.changes.summary();
+        let one = p.targets[0].clone();
+        p.targets = ["h1", "h2", "h3"]
+            .iter()
+            .map(|n| TargetPlan {
+                name: (*n).into(),
+                address: format!("memory:{n}"),
+                ..one.clone()
+            })
+            .collect();
+        let text = p.to_text();
+        assert!(text.contains("\nh1, h2, h3 (3 targets; memory:h1, memory:h2, memory:h3)\n"));
+        // source, blank, header, 441 paths, 3 summary lines, blank, total.
+        assert_eq!(text.lines().count(), 441 + 8, "{text}");
+        assert!(text.ends_with("\nPlan: 3 targets, 1323 to add, 0 to change, 0 metadata, 0 target-only, 0 B to send\n"), "{text}");
+        let flat = p.to_text_with(TextOptions {
+            ungrouped: true,
+            ..Default::default()
+        });
+        assert!(
+            flat.lines().count() > 3 * 441,
+            "ungrouped lists every target"
+        );
     }
 }

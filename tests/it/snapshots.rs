@@ -176,6 +176,151 @@ fn plan_text_of_a_small_source() {
     insta::assert_snapshot!(Normalise::world(&w).apply(&stdout(&out)));
 }
 
+/// Three targets applied once, then the source changed (one file changed, one added, a
+/// directory two levels deep added) and t3 given a file of its own: t1 and t2 plan the same
+/// work, t3 more.
+fn three_targets_two_alike() -> World {
+    let w = World::fast(3);
+    w.write("index.html", b"<h1>hello</h1>\n");
+    w.write("assets/app.js", b"console.log(1)\n");
+    w.write("assets/img/logo.svg", b"<svg/>\n");
+    w.home.offsync(["apply", "--yes"]).assert().success();
+    w.write("index.html", b"<h1>hello, world</h1>\n");
+    w.write("assets/new.css", b"body {}\n");
+    w.write("assets/img/icons/a.svg", b"<svg>a</svg>\n");
+    w.write("docs/guide/intro.md", b"# intro\n");
+    std::fs::write(w.targets[2].sync_dir().join("old.txt"), b"old\n").unwrap();
+    w
+}
+
+/// `offsync plan ARGS` on `w`, expected to exit `code`; its stdout, normalised.
+fn plan_stdout(w: &World, args: &[&str], code: i32) -> String {
+    let out = w
+        .home
+        .offsync(["plan"].iter().chain(args))
+        .assert()
+        .code(code)
+        .get_output()
+        .clone();
+    Normalise::world(w).apply(&stdout(&out))
+}
+
+#[test]
+fn plan_text_groups_identical_targets() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = three_targets_two_alike();
+    let text = plan_stdout(&w, &["--detailed-exitcode"], 2);
+    // The grouping is deterministic: the same state prints the same bytes.
+    assert_eq!(text, plan_stdout(&w, &["--detailed-exitcode"], 2));
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn plan_summary_counts_only() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = three_targets_two_alike();
+    insta::assert_snapshot!(plan_stdout(&w, &["--summary"], 0));
+    // The saved plan is the whole plan, whatever the text shows.
+    let file = w.home.tmp.path().join("plan.json");
+    w.home
+        .offsync(["plan", "--summary", "--out"])
+        .arg(&file)
+        .assert()
+        .success();
+    let json = w.home.offsync(["plan", "--json"]).assert().success();
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        json.get_output().stdout,
+        "--summary --out saves the same plan as --json prints"
+    );
+}
+
+#[test]
+fn plan_stat_per_directory() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = three_targets_two_alike();
+    insta::assert_snapshot!(plan_stdout(&w, &["--stat"], 0));
+}
+
+#[test]
+fn plan_total_counts_a_failed_target() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = World::fast(2);
+    w.write("a.txt", b"a");
+    // t2's key without the forced command: it fails the confinement check (dry runs only, as
+    // in `error_not_confined`).
+    std::fs::write(
+        w.targets[1].authorized_keys(),
+        format!("ssh-ed25519 {} offsync-snapshot-test\n", w.home.pub_blob()),
+    )
+    .unwrap();
+    let text = failed(&w, &mut w.home.offsync(["plan"]), 1);
+    insta::assert_snapshot!(text);
+}
+
+/// The point of grouping: three targets missing the same 441 paths print each path once
+/// (plan, and apply's preview), not three times — and the JSON plan still lists every target's
+/// paths.
+#[test]
+fn identical_targets_print_their_paths_once() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = World::fast(3);
+    for i in 0..437 {
+        w.write(
+            &format!("d{}/f{i:03}.txt", i % 4),
+            format!("{i}").as_bytes(),
+        );
+    }
+    let lines = |out: &std::process::Output| stdout(out).lines().count();
+    let plan = w
+        .home
+        .offsync(["plan"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let text = stdout(&plan);
+    // 437 files and 4 directories, under one header for the three targets.
+    assert!(text.contains("\nt1, t2, t3 (3 targets; "), "{text}");
+    assert!(
+        text.ends_with("\nPlan: 3 targets, 1323 to add, 0 to change, 0 metadata, 0 target-only, 3.5 KiB to send\n"),
+        "{text}"
+    );
+    // source, blank, header, 441 paths, 3 summary lines, blank, total: 441 + 8, not 1,333.
+    assert_eq!(lines(&plan), 441 + 8, "{text}");
+    let json = w
+        .home
+        .offsync(["plan", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    for t in v["targets"].as_array().unwrap() {
+        assert_eq!(t["added"].as_array().unwrap().len(), 441);
+    }
+    let apply = w
+        .home
+        .offsync(["apply", "--yes"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert!(stdout(&apply).contains("\nt1, t2, t3 (3 targets; "));
+    // The preview, a blank line and one result line per target.
+    assert_eq!(lines(&apply), 441 + 8 + 4, "{}", stdout(&apply));
+}
+
 // --- error messages --------------------------------------------------------------------------
 
 /// stdout and stderr of a command that is expected to exit `code`, normalised for `w`.
