@@ -42,6 +42,15 @@ pub struct Cli {
     #[arg(long, global = true, env = "OFFSYNC_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
 
+    /// Print each external command (argv, duration, exit) and phase timings on stderr;
+    /// `-vv` also rsync's statistics and every line a command prints
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Print only errors on stderr (no progress or notices); results on stdout are unchanged
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -243,6 +252,19 @@ pub struct PlanArgs {
     /// plan)
     #[arg(long, conflicts_with = "json")]
     pub stat: bool,
+    #[command(flatten)]
+    pub excludes: ExcludeArgs,
+}
+
+/// Excludes for one run, on top of config.yaml's `exclude:` (same pattern rules).
+#[derive(Debug, Args, Default, Clone)]
+pub struct ExcludeArgs {
+    /// Also exclude PATTERN this run (repeatable; gitignore-style, as config `exclude:`)
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub patterns: Vec<String>,
+    /// Also exclude the patterns in FILE, one per line (blank lines and `#` lines skipped)
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -281,6 +303,18 @@ pub struct ApplyArgs {
     /// Print results as JSON
     #[arg(long)]
     pub json: bool,
+    /// Only show the plan, exactly as `offsync plan` (nothing is changed)
+    #[arg(long, short = 'n', conflicts_with = "plan_file")]
+    pub dry_run: bool,
+    /// With --dry-run: exit 0 when nothing would change, 2 when changes are pending
+    #[arg(long, requires = "dry_run")]
+    pub detailed_exitcode: bool,
+    /// Limit rsync's transfer rate (rsync's `--bwlimit`: KiB/s, or a suffix as in `500k`,
+    /// `1.5m`)
+    #[arg(long, value_name = "RATE", value_parser = crate::rsync::parse_bwlimit)]
+    pub bwlimit: Option<String>,
+    #[command(flatten)]
+    pub excludes: ExcludeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -326,6 +360,8 @@ pub struct VerifyArgs {
     /// referenced object exists with the right size)
     #[arg(long)]
     pub deep: bool,
+    #[command(flatten)]
+    pub excludes: ExcludeArgs,
 }
 
 const MIRROR_HELP: &str = "\

@@ -31,7 +31,10 @@ pub fn plan_one(
     let info = t.info().clone();
     let configured = t.check_mode();
     let mode = check.or(configured).unwrap_or_default();
-    let (changes, error, error_kind) = match t.scan(source, excludes, mode) {
+    let scanned = crate::ui::phase(&format!("planning {}", info.name), || {
+        t.scan(source, excludes, mode)
+    });
+    let (changes, error, error_kind) = match scanned {
         Ok(view) => (diff::diff_into(source, view), None, None),
         Err(e) => (
             Categories::default(),
@@ -402,7 +405,11 @@ pub fn apply_one(
         return status(Status::Interrupted);
     }
     let delete = policy.delete && !policy.keep_extra;
-    let outcome = match t.apply(source, excludes, plan, delete, progress) {
+    let name = t.info().name.clone();
+    let applied = crate::ui::phase(&format!("transfer {name}"), || {
+        t.apply(source, excludes, plan, delete, progress)
+    });
+    let outcome = match applied {
         Ok(o) => o,
         Err(e) => {
             let partial = e.downcast_ref::<PartialApply>();
@@ -430,7 +437,10 @@ pub fn apply_one(
     };
     let mut result = ApplyResult::of(Status::Ok, outcome, start);
     if policy.verify {
-        result.status = match verify_after(t, source, excludes, &result.outcome.changed) {
+        let verified = crate::ui::phase(&format!("verification {name}"), || {
+            verify_after(t, source, excludes, &result.outcome.changed)
+        });
+        result.status = match verified {
             Ok(after) if !has_work(&after, &policy) => Status::Ok,
             Ok(after) => Status::Failed(
                 ErrorKind::VerificationFailed,
@@ -447,7 +457,7 @@ pub fn apply_one(
     }
     // Only what verified is ever made visible (see the module docs).
     if result.status == Status::Ok
-        && let Err(e) = t.commit()
+        && let Err(e) = crate::ui::phase(&format!("commit {name}"), || t.commit())
     {
         result.status = Status::failed(&e);
     }
@@ -557,7 +567,8 @@ pub fn apply_all(
 /// Switch `t` to the release its apply just verified, recording the outcome in `r`.
 fn switch_one(t: &mut dyn Target, r: &mut ApplyResult) {
     let start = Instant::now();
-    match t.switch() {
+    let name = t.info().name.clone();
+    match crate::ui::phase(&format!("switch {name}"), || t.switch()) {
         Ok(s) => r.switched = Some(s),
         Err(e) => {
             r.status = Status::Failed(

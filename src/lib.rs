@@ -87,6 +87,19 @@ pub fn main_entry() -> ExitCode {
 
 /// Run a parsed command line.
 pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    // clap does not check `conflicts_with` between global flags given on both sides of the
+    // subcommand (`-q plan -v`), so the rule is enforced here.
+    if cli.quiet && cli.verbose > 0 {
+        return Err(input_err!(
+            "-q/--quiet and -v/--verbose cannot be used together; pick one"
+        ));
+    }
+    ui::set_verbosity(match (cli.quiet, cli.verbose) {
+        (true, _) => ui::Verbosity::Quiet,
+        (false, 0) => ui::Verbosity::Normal,
+        (false, 1) => ui::Verbosity::Verbose,
+        (false, _) => ui::Verbosity::Debug,
+    });
     let ctx = context::Context::new(cli.home)?;
     commands::dispatch(&ctx, cli.command)
 }

@@ -229,6 +229,33 @@ impl Cmd {
         c
     }
 
+    /// `-v`: announce the command (argv only: the environment, where secrets travel, is never
+    /// printed) and return its number and start time for [`Cmd::log_end`].
+    fn log_start(&self) -> Option<(u64, std::time::Instant)> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        if !crate::ui::verbose() {
+            return None;
+        }
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        eprintln!("offsync: run[{n}]: {}", self.display());
+        Some((n, std::time::Instant::now()))
+    }
+
+    /// `-v`: how the command numbered by [`Cmd::log_start`] ended, and after how long.
+    fn log_end(started: Option<(u64, std::time::Instant)>, status: &ExitStatus) {
+        if let Some((n, at)) = started {
+            let how = match (status.code(), status.signal()) {
+                (Some(c), _) => format!("exit {c}"),
+                (None, Some(s)) => format!("signal {s}"),
+                (None, None) => "ended".to_string(),
+            };
+            eprintln!(
+                "offsync: run[{n}]: {how} after {}",
+                crate::ui::secs(at.elapsed())
+            );
+        }
+    }
+
     fn spawn_error(&self, e: std::io::Error) -> ProcessError {
         let program = self.program.to_string_lossy().into_owned();
         if e.kind() == std::io::ErrorKind::Interrupted {
@@ -276,6 +303,12 @@ impl Cmd {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+        let started = self.log_start();
+        // `-vv`: every line the child prints is echoed (sanitised: it may come from a remote
+        // host), tagged with the command's number.
+        let echo = started
+            .filter(|_| crate::ui::verbosity() >= crate::ui::Verbosity::Debug)
+            .map(|(n, _)| n);
         let mut child = children::spawn(c, true).map_err(|e| self.spawn_error(e))?;
         let guard = children::Registered(child.id());
         let stdin = child.stdin.take();
@@ -305,7 +338,14 @@ impl Cmd {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let line = &stdout[start..];
-                        on_line(line.strip_suffix(b"\n").unwrap_or(line));
+                        let line = line.strip_suffix(b"\n").unwrap_or(line);
+                        if let Some(n) = echo {
+                            eprintln!(
+                                "offsync: run[{n}]: out: {}",
+                                sanitize::for_terminal(&String::from_utf8_lossy(line))
+                            );
+                        }
+                        on_line(line);
                     }
                 }
             }
@@ -317,6 +357,12 @@ impl Cmd {
         drop(guard);
         let _ = writer.join();
         let stderr = err_reader.join().unwrap_or_default();
+        if let Some(n) = echo {
+            for line in String::from_utf8_lossy(&stderr).lines() {
+                eprintln!("offsync: run[{n}]: err: {}", sanitize::for_terminal(line));
+            }
+        }
+        Self::log_end(started, &status);
         Ok(Output {
             status,
             stdout,
@@ -335,10 +381,12 @@ impl Cmd {
         // Stays in offsync's process group: it may ask questions on the terminal.
         let mut c = self.command();
         c.stdin(Stdio::inherit());
+        let started = self.log_start();
         let mut child = children::spawn(c, false).map_err(|e| self.spawn_error(e))?;
         let guard = children::Registered(child.id());
         let status = child.wait().map_err(|e| self.spawn_error(e))?;
         drop(guard);
+        Self::log_end(started, &status);
         if status.success() {
             return Ok(());
         }
@@ -462,6 +510,10 @@ impl Cmd {
         })?;
         let mut c = self.command();
         c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
+        // A background child (an ssh ControlMaster) is announced; it ends when stopped.
+        if let Some((n, _)) = self.log_start() {
+            crate::ui::debug(&format!("run[{n}]: in the background"));
+        }
         let child = children::spawn(c, true).map_err(|e| self.spawn_error(e))?;
         Ok(Background {
             child,

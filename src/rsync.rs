@@ -471,6 +471,35 @@ fn push_files_from(a: &mut Vec<OsString>, files_from: &Path) {
     a.push("--from0".into());
 }
 
+/// Check a `--bwlimit` value the way rsync reads it: a number of KiB/s, optionally with a
+/// fraction and a unit (`b`, `k`, `m`, `g`, `t`, `p`, any case, optionally followed by `b` or
+/// `ib`), e.g. `500`, `500k`, `1.5m`, `2MiB`. Returns it unchanged for rsync.
+pub fn parse_bwlimit(s: &str) -> Result<String, String> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let rest = &s[digits..];
+    let (frac, rest) = match rest.strip_prefix('.') {
+        Some(r) => {
+            let n = r.bytes().take_while(u8::is_ascii_digit).count();
+            (Some(n), &r[n..])
+        }
+        None => (None, rest),
+    };
+    let unit_ok = match rest.to_ascii_lowercase().as_str() {
+        "" | "b" => true,
+        u => {
+            let mut c = u.chars();
+            matches!(c.next(), Some('k' | 'm' | 'g' | 't' | 'p'))
+                && matches!(c.as_str(), "" | "b" | "ib")
+        }
+    };
+    if digits == 0 || frac == Some(0) || !unit_ok {
+        return Err(format!(
+            "{s:?} is not a rate; give KiB/s (`500`) or a number with a unit (`500k`, `1.5m`, `2g`)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
 /// The end of every argv: the remote shell, the source directories, the destination.
 fn push_ends(a: &mut Vec<OsString>, rsh: &str, sources: &[&Path], dest: &str) {
     a.push("-e".into());
@@ -568,6 +597,16 @@ mod tests {
             Diagnosis::QuotaExceeded
         );
         assert!(Diagnosis::QuotaExceeded.explain().contains("quota"));
+    }
+
+    #[test]
+    fn bwlimits() {
+        for ok in ["500", "500k", "1.5m", "2M", "1g", "3KiB", "10mb", "0"] {
+            assert_eq!(parse_bwlimit(ok).as_deref(), Ok(ok), "{ok}");
+        }
+        for bad in ["", "k", "fast", "1.m", "-1", "1x", "1kk", "1 m", "1.5.2"] {
+            assert!(parse_bwlimit(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

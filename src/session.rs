@@ -30,20 +30,62 @@ pub struct Session {
 
 /// The config, its source directory and its compiled excludes.
 pub fn load_source(ctx: &Context) -> Result<(Config, String, Excludes)> {
+    load_source_excluding(ctx, &[])
+}
+
+/// [`load_source`], with `extra` patterns (from `--exclude`/`--exclude-from`, see
+/// [`extra_excludes`]) after the config's `exclude:` list.
+pub fn load_source_excluding(
+    ctx: &Context,
+    extra: &[String],
+) -> Result<(Config, String, Excludes)> {
     let config = Config::load(&ctx.config_path())?;
     let source = config
         .source
         .clone()
         .ok_or_else(|| input_err!("no source configured; run `offsync init --source DIR`"))?;
-    let excludes = Excludes::new(&config.exclude)?;
+    let all: Vec<String> = config.exclude.iter().chain(extra).cloned().collect();
+    let excludes = Excludes::new(&all)?;
     Ok((config, source, excludes))
+}
+
+/// The patterns `--exclude PATTERN` and `--exclude-from FILE` add for this run, in that
+/// order, each checked by the rules of config `exclude:` (`check_pattern`); a bad one is bad
+/// input naming its flag (and file line). In FILE, blank lines and lines starting with `#`
+/// are skipped, as rsync's `--exclude-from` does.
+pub fn extra_excludes(args: &crate::cli::ExcludeArgs) -> Result<Vec<String>> {
+    use crate::plan::excludes::check_pattern;
+    let mut out = Vec::new();
+    for p in &args.patterns {
+        check_pattern(p).map_err(|why| input_err!("--exclude {p:?} {why}"))?;
+        out.push(p.clone());
+    }
+    for f in &args.exclude_from {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| input_err!("--exclude-from {}: {e}", f.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            check_pattern(line).map_err(|why| {
+                input_err!("--exclude-from {}:{}: {line:?} {why}", f.display(), i + 1)
+            })?;
+            out.push(line.to_string());
+        }
+    }
+    Ok(out)
 }
 
 impl Session {
     /// Load config, hash the source (with the cache) and build the selected targets (all when
     /// `names` is empty).
     pub fn open(ctx: &Context, names: &[String]) -> Result<Session> {
-        let (config, source, excludes) = load_source(ctx)?;
+        Session::open_excluding(ctx, names, &[])
+    }
+
+    /// [`Session::open`] with extra exclude patterns for this run (see [`extra_excludes`]).
+    pub fn open_excluding(ctx: &Context, names: &[String], extra: &[String]) -> Result<Session> {
+        let (config, source, excludes) = load_source_excluding(ctx, extra)?;
         let mut targets = targets::build(ctx, &config, names)?;
         let workers = config.concurrency.unwrap_or(8);
         let cache = manifest::cache_path(&ctx.home, Path::new(&source));
@@ -60,10 +102,13 @@ impl Session {
         // hashed: one waits on the network, the other on the disk and the CPU.
         let (manifest, _stats) = std::thread::scope(|s| {
             let connecting = s.spawn(|| {
-                engine::parallel(&mut targets, workers, |t| t.prepare());
+                ui::phase("connecting", || {
+                    engine::parallel(&mut targets, workers, |t| t.prepare());
+                });
             });
-            let hashed =
-                manifest::build_with_progress(Path::new(&source), &excludes, Some(&cache), &show);
+            let hashed = ui::phase("hashing the source", || {
+                manifest::build_with_progress(Path::new(&source), &excludes, Some(&cache), &show)
+            });
             let _ = connecting.join();
             hashed
         })?;
@@ -113,7 +158,9 @@ impl Session {
     /// when there is none, or it is for another source.
     pub fn reusable(&self, last: Option<Plan>) -> Option<Plan> {
         let mut last = last?;
-        if last.source.digest != self.manifest.digest_hex() {
+        if last.source.digest != self.manifest.digest_hex()
+            || last.source.excludes != self.excludes.patterns()
+        {
             return None;
         }
         last.targets.retain(|p| {
@@ -180,10 +227,10 @@ pub fn save_last_plan(ctx: &Context, plan: &Plan) {
         Ok(std::io::Write::flush(&mut w)?)
     });
     if let Err(e) = written {
-        eprintln!(
-            "offsync: note: cannot keep the plan in {} ({e:#}); `offsync apply` will plan again",
+        ui::notice(&format!(
+            "note: cannot keep the plan in {} ({e:#}); `offsync apply` will plan again",
             path.display()
-        );
+        ));
     }
 }
 

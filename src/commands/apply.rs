@@ -54,6 +54,24 @@ struct ResultRow {
 }
 
 pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
+    if args.dry_run {
+        // `apply -n` is `plan` with the same selection: nothing is locked, asked or changed.
+        return crate::commands::plan::run(
+            ctx,
+            crate::cli::PlanArgs {
+                targets: args.targets,
+                json: args.json,
+                out: None,
+                detailed_exitcode: args.detailed_exitcode,
+                max_delete: args.max_delete,
+                check: args.check,
+                summary: false,
+                stat: false,
+                excludes: args.excludes,
+            },
+        );
+    }
+    let extra = session::extra_excludes(&args.excludes)?;
     let saved = match &args.plan_file {
         Some(p) => {
             // The plan file is read first (a bad one is bad input whatever the config says);
@@ -76,7 +94,18 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         ));
     }
     // Bad config is bad input: refuse it before the lock file is touched.
-    session::load_source(ctx)?;
+    let (_, _, excludes) = session::load_source_excluding(ctx, &extra)?;
+    // A saved plan was made with its excludes (`source.excludes`); other ones would make
+    // another plan, so they are refused as bad input rather than found stale after hashing.
+    if let Some(p) = &saved
+        && !extra.is_empty()
+        && p.source.excludes != excludes.patterns()
+    {
+        return Err(input_err!(
+            "--exclude/--exclude-from cannot change a saved plan (it was made with excludes {:?}); plan again with `offsync plan --exclude … --out FILE`, or drop them",
+            p.source.excludes
+        ));
+    }
     interrupt::install();
     let _lock = lock::acquire(&ctx.home)?;
 
@@ -84,8 +113,13 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         (Some(p), true) => p.targets.iter().map(|t| t.name.clone()).collect(),
         _ => args.targets.clone(),
     };
-    let mut session = Session::open(ctx, &names)?;
+    let mut session = Session::open_excluding(ctx, &names, &extra)?;
     session.set_check(args.check);
+    if let Some(rate) = &args.bwlimit {
+        for t in &mut session.targets {
+            t.set_bwlimit(rate);
+        }
+    }
     let max_delete = session.max_delete(args.max_delete);
     // A saved plan is proven still true with one quick dry run per target; only a target
     // where that shows a change is planned again (with the plan's own comparison mode).
@@ -182,9 +216,7 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(interrupt::exit_code()));
     }
     if interrupt::interrupted() {
-        eprintln!(
-            "offsync: the signal arrived after the apply had finished; nothing was interrupted"
-        );
+        ui::notice("the signal arrived after the apply had finished; nothing was interrupted");
     }
     let ok = results.iter().all(|(_, r)| r.status.is_success());
     Ok(ExitCode::from(if ok { exit::OK } else { exit::FAILURE }))

@@ -19,8 +19,9 @@ pub fn run(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
         Some(p) => Some(crate::context::absolute(p)?),
         None => None,
     };
+    let extra = crate::session::extra_excludes(&args.excludes)?;
     crate::interrupt::install();
-    let mut session = Session::open(ctx, &args.targets)?;
+    let mut session = Session::open_excluding(ctx, &args.targets, &extra)?;
     session.set_check(args.check);
     let max_delete = session.max_delete(args.max_delete);
     let plan = session.plan(max_delete);

@@ -13,8 +13,9 @@ use crate::error::exit;
 use crate::session::Session;
 
 pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
+    let extra = crate::session::extra_excludes(&args.excludes)?;
     crate::interrupt::install();
-    let mut session = Session::open(ctx, &args.targets)?;
+    let mut session = Session::open_excluding(ctx, &args.targets, &extra)?;
     let plan = engine::verify_all(
         &mut session.targets,
         &session.manifest,

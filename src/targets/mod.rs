@@ -102,6 +102,9 @@ pub trait Target: Send {
     }
     /// Override the configured mode (`--check`); ignored by targets without modes.
     fn set_check(&mut self, _check: CheckMode) {}
+    /// Limit the transfer rate (`apply --bwlimit`, rsync's syntax); ignored by targets that
+    /// do not send through rsync (mirrors, local directories).
+    fn set_bwlimit(&mut self, _rate: &str) {}
     /// The quick-check fingerprint of the last scan (`TargetPlan::state`), if the target has
     /// one.
     fn scanned_state(&self) -> Option<String> {

@@ -56,6 +56,8 @@ pub struct SshTarget {
     socket_dir: Option<ScratchDir>,
     /// The marker id recorded for this target (`None`: not written yet).
     marker: Option<String>,
+    /// `apply --bwlimit RATE`: rsync's rate limit for the runs that send content.
+    bwlimit: Option<String>,
     /// The id a dry run used while no marker is recorded; the first apply writes it.
     pending_marker: String,
     /// How plans compare content (`check:`, `--check`).
@@ -115,6 +117,7 @@ impl SshTarget {
             master: None,
             socket_dir: None,
             marker: marker::load(&ctx.home, &t.name())?,
+            bwlimit: None,
             pending_marker: marker::new_id(),
             check,
             state: None,
@@ -225,7 +228,10 @@ impl SshTarget {
         if wait_for_lock {
             self.rsync(argv)
         } else {
-            Ok(Cmd::new("rsync").args(&argv).output()?)
+            Ok(Cmd::new("rsync")
+                .args(crate::ui::rsync_verbosity())
+                .args(&argv)
+                .output()?)
         }
     }
 
@@ -269,6 +275,15 @@ impl SshTarget {
         ))
     }
 
+    /// `argv` of a run that sends content, with `--bwlimit` when one was set (dry runs, the
+    /// marker and the switch move next to nothing and are not limited).
+    fn limited(&self, mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+        if let Some(rate) = &self.bwlimit {
+            argv.insert(0, format!("--bwlimit={rate}").into());
+        }
+        argv
+    }
+
     /// Run rsync (over the open connection), waiting a little while rrsync's single-run lock
     /// is held by the server side of a killed run.
     fn rsync(&self, argv: Vec<std::ffi::OsString>) -> Result<crate::process::Output> {
@@ -284,7 +299,10 @@ impl SshTarget {
         let deadline = Instant::now() + LOCK_WAIT;
         let mut pause = Duration::from_millis(100);
         loop {
-            let out = Cmd::new("rsync").args(&argv).output_lines(on_line)?;
+            let out = Cmd::new("rsync")
+                .args(crate::ui::rsync_verbosity())
+                .args(&argv)
+                .output_lines(on_line)?;
             if out.success()
                 || Diagnosis::from_output(out.code(), &out.stderr) != Diagnosis::Locked
                 || Instant::now() + pause > deadline
@@ -528,7 +546,7 @@ impl SshTarget {
         // Every source path is new here: send the tree rather than a list naming all of it.
         let whole_tree = kind == rsync::TransferKind::Fresh && paths.len() == source.entries.len();
         self.rsync_streaming(
-            rsync::transfer_argv(
+            self.limited(rsync::transfer_argv(
                 &self.rsh(),
                 &source.root,
                 &self.login.rsync_dest(),
@@ -536,7 +554,7 @@ impl SshTarget {
                 kind,
                 max_delete,
                 &excludes.rsync_args(),
-            ),
+            )),
             &mut |line| {
                 if let Some(item) = itemize::parse_line(line) {
                     if item.change == ItemChange::Deleting {
@@ -751,7 +769,7 @@ impl SshTarget {
         let link = self.rel().current_is_ours.then_some("/current");
         let mut sent = std::collections::BTreeSet::new();
         let out = self.rsync_streaming(
-            rsync::release_upload_argv(
+            self.limited(rsync::release_upload_argv(
                 &self.rsh(),
                 &source.root,
                 rsync::MarkerSource {
@@ -761,7 +779,7 @@ impl SshTarget {
                 &dest,
                 link,
                 &excludes.rsync_args(),
-            ),
+            )),
             &mut |line| {
                 // Every file rsync transferred (`<f…` on this sending side) was written whole
                 // from the source: a same-size file with a new mtime (`<f..t……`) too, which
@@ -796,13 +814,13 @@ impl SshTarget {
             let scratch = ScratchDir::new(&self.scratch_root, "apply")?;
             let files_from = scratch.path().join("files");
             fsutil::write_volatile(&files_from, &nul_list(&fixup)?, fsutil::FILE_MODE)?;
-            let out = self.rsync(rsync::release_fixup_argv(
+            let out = self.rsync(self.limited(rsync::release_fixup_argv(
                 &self.rsh(),
                 &source.root,
                 &dest,
                 &files_from,
                 &excludes.rsync_args(),
-            ))?;
+            )))?;
             if !out.success() {
                 return Err(
                     Diagnosis::from_output(out.code(), &out.stderr).error(&format!(
@@ -1254,6 +1272,10 @@ fn socket_parent() -> Result<PathBuf> {
 impl Target for SshTarget {
     fn info(&self) -> &TargetInfo {
         &self.info
+    }
+
+    fn set_bwlimit(&mut self, rate: &str) {
+        self.bwlimit = Some(rate.to_string());
     }
 
     fn scan(

@@ -25,6 +25,8 @@
 //! - `releases`: the `releases` layout attacked: a reader sampling `current/` during apply and
 //!   rollback, tampered releases, `--switch together|each`, hard links and disk use, pruning,
 //!   rollback, SIGKILL mid-apply, a forced command pointing elsewhere, unknown/missing releases
+//! - `verbosity`: `-v`/`-vv`/`-q`, `apply --bwlimit`, `--exclude`/`--exclude-from`, per-run
+//!   excludes against saved plans, `apply -n`
 //! - `snapshots`: insta snapshots of `--help`, the plan text and the main error messages
 //!
 //! Tests about set-up (`setup`, `security`, and `bad_input`'s link/target add cases) go
@@ -47,3 +49,4 @@ mod setup;
 mod snapshots;
 mod trust;
 mod util;
+mod verbosity;

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 /// `--files-from` list, then runs the real rsync (found on the test's PATH) and notes the pid
 /// of a call that rrsync refused because its lock was held. offsync runs the rsync calls for one
 /// target one after another, so the line count numbers them.
-struct RsyncLog {
+pub(crate) struct RsyncLog {
     dir: PathBuf,
     log: PathBuf,
     /// Calls already returned by [`RsyncLog::take`].
@@ -33,14 +33,14 @@ struct RsyncLog {
 
 /// One recorded rsync call.
 #[derive(Debug)]
-struct Call {
-    argv: Vec<String>,
+pub(crate) struct Call {
+    pub(crate) argv: Vec<String>,
     /// The paths of its `--files-from` list, when it had one.
     files: Option<Vec<String>>,
 }
 
 impl RsyncLog {
-    fn new(h: &Home) -> RsyncLog {
+    pub(crate) fn new(h: &Home) -> RsyncLog {
         let real = which("rsync").expect("rsync on PATH (checked by skip_unless_tools)");
         let dir = h.tmp.path().join("rsync-wrapper");
         std::fs::create_dir_all(&dir).unwrap();
@@ -75,7 +75,7 @@ impl RsyncLog {
     }
 
     /// `offsync ARGS` as [`Home::offsync`], with the wrapper first on PATH.
-    fn offsync(&self, h: &Home, args: &[&str]) -> Command {
+    pub(crate) fn offsync(&self, h: &Home, args: &[&str]) -> Command {
         let mut path = self.dir.clone().into_os_string();
         path.push(":");
         path.push(std::env::var_os("PATH").unwrap_or_default());
@@ -85,7 +85,7 @@ impl RsyncLog {
     }
 
     /// The calls made since the last `take`.
-    fn take(&self) -> Vec<Call> {
+    pub(crate) fn take(&self) -> Vec<Call> {
         let text = std::fs::read(&self.log).unwrap();
         let lines: Vec<&[u8]> = text
             .split(|&b| b == b'\n')
