@@ -25,6 +25,8 @@
 //! - `releases`: the `releases` layout attacked: a reader sampling `current/` during apply and
 //!   rollback, tampered releases, `--switch together|each`, hard links and disk use, pruning,
 //!   rollback, SIGKILL mid-apply, a forced command pointing elsewhere, unknown/missing releases
+//! - `history`: `log`, `status` and `target list`'s last apply: filters, a garbled line,
+//!   rotated files, status with a target down and after a source edit
 //! - `snapshots`: insta snapshots of `--help`, the plan text and the main error messages
 //!
 //! Tests about set-up (`setup`, `security`, and `bad_input`'s link/target add cases) go
@@ -38,6 +40,7 @@ mod confinement;
 mod deletes;
 mod faults;
 mod hardening;
+mod history;
 mod mirror;
 mod passes;
 mod pull_releases;
