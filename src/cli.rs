@@ -8,7 +8,8 @@ const AFTER_HELP: &str = "\
 Flow: `offsync init` on the controller, `offsync link` on each target, `offsync target add` on \
 the controller, then `offsync plan`, `offsync apply`, `offsync verify`.
 
-Exit status: 0 success, 1 error, 2 changes pending (`plan --detailed-exitcode`, `verify`), 64 \
+Exit status: 0 success, 1 error, 2 changes pending (`plan --detailed-exitcode`, `verify`, `status \
+--detailed-exitcode`), 64 \
 bad command line or input (nothing was changed), 128+signal when stopped by a signal (130 \
 SIGINT, 143 SIGTERM, 129 SIGHUP; an `interrupted` record is logged).";
 
