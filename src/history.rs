@@ -106,11 +106,11 @@ pub enum Parsed {
 }
 
 pub fn parse(line: &Line) -> Parsed {
-    match serde_json::from_slice::<serde_json::Value>(&line.bytes) {
-        Ok(v) if v.is_object() => match serde_json::from_value::<Summary>(v) {
-            Ok(s) => Parsed::Record(Box::new(s)),
-            Err(_) => Parsed::Foreign,
-        },
+    // Straight into the summary: one pass over the bytes for the lines that are records.
+    if let Ok(s) = serde_json::from_slice::<Summary>(&line.bytes) {
+        return Parsed::Record(Box::new(s));
+    }
+    match serde_json::from_slice::<serde::de::IgnoredAny>(&line.bytes) {
         Ok(_) => Parsed::Foreign,
         Err(_) => Parsed::Garbled,
     }

@@ -3,6 +3,7 @@
 //! to the source digest now (hashed with the cache, as `plan` would).
 
 use anyhow::Result;
+use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -25,8 +26,12 @@ pub fn log(ctx: &Context, args: LogArgs) -> Result<ExitCode> {
         .map(|s| s - chrono::TimeDelta::seconds(SINCE_SLACK_SECS));
     let mut skipped = Skipped::new();
     let mut rows: Vec<(Summary, Vec<u8>)> = Vec::new();
+    // Newest-first JSON is printed as it is read: nothing is held, whatever the history's size.
+    let stream = args.json && !args.reverse;
+    let mut out = std::io::stdout().lock();
+    let mut shown = 0usize;
     for line in history.newest_first() {
-        if rows.len() >= limit {
+        if shown >= limit {
             break;
         }
         let line = line?;
@@ -47,21 +52,26 @@ pub fn log(ctx: &Context, args: LogArgs) -> Result<ExitCode> {
         if !args.targets.is_empty() && !args.targets.contains(&s.target) {
             continue;
         }
-        rows.push((*s, line.bytes));
+        shown += 1;
+        if stream {
+            out.write_all(&line.bytes)?;
+            out.write_all(b"\n")?;
+        } else {
+            rows.push((*s, line.bytes));
+        }
     }
     skipped.finish();
     if args.reverse {
         rows.reverse();
     }
     if args.json {
-        let mut out = std::io::stdout().lock();
         for (_, bytes) in &rows {
-            use std::io::Write as _;
             out.write_all(bytes)?;
             out.write_all(b"\n")?;
         }
         return Ok(ExitCode::SUCCESS);
     }
+    drop(out);
     if rows.is_empty() {
         eprintln!("no records (operations.log is written by apply, pull, rollback and restore)");
         return Ok(ExitCode::SUCCESS);
