@@ -1031,6 +1031,28 @@ mod tests {
         assert_eq!(lines(&log), 2);
     }
 
+    #[test]
+    fn paths_files_of_rotated_records_stay_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("operations.log");
+        let rot = Rotation {
+            max_bytes: 1,
+            keep: 2,
+        };
+        let changed: Vec<Vec<u8>> = (0..150).map(|i| format!("f{i:04}").into()).collect();
+        append_with(&log, vec![entry("big", &changed, &[])], rot).unwrap();
+        for t in ["t1", "t2"] {
+            append_with(&log, vec![entry(t, &[], &[])], rot).unwrap();
+        }
+        let h = History::open(&log).unwrap();
+        let lines: Vec<Line> = h.newest_first().map(Result::unwrap).collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2].path, rotated_path(&log, 2));
+        let big: Record = serde_json::from_slice(&lines[2].bytes).unwrap();
+        let full = read_paths(dir.path(), &big).unwrap().unwrap();
+        assert_eq!(full.files_changed.len(), 150);
+    }
+
     /// Appenders on many threads (each with its own descriptors, so the `flock`s really
     /// compete) and a tiny rotation size: every record is in exactly one file, whole.
     #[test]
