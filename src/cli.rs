@@ -8,7 +8,8 @@ const AFTER_HELP: &str = "\
 Flow: `offsync init` on the controller, `offsync link` on each target, `offsync target add` on \
 the controller, then `offsync plan`, `offsync apply`, `offsync verify`.
 
-Exit status: 0 success, 1 error, 2 changes pending (`plan --detailed-exitcode`, `verify`), 64 \
+Exit status: 0 success, 1 error, 2 changes pending (`plan --detailed-exitcode`, `verify`, `status \
+--detailed-exitcode`), 64 \
 bad command line or input (nothing was changed), 128+signal when stopped by a signal (130 \
 SIGINT, 143 SIGTERM, 129 SIGHUP; an `interrupted` record is logged).";
 
@@ -90,6 +91,12 @@ pub enum Command {
     InstallDeps(InstallDepsArgs),
     /// Print shell completions to stdout
     Completions(CompletionsArgs),
+    /// Show the operations log (applies, pulls, rollbacks, restores), newest first
+    #[command(after_long_help = LOG_HELP)]
+    Log(LogArgs),
+    /// Each target's last apply and whether the source changed since (no network)
+    #[command(after_long_help = STATUS_HELP)]
+    Status(StatusArgs),
 }
 
 #[derive(Debug, Args)]
@@ -749,6 +756,57 @@ pub struct CompletionsArgs {
     /// Shell to generate completions for
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+const LOG_HELP: &str = "\
+Reads $OFFSYNC_HOME/operations.log and its rotated files (operations.log.1 …) backwards, so \
+`-n 20` costs the same on a year of history. Times are UTC. A line that is not a record (torn \
+by a crash, or the Python offsync's) is skipped with a warning naming the file and line.
+
+--json prints the selected records one per line, exactly as stored (JSON Lines; the fields \
+are in the README under \"The plan format\"), in the same order as the text.";
+
+const STATUS_HELP: &str = "\
+Hashes the source (with the hash cache, as `plan` does) and compares its digest with each \
+target's last successful apply in operations.log. Nothing connects to a target: a host that is \
+down shows its last known state. States: in sync with the last apply, source changed since the \
+last apply, never applied, last apply failed (or refused, interrupted), rolled back since the \
+last apply. `offsync plan` tells what actually differs on the targets.
+
+Exit status: 0, or with --detailed-exitcode 0 when every target is in sync and 2 when any is \
+not; 1 on error, 64 for bad input.";
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Only these targets or mirrors (repeatable) [default: all]
+    #[arg(long = "target", short = 't', value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Only records since WHEN: an age (30m, 12h, 2d, 1w), a date (2026-11-01, UTC) or an
+    /// RFC 3339 time
+    #[arg(long, value_name = "WHEN", value_parser = crate::history::parse_since)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Show at most N records (the newest N, also with --reverse)
+    #[arg(short = 'n', long = "max-count", value_name = "N")]
+    pub max_count: Option<usize>,
+    /// Oldest first
+    #[arg(long)]
+    pub reverse: bool,
+    /// Print the records as stored, one JSON object per line
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only these targets or mirrors (repeatable) [default: all]
+    #[arg(long = "target", short = 't', value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 0 when every target is in sync with the source, 2 when any is not, 1 on error
+    #[arg(long)]
+    pub detailed_exitcode: bool,
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod deps;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
+pub mod history;
 pub mod interrupt;
 pub mod itemize;
 pub mod keys;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 pub mod apply;
 pub mod completions;
+pub mod history;
 pub mod init;
 pub mod install_deps;
 pub mod link;
@@ -38,5 +39,7 @@ pub fn dispatch(ctx: &Context, command: Command) -> Result<ExitCode> {
         Command::Manifest(a) => manifest::run(ctx, a),
         Command::InstallDeps(a) => install_deps::run(ctx, a),
         Command::Completions(a) => completions::run(a),
+        Command::Log(a) => history::log(ctx, a),
+        Command::Status(a) => history::status(ctx, a),
     }
 }

@@ -241,6 +241,15 @@ struct TargetRow {
     /// `releases` targets: how many releases are kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     keep: Option<u32>,
+    /// The newest `apply` in operations.log (`null`: never applied).
+    last_apply: Option<LastApplyCell>,
+}
+
+/// `target list`'s view of the last apply: when and how it ended.
+#[derive(Serialize)]
+struct LastApplyCell {
+    timestamp: String,
+    status: crate::oplog::Outcome,
 }
 
 fn row(config: &Config, t: &TargetConfig) -> TargetRow {
@@ -255,6 +264,7 @@ fn row(config: &Config, t: &TargetConfig) -> TargetRow {
         delete_allowed: !t.no_delete,
         layout: Some(layout),
         keep: (layout == crate::releases::Layout::Releases).then(|| config.keep_for(&name)),
+        last_apply: None,
         name,
     }
 }
@@ -282,7 +292,19 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
         delete_allowed: true,
         layout: None,
         keep: None,
+        last_apply: None,
     }));
+    let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+    let mut last = crate::history::last_applies(&ctx.home.join("operations.log"), &names)?;
+    for r in &mut rows {
+        r.last_apply = last
+            .remove(&r.name)
+            .and_then(|la| la.last)
+            .map(|s| LastApplyCell {
+                timestamp: s.timestamp,
+                status: s.status,
+            });
+    }
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(ExitCode::SUCCESS);
@@ -299,14 +321,19 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
         w(&|r| r.login.len(), "LOGIN"),
         w(&|r| r.remote_path.len(), "PATH"),
     );
+    let wf = w(
+        &|r| r.fingerprint.as_deref().map_or(1, str::len),
+        "FINGERPRINT",
+    );
     crate::outln!(
-        "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  {:11}  FINGERPRINT",
+        "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  {:11}  {:wf$}  LAST APPLY (UTC)",
         "NAME",
         "LOGIN",
         "PORT",
         "PATH",
         "DELETE",
-        "LAYOUT"
+        "LAYOUT",
+        "FINGERPRINT"
     )?;
     for r in &rows {
         let layout = match (r.layout, r.keep) {
@@ -315,7 +342,7 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
             (None, _) => "-".to_string(),
         };
         crate::outln!(
-            "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  {:11}  {}",
+            "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  {:11}  {:wf$}  {}",
             sanitize::for_terminal(&r.name),
             sanitize::for_terminal(&r.login),
             r.port.map_or("-".to_string(), |p| p.to_string()),
@@ -323,6 +350,13 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
             if r.delete_allowed { "yes" } else { "no" },
             layout,
             r.fingerprint.as_deref().unwrap_or("-"),
+            r.last_apply
+                .as_ref()
+                .map_or("never".to_string(), |l| format!(
+                    "{} {}",
+                    crate::history::show_time(&l.timestamp),
+                    l.status
+                )),
         )?;
     }
     Ok(ExitCode::SUCCESS)

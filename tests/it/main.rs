@@ -27,6 +27,8 @@
 //!   rollback, SIGKILL mid-apply, a forced command pointing elsewhere, unknown/missing releases
 //! - `verbosity`: `-v`/`-vv`/`-q`, `apply --bwlimit`, `--exclude`/`--exclude-from`, per-run
 //!   excludes against saved plans, `apply -n`
+//! - `history`: `log`, `status` and `target list`'s last apply: filters, a garbled line,
+//!   rotated files, status with a target down and after a source edit
 //! - `snapshots`: insta snapshots of `--help`, the plan text and the main error messages
 //!
 //! Tests about set-up (`setup`, `security`, and `bad_input`'s link/target add cases) go
@@ -40,6 +42,7 @@ mod confinement;
 mod deletes;
 mod faults;
 mod hardening;
+mod history;
 mod mirror;
 mod passes;
 mod pull_releases;

@@ -130,6 +130,16 @@ fn help_verify() {
 }
 
 #[test]
+fn help_log() {
+    insta::assert_snapshot!(help(&["log"]));
+}
+
+#[test]
+fn help_status() {
+    insta::assert_snapshot!(help(&["status"]));
+}
+
+#[test]
 fn help_pull() {
     insta::assert_snapshot!(help(&["pull"]));
 }
