@@ -151,17 +151,7 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
         };
         return Ok(ExitCode::from(code));
     }
-    // The same policy as apply, by construction: DEST-only paths need --delete, the
-    // mass-delete guard holds, and DEST is verified against the snapshot afterwards.
-    let policy = ApplyPolicy {
-        delete: args.delete,
-        overwrite: true,
-        verify: true,
-        max_delete: args.max_delete,
-        source_files: manifest.file_count(),
-        keep_extra: false,
-        switch: Default::default(),
-    };
+    let policy = pull_policy(&args, manifest);
     let r = single.apply(
         manifest,
         policy,
@@ -193,6 +183,20 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
 }
 
 /// `pull --layout releases` (see the module docs and `targets::releases`).
+/// The same policy as apply, by construction: DEST-only paths need --delete, the mass-delete
+/// guard holds, and DEST (or the new release) is verified against the snapshot afterwards.
+fn pull_policy(args: &PullArgs, manifest: &manifest::Manifest) -> ApplyPolicy {
+    ApplyPolicy {
+        delete: args.delete,
+        overwrite: true,
+        verify: true,
+        max_delete: args.max_delete,
+        source_files: manifest.file_count(),
+        keep_extra: false,
+        switch: Default::default(),
+    }
+}
+
 fn pull_release(ctx: &Context, args: &PullArgs, dest: &Path) -> Result<ExitCode> {
     let layout = ReleaseDir::new(dest);
     let keep = args.keep.unwrap_or(DEFAULT_KEEP);
@@ -304,15 +308,7 @@ fn pull_release(ctx: &Context, args: &PullArgs, dest: &Path) -> Result<ExitCode>
             exit::OK
         }));
     }
-    let policy = ApplyPolicy {
-        delete: args.delete,
-        overwrite: true,
-        verify: true,
-        max_delete: args.max_delete,
-        source_files: manifest.file_count(),
-        keep_extra: false,
-        switch: Default::default(),
-    };
+    let policy = pull_policy(args, manifest);
     let r = single.apply(
         manifest,
         policy,
