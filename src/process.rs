@@ -18,7 +18,12 @@
 //! A grandchild (the ssh that rsync starts for `-e`) is not offsync's child, so rsync starts it
 //! through offsync itself ([`rsh_prefix`]): `offsync __exec-dying-with-parent ssh …` sets its
 //! own parent-death signal and execs ssh, which therefore dies with the rsync that started it
-//! (and that rsync dies with offsync).
+//! (and that rsync dies with offsync). The wrapper may start only after rsync is already gone
+//! (a SIGKILL of offsync while a loaded machine is still loading the wrapper): then its
+//! parent-death signal comes too late and `getppid` names a reaper, not rsync. So every child
+//! also inherits the read end of a *lifeline* pipe whose only writer is offsync (the write end
+//! is close-on-exec): the wrapper, once its signal is set, refuses to exec when that pipe
+//! reports a hang-up, which the kernel guarantees once offsync is gone, reaped or not.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
@@ -68,15 +73,52 @@ pub fn exec_dying_with_parent(args: Vec<OsString>) -> std::process::ExitCode {
         return std::process::ExitCode::from(255);
     }
     // The parent may have died before the setting took effect: then nobody would kill us.
-    if nix::unistd::getppid() != parent {
+    if nix::unistd::getppid() != parent || offsync_gone() {
         return std::process::ExitCode::from(255);
     }
-    let err = Command::new(program).args(rest).exec();
+    let err = Command::new(program)
+        .args(rest)
+        .env_remove(LIFELINE_ENV)
+        .exec();
     eprintln!(
         "offsync: cannot run {}: {err}",
         sanitize::for_terminal(&program.to_string_lossy())
     );
     std::process::ExitCode::from(255)
+}
+
+/// The environment variable naming the lifeline's read end in a child (see the module docs).
+const LIFELINE_ENV: &str = "OFFSYNC_LIFELINE_FD";
+
+/// Whether the offsync that started this process's parent has exited: its lifeline pipe
+/// reports a hang-up. False when there is no lifeline (started by hand). The descriptor is
+/// made close-on-exec so the program exec'd next does not keep it.
+fn offsync_gone() -> bool {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::BorrowedFd;
+    let Some(fd) = std::env::var(LIFELINE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|fd| *fd > 2)
+    else {
+        return false;
+    };
+    // SAFETY: this single-threaded process (the wrapper, before exec) closes no descriptor
+    // while the borrow lives; a number that is not open only makes fcntl fail with EBADF,
+    // and then we say "not gone" (the parent-death signal still stands).
+    #[allow(unsafe_code)]
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    if fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).is_err() {
+        return false;
+    }
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(_) => fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
+        Err(_) => false,
+    }
 }
 
 /// The words that make a program started by a child of offsync (rsync's `-e`) die with that
@@ -586,6 +628,17 @@ pub mod children {
     });
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
 
+    /// The lifeline's read end, inherited by every child (see the module docs); its write end
+    /// is close-on-exec, so offsync is its only writer. `None` if no pipe could be made (the
+    /// parent-death signal alone then stands).
+    fn lifeline() -> Option<i32> {
+        use std::os::fd::{AsRawFd, OwnedFd};
+        static PIPE: OnceLock<Option<(OwnedFd, OwnedFd)>> = OnceLock::new();
+        PIPE.get_or_init(|| nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok())
+            .as_ref()
+            .map(|(read, _write)| read.as_raw_fd())
+    }
+
     fn registry() -> std::sync::MutexGuard<'static, Registry> {
         REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -611,21 +664,34 @@ pub mod children {
             .clone()
     }
 
-    // The one `unsafe` in offsync: `pre_exec` is how std lets a child set its parent-death
-    // signal before exec; there is no safe equivalent.
+    // `pre_exec` is how std lets a child set its parent-death signal before exec; there is no
+    // safe equivalent (the other `unsafe` in offsync is the wrapper's borrow of the lifeline).
     #[allow(unsafe_code)]
     fn spawn_here(mut c: Command, own_group: bool) -> std::io::Result<Child> {
+        use std::os::fd::BorrowedFd;
         let parent = nix::unistd::getpid();
         if own_group {
             c.process_group(0);
         }
-        // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+        let lifeline = lifeline();
+        if let Some(fd) = lifeline {
+            c.env(super::LIFELINE_ENV, fd.to_string());
+        }
+        // SAFETY: only async-signal-safe calls (prctl, getppid, fcntl) between fork and exec;
+        // the lifeline's read end lives as long as the process (a static).
         unsafe {
             c.pre_exec(move || {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 // offsync may have died between fork and prctl: then nobody would kill us.
                 if nix::unistd::getppid() != parent {
                     return Err(std::io::Error::other("offsync exited"));
+                }
+                if let Some(fd) = lifeline {
+                    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+                    fcntl(
+                        BorrowedFd::borrow_raw(fd),
+                        FcntlArg::F_SETFD(FdFlag::empty()),
+                    )?;
                 }
                 Ok(())
             });

@@ -14,7 +14,7 @@
 //!   equal the source, and `$OFFSYNC_HOME/tmp` keeps nothing from the killed run.
 //!
 //! The seed is printed (`OFFSYNC_FAULT_SEED` replays it). `OFFSYNC_FAULT_TRIALS=K` multiplies
-//! the trial counts (`scripts/test --full`: K ≥ 5, so ≥ 100 SIGKILL trials). A trial's
+//! the trial counts (`scripts/test --full`: K = 9, so 108 SIGKILL trials). A trial's
 //! failures are collected and the run stops after three failing trials, so one report shows
 //! every broken promise instead of the first.
 
@@ -499,7 +499,7 @@ fn sigkill_of_offsync_alone_leaves_no_children_and_no_torn_files() {
     if !skip_unless_tools() {
         return;
     }
-    run_trials("KILL", 20 * multiplier());
+    run_trials("KILL", 12 * multiplier());
 }
 
 #[test]
@@ -628,4 +628,46 @@ fn sigint_during_plan_json_exits_130_and_prints_no_plan() {
         interrupted > 0,
         "no trial interrupted the plan (each finished within its delay); not exercised"
     );
+}
+
+/// The exec wrapper that rsync starts ssh through may run only after rsync, and offsync, are
+/// gone (a SIGKILL while a loaded machine is still loading the wrapper): its parent-death
+/// signal then comes too late, so it must see on its own that offsync has exited. A Python
+/// parent stands in for rsync and hands the wrapper the lifeline's read end, once with a live
+/// writer (offsync running: the program runs, without the descriptor or the variable) and once
+/// with the writer closed (offsync gone: the program never starts).
+#[test]
+fn the_rsh_wrapper_never_starts_ssh_once_offsync_is_gone() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let script = r#"
+import os, subprocess, sys
+for alive in (True, False):
+    r, w = os.pipe()
+    os.set_inheritable(r, True)
+    if not alive:
+        os.close(w)
+    env = dict(os.environ, OFFSYNC_LIFELINE_FD=str(r))
+    p = subprocess.run([sys.argv[1], "__exec-dying-with-parent", "sh", "-c",
+                        'echo ran; [ -e /proc/self/fd/%d ] && echo leaked-fd; env | grep -q LIFELINE && echo leaked-env; true' % r],
+                       env=env, pass_fds=(r,), capture_output=True, text=True)
+    print("alive" if alive else "gone", p.returncode, p.stdout.replace("\n", " ").strip())
+    os.close(r)
+    if alive:
+        os.close(w)
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(assert_cmd::cargo::cargo_bin("offsync"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text, "alive 0 ran\ngone 255 \n", "wrapper behaviour");
 }

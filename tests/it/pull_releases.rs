@@ -212,7 +212,10 @@ fn readers_of_current_never_see_two_generations_during_a_switch_or_a_rollback() 
     assert_eq!(h.current(), rel(1));
     assert_eq!(sample(&h.dest, N, 1), Ok("genA".to_string()));
 
-    // Contrast (printed, not asserted): an in-place pull from genB to genC.
+    // Contrast (printed, not asserted; long runs only): an in-place pull from genB to genC.
+    if !crate::util::full_run() {
+        return;
+    }
     let inplace = Host::new();
     assert!(inplace.pull(&m, &[]).status.success());
     publish(&m, N, "genC");

@@ -23,6 +23,12 @@ pub fn e2e_required() -> bool {
     std::env::var("OFFSYNC_REQUIRE_E2E").is_ok_and(|v| v == "1")
 }
 
+/// Whether this is a long run (`scripts/test --full` sets `OFFSYNC_TEST_FULL=1`): contrasts
+/// that are printed but not asserted, and bigger trees, are for those runs only.
+pub fn full_run() -> bool {
+    std::env::var_os("OFFSYNC_TEST_FULL").is_some_and(|v| v == "1")
+}
+
 /// True when sshd, ssh, ssh-keygen, rsync and rrsync exist, so end-to-end tests can run.
 /// Otherwise prints `SKIP: …` and returns false — or panics when `OFFSYNC_REQUIRE_E2E=1`, so
 /// that a CI image without the tools fails loudly instead of passing vacuously.
