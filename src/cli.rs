@@ -160,6 +160,11 @@ pub enum TargetCommand {
     List(TargetListArgs),
     /// Remove a target from the config (and its pinned host key when unused)
     Remove(TargetRemoveArgs),
+    /// Replace a target's pinned host key after a legitimate host-key rotation
+    #[command(
+        long_about = "Replace a target's pinned host key after a legitimate host-key rotation.\n\nFetches the key the host offers now, requires it to match --fingerprint (get it on the target with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`, or from `offsync link`), proves through the new key that offsync's key is still confined there, then replaces the pinned key. Without --fingerprint, asks on a terminal; elsewhere it is a usage error. Nothing is changed when a step fails."
+    )]
+    Repin(TargetRepinArgs),
     /// Re-run the probe on targets and mirrors in parallel and report per target
     #[command(
         long_about = "Re-run the probe on targets and mirrors in parallel and report per target.\n\n\
@@ -215,6 +220,15 @@ pub struct TargetListArgs {
 pub struct TargetRemoveArgs {
     /// Target name (see `offsync target list`)
     pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TargetRepinArgs {
+    /// Target name (see `offsync target list`)
+    pub name: String,
+    /// The host's new key fingerprint (`SHA256:…`), verified out of band
+    #[arg(long, value_name = "SHA256:…")]
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -474,3 +474,166 @@ fn the_fast_fixture_writes_what_link_and_target_add_write() {
     assert_eq!(mode(&sshd.sync_dir()), 0o700);
     h.offsync(["target", "check"]).assert().success();
 }
+
+/// A host key rotated on purpose: every connection fails as `host_key_changed` naming the key
+/// the host offers now and the repin command; `target repin` refuses a wrong fingerprint and a
+/// missing one without a terminal (files byte-identical), then replaces the pinned key, keeps
+/// other hosts' lines, and the target works again. (The rotation is played on the controller
+/// side: the pinned key is swapped for another, which is what the controller sees either way.)
+#[test]
+fn a_rotated_host_key_is_named_and_target_repin_replaces_it() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = util::fast_linked_target();
+    let (h, sshd) = (&w.home, w.sshd());
+    let old = keygen(&h.home, "old_host", &["-t", "ed25519"]).unwrap();
+    let old_blob = std::fs::read_to_string(old.with_extension("pub")).unwrap();
+    let old_blob = old_blob.split_whitespace().nth(1).unwrap();
+    let other = format!("other.example ssh-ed25519 {old_blob}\n");
+    std::fs::write(
+        h.known_hosts(),
+        format!("{other}[127.0.0.1]:{} ssh-ed25519 {old_blob}\n", sshd.port),
+    )
+    .unwrap();
+
+    let out = h
+        .offsync(["target", "check", "--json"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let v = json(&out);
+    let problem = v[0]["problem"].as_str().unwrap();
+    assert!(
+        problem.contains(&format!("now offers {}", sshd.fingerprint()))
+            && problem.contains(&format!(
+                "offsync target repin NAME --fingerprint {}",
+                sshd.fingerprint()
+            )),
+        "{v}"
+    );
+
+    let before = (read_opt(&h.config()), read_opt(&h.known_hosts()));
+    let wrong = util::fingerprint_of(&old.with_extension("pub"));
+    let out = h
+        .offsync(["target", "repin", "t1", "--fingerprint", &wrong])
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    assert!(
+        stderr(&out).contains(&wrong) && stderr(&out).contains(&sshd.fingerprint()),
+        "{}",
+        stderr(&out)
+    );
+    let out = h
+        .offsync(["target", "repin", "t1"])
+        .assert()
+        .code(64)
+        .get_output()
+        .clone();
+    assert!(stderr(&out).contains("--fingerprint"), "{}", stderr(&out));
+    h.offsync(["target", "repin", "nope", "--fingerprint", &wrong])
+        .assert()
+        .code(64);
+    assert_eq!(
+        (read_opt(&h.config()), read_opt(&h.known_hosts())),
+        before,
+        "nothing changed"
+    );
+
+    h.offsync([
+        "target",
+        "repin",
+        "t1",
+        "--fingerprint",
+        &sshd.fingerprint(),
+    ])
+    .assert()
+    .success();
+    let kh = std::fs::read_to_string(h.known_hosts()).unwrap();
+    assert!(kh.starts_with(&other), "other lines kept:\n{kh}");
+    assert!(
+        kh.contains(&format!(
+            "[127.0.0.1]:{} ssh-ed25519 {}",
+            sshd.port,
+            sshd.host_key_blob()
+        )) && !kh.contains(&format!("]:{} ssh-ed25519 {old_blob}", sshd.port)),
+        "{kh}"
+    );
+    assert_eq!(mode(&h.known_hosts()), 0o600);
+    let cfg = std::fs::read_to_string(h.config()).unwrap();
+    assert!(cfg.contains(&sshd.fingerprint()), "{cfg}");
+    h.offsync(["target", "check"]).assert().code(0);
+}
+
+/// `target add ALIAS` (no `@`): ssh's config supplies User, HostName and Port, offsync saves
+/// only the alias (no `-l`/`-p` later, so config edits apply), and the config's attempts to
+/// weaken the connection (another IdentityFile, agent forwarding, no host key checking, the
+/// user's known_hosts) lose to the options offsync forces on the command line.
+#[test]
+fn a_host_alias_from_the_ssh_config_is_resolved_by_ssh_and_cannot_weaken_the_connection() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = util::fast_linked_target();
+    let (h, sshd) = (&w.home, w.sshd());
+    let cfg = h.home.join("ssh_config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "Host web1\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile /nonexistent\n  \
+             ForwardAgent yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  \
+             ControlMaster auto\n  ControlPath /nonexistent/%C\n",
+            sshd.port,
+            util::user()
+        ),
+    )
+    .unwrap();
+    let out = h
+        .offsync(["target", "add", "web1", "--name", "a1", "--fingerprint"])
+        .arg(sshd.fingerprint())
+        .arg("--path")
+        .arg(sshd.sync_dir())
+        .env("OFFSYNC_SSH_CONFIG", &cfg)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert!(
+        stderr(&out).contains(&format!(
+            "ssh connects as {}@127.0.0.1 port {}",
+            util::user(),
+            sshd.port
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let config = std::fs::read_to_string(h.config()).unwrap();
+    let a1 = &config[config.find("name: a1").unwrap()..];
+    let a1 = &a1[..a1.find("- ").unwrap_or(a1.len())];
+    assert!(
+        a1.contains("login: web1") && !a1.contains("user:") && !a1.contains("port:"),
+        "{config}"
+    );
+    // Every run resolves the alias again: a wrong StrictHostKeyChecking in the config does
+    // not let an unpinned key through (the pinned one is removed here).
+    h.offsync(["target", "check", "a1"])
+        .env("OFFSYNC_SSH_CONFIG", &cfg)
+        .assert()
+        .code(0);
+    std::fs::write(h.known_hosts(), "").unwrap();
+    let out = h
+        .offsync(["target", "check", "a1", "--json"])
+        .env("OFFSYNC_SSH_CONFIG", &cfg)
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert!(
+        stdout(&out).contains("no pinned host key"),
+        "{}",
+        stdout(&out)
+    );
+}
