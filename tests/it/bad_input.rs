@@ -181,7 +181,10 @@ fn target_add_rejects_bad_logins_and_fingerprints() {
         "u@h x",
         "u@$(id)",
         "u@`id`",
-        "nouser",
+        // Without `@` a login is a host alias from ~/.ssh/config; these are not aliases.
+        "alias:22",
+        "[alias]",
+        "-oProxyCommand=touch",
         "u@[::1",
         "u@",
         "@h",

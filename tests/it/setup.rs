@@ -637,3 +637,79 @@ fn a_host_alias_from_the_ssh_config_is_resolved_by_ssh_and_cannot_weaken_the_con
         stdout(&out)
     );
 }
+
+/// `target add ... ` on a terminal (driven through `script`'s pty) without --fingerprint.
+fn add_on_a_terminal(w: &util::World, name: &str, answers: &str) -> (i32, String) {
+    use std::io::Write;
+    let (h, sshd) = (&w.home, w.sshd());
+    let offsync = h.offsync_std();
+    let line = format!(
+        "{} target add {} --port {} --name {name} --yes --path {}",
+        offsync.get_program().to_string_lossy(),
+        sshd.login(),
+        sshd.port,
+        offsync::process::shell_quote(&sshd.sync_dir().display().to_string())
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_clear()
+        .envs(offsync.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (bsdutils)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answers.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The trust prompt on a terminal is asked once per run, takes `yes`, `no`, or the pasted
+/// fingerprint (which must match exactly: a different one is refused naming both), and asks
+/// again on anything else.
+#[test]
+fn the_trust_prompt_takes_a_pasted_fingerprint_and_asks_again_on_anything_else() {
+    if !skip_unless_tools() || util::which("script").is_none() {
+        return;
+    }
+    let w = util::fast_linked_target();
+    let (h, sshd) = (&w.home, w.sshd());
+    let fp = sshd.fingerprint();
+    let before = (read_opt(&h.config()), read_opt(&h.known_hosts()));
+
+    let other = "SHA256:AAAAztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+    let (code, text) = add_on_a_terminal(&w, "t2", &format!("maybe\n{other}\n"));
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("please answer yes, no"),
+        "asked again: {text}"
+    );
+    assert!(
+        text.contains(&format!("you pasted {other}, the host offers {fp}")),
+        "{text}"
+    );
+    let (code, text) = add_on_a_terminal(&w, "t2", "no\n");
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("host key not trusted"), "{text}");
+    assert_eq!((read_opt(&h.config()), read_opt(&h.known_hosts())), before);
+
+    let (code, text) = add_on_a_terminal(&w, "t2", &format!("{fp}\n"));
+    assert_eq!(code, 0, "{text}");
+    // dialoguer redraws the answered prompt after clearing its line (`ESC[2K`).
+    let asked =
+        text.matches("Does this match").count() - text.matches("\x1b[2KDoes this match").count();
+    assert_eq!(asked, 1, "asked once: {text}");
+    assert!(
+        std::fs::read_to_string(h.config())
+            .unwrap()
+            .contains("name: t2")
+    );
+}
