@@ -713,3 +713,50 @@ fn the_trust_prompt_takes_a_pasted_fingerprint_and_asks_again_on_anything_else()
             .contains("name: t2")
     );
 }
+
+/// `link` prints the port sshd really listens on when it is set in an `Include`d file (read by
+/// `sshd -T`, or by offsync's own parser where `sshd -T` cannot run).
+#[test]
+fn link_prints_the_port_from_an_included_sshd_config_file() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = util::fast_linked_target();
+    let (h, sshd) = (&w.home, w.sshd());
+    let main = std::fs::read_to_string(sshd.config()).unwrap();
+    let without_port: String = main
+        .lines()
+        .filter(|l| !l.starts_with("Port "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let conf_d = sshd.dir.join("conf.d");
+    std::fs::create_dir(&conf_d).unwrap();
+    std::fs::write(conf_d.join("10-port.conf"), format!("Port {}\n", sshd.port)).unwrap();
+    let cfg = sshd.dir.join("sshd_config_include");
+    std::fs::write(
+        &cfg,
+        format!("Include {}/*.conf\n{without_port}", conf_d.display()),
+    )
+    .unwrap();
+    let out = h
+        .offsync(["link", "--key-file"])
+        .arg(h.pub_key())
+        .arg("--path")
+        .arg(sshd.sync_dir())
+        .arg("--authorized-keys")
+        .arg(sshd.authorized_keys())
+        .arg("--sshd-config")
+        .arg(&cfg)
+        .arg("--yes")
+        .args(util::allow_root())
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let printed = stdout(&out);
+    assert!(
+        printed.contains(&format!("--port {} ", sshd.port))
+            && printed.contains(&sshd.fingerprint()),
+        "{printed}"
+    );
+}
