@@ -179,7 +179,8 @@ Exit status: 0 when every target passes, 1 otherwise."
 
 #[derive(Debug, Args)]
 pub struct TargetAddArgs {
-    /// `user@host`, `user@192.0.2.1` or `user@[2001:db8::1]`
+    /// `user@host`, `user@192.0.2.1`, `user@[2001:db8::1]`, or a host alias from
+    /// ~/.ssh/config (no `@`: its User, HostName and Port apply on every run)
     pub login: String,
     /// Directory on the target that `link --path` allowed (for the record and for plans)
     #[arg(long, value_name = "DIR")]
