@@ -210,7 +210,7 @@ pub fn repin(ctx: &Context, args: TargetRepinArgs) -> Result<ExitCode> {
 
     let kh_path = ctx.known_hosts_path();
     let kh = fsutil::read_optional(&kh_path)?.unwrap_or_default();
-    let old_pattern = known_hosts::pattern(&login.host, port.unwrap_or(22));
+    let old_pattern = pinned_pattern(&config.targets[idx]);
     let without_old = known_hosts::remove_host(&kh, &old_pattern);
     let new_kh = known_hosts::replace_host(&without_old, &pattern, std::slice::from_ref(&host_key));
     fsutil::atomic_write(&kh_path, &new_kh, fsutil::FILE_MODE)?;
@@ -508,9 +508,7 @@ pub fn remove(ctx: &Context, args: TargetRemoveArgs) -> Result<ExitCode> {
     crate::marker::forget(&ctx.home, &args.name)?;
     crate::releases::Records::forget(&ctx.home, &args.name)?;
     // Drop the pinned host key unless another target still connects to the same host:port.
-    let pattern_of = |t: &TargetConfig| {
-        known_hosts::pattern(&t.resolved_host().unwrap_or_default(), t.port.unwrap_or(22))
-    };
+    let pattern_of = pinned_pattern;
     let pattern = pattern_of(&removed);
     if !config.targets.iter().any(|t| pattern_of(t) == pattern) {
         let kh_path = ctx.known_hosts_path();
@@ -523,6 +521,30 @@ pub fn remove(ctx: &Context, args: TargetRemoveArgs) -> Result<ExitCode> {
     }
     eprintln!("removed target {}", args.name);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The known_hosts pattern ssh looks up for a target: `[host]:port`, or for a host alias what
+/// `ssh -G` resolves it to (its `HostKeyAlias`, else `HostName` and `Port`).
+fn pinned_pattern(t: &TargetConfig) -> String {
+    let host = t.resolved_host().unwrap_or_default();
+    if t.resolved_user().is_none()
+        && let Ok(login) = Login::parse(&host)
+        && let Ok(out) = Cmd::new("ssh")
+            .args(crate::ssh::resolve_argv(&login, t.port))
+            .output()
+        && out.success()
+    {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let alias = text
+            .lines()
+            .find_map(|l| l.strip_prefix("hostkeyalias "))
+            .map(str::to_string);
+        let (_, name, port) = crate::ssh::parse_resolved(&text);
+        if let Some(h) = alias.or(name) {
+            return known_hosts::pattern(&h, port.unwrap_or(22));
+        }
+    }
+    known_hosts::pattern(&host, t.port.unwrap_or(22))
 }
 
 fn unknown_target(config: &Config, name: &str) -> anyhow::Error {

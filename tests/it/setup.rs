@@ -636,6 +636,29 @@ fn a_host_alias_from_the_ssh_config_is_resolved_by_ssh_and_cannot_weaken_the_con
         "{}",
         stdout(&out)
     );
+
+    // Removing the alias target drops the key it pinned (found through ssh's resolution)
+    // once no other target uses it.
+    h.offsync([
+        "target",
+        "repin",
+        "a1",
+        "--fingerprint",
+        &sshd.fingerprint(),
+    ])
+    .env("OFFSYNC_SSH_CONFIG", &cfg)
+    .assert()
+    .success();
+    h.offsync(["target", "remove", "t1"])
+        .env("OFFSYNC_SSH_CONFIG", &cfg)
+        .assert()
+        .success();
+    assert!(!std::fs::read_to_string(h.known_hosts()).unwrap().is_empty());
+    h.offsync(["target", "remove", "a1"])
+        .env("OFFSYNC_SSH_CONFIG", &cfg)
+        .assert()
+        .success();
+    assert_eq!(std::fs::read_to_string(h.known_hosts()).unwrap(), "");
 }
 
 /// `target add ... ` on a terminal (driven through `script`'s pty) without --fingerprint.
