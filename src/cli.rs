@@ -160,6 +160,11 @@ pub enum TargetCommand {
     List(TargetListArgs),
     /// Remove a target from the config (and its pinned host key when unused)
     Remove(TargetRemoveArgs),
+    /// Replace a target's pinned host key after a legitimate host-key rotation
+    #[command(
+        long_about = "Replace a target's pinned host key after a legitimate host-key rotation.\n\nFetches the key the host offers now, requires it to match --fingerprint (get it on the target with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`, or from `offsync link`), proves through the new key that offsync's key is still confined there, then replaces the pinned key. Without --fingerprint, asks on a terminal; elsewhere it is a usage error. Nothing is changed when a step fails."
+    )]
+    Repin(TargetRepinArgs),
     /// Re-run the probe on targets and mirrors in parallel and report per target
     #[command(
         long_about = "Re-run the probe on targets and mirrors in parallel and report per target.\n\n\
@@ -174,7 +179,8 @@ Exit status: 0 when every target passes, 1 otherwise."
 
 #[derive(Debug, Args)]
 pub struct TargetAddArgs {
-    /// `user@host`, `user@192.0.2.1` or `user@[2001:db8::1]`
+    /// `user@host`, `user@192.0.2.1`, `user@[2001:db8::1]`, or a host alias from
+    /// ~/.ssh/config (no `@`: its User, HostName and Port apply on every run)
     pub login: String,
     /// Directory on the target that `link --path` allowed (for the record and for plans)
     #[arg(long, value_name = "DIR")]
@@ -215,6 +221,15 @@ pub struct TargetListArgs {
 pub struct TargetRemoveArgs {
     /// Target name (see `offsync target list`)
     pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TargetRepinArgs {
+    /// Target name (see `offsync target list`)
+    pub name: String,
+    /// The host's new key fingerprint (`SHA256:…`), verified out of band
+    #[arg(long, value_name = "SHA256:…")]
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -255,6 +255,39 @@ pub struct TargetConfig {
     /// How many releases this target keeps (overrides the top-level `keep:`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep: Option<u32>,
+    /// Extra ssh options for this target (`ConnectTimeout: 30`, `ProxyJump: bastion`), from
+    /// the allow-list in `ssh::SSH_OPTIONS_ALLOWED`; the security options stay forced.
+    #[serde(
+        default,
+        skip_serializing_if = "std::collections::BTreeMap::is_empty",
+        deserialize_with = "scalar_map"
+    )]
+    pub ssh_options: std::collections::BTreeMap<String, String>,
+}
+
+/// A map whose values may be written as YAML numbers or booleans (`ConnectTimeout: 30`,
+/// `Compression: yes`): each is kept as the text ssh will see.
+fn scalar_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<std::collections::BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        B(bool),
+    }
+    let m: std::collections::BTreeMap<String, Scalar> = Deserialize::deserialize(d)?;
+    Ok(m.into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Scalar::S(s) => s,
+                Scalar::I(i) => i.to_string(),
+                Scalar::B(b) => if b { "yes" } else { "no" }.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
 }
 
 impl TargetConfig {
@@ -382,6 +415,13 @@ impl Config {
                     crate::sanitize::for_terminal(&format!("{p:?}"))
                 )
             })?;
+        }
+        for t in &self.targets {
+            for (k, v) in &t.ssh_options {
+                crate::ssh::ssh_option(k, v).map_err(|why| {
+                    crate::input_err!("{}: target {}: {why}", path.display(), t.name())
+                })?;
+            }
         }
         if self.concurrency == Some(0) {
             anyhow::bail!("{}: concurrency must be at least 1", path.display());

@@ -555,7 +555,7 @@ mod tests {
                 12,
                 "Host key for [h]:1 has changed and you have requested strict checking.\nHost key verification failed.\n"
             ),
-            Diagnosis::Ssh(SshFailure::HostKeyChanged)
+            Diagnosis::Ssh(SshFailure::HostKeyChanged { offered: None })
         );
         assert_eq!(
             d(255, "root@h: Permission denied (publickey).\n"),

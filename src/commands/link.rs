@@ -228,7 +228,7 @@ fn check_safe_text(flag: &str, s: &str) -> Result<(), InputError> {
 /// Print the `offsync target add` command for the controller, with this host's key
 /// fingerprints so the controller can pin them without trusting the network.
 fn print_controller_command(sshd_config: &Path, dir: &str, rrsync: &str) -> Result<()> {
-    let (port, host_keys) = read_sshd_config(sshd_config);
+    let SshdSettings { port, host_keys } = read_sshd_config(sshd_config);
     let user = context::current_user();
     let host = keys::hostname();
     let fingerprints: Vec<(String, String)> = host_keys
@@ -278,31 +278,171 @@ fn print_controller_command(sshd_config: &Path, dir: &str, rrsync: &str) -> Resu
     Ok(())
 }
 
-/// Port and public host key files from an sshd_config (defaults when absent).
-fn read_sshd_config(path: &Path) -> (u16, Vec<PathBuf>) {
-    let mut port = 22;
-    let mut keys = Vec::new();
-    if let Ok(text) = std::fs::read_to_string(path) {
-        for line in text.lines() {
-            let mut words = line.split_whitespace();
-            let (Some(k), Some(v)) = (words.next(), words.next()) else {
-                continue;
-            };
-            match k.to_ascii_lowercase().as_str() {
-                // sshd uses the first value it reads, like ssh.
-                "port" if port == 22 => port = v.parse().unwrap_or(22),
-                "hostkey" => keys.push(PathBuf::from(format!("{v}.pub"))),
-                "match" => break,
-                _ => {}
-            }
-        }
+/// What `link` needs from the target's sshd: the first port it listens on and its public host
+/// key files (defaults when absent).
+#[derive(Debug, PartialEq, Eq)]
+struct SshdSettings {
+    port: u16,
+    host_keys: Vec<PathBuf>,
+}
+
+/// The effective sshd settings: `sshd -T -f FILE` when sshd can print them (usually as root,
+/// since it loads the host keys), else [`parse_sshd_config`] on the files. `sshd -T` is the only
+/// way to get `Match` blocks and compiled-in defaults right, so it goes first.
+fn read_sshd_config(path: &Path) -> SshdSettings {
+    let sshd = ["/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("sshd"));
+    let effective = crate::process::Cmd::new(sshd)
+        .arg("-T")
+        .arg("-f")
+        .arg(path)
+        .output()
+        .ok()
+        .filter(|o| o.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if let Some(text) = effective
+        && let Some(s) = settings_from_lines(&text)
+    {
+        return s;
     }
-    if keys.is_empty() {
+    let base = path.parent().unwrap_or(Path::new("/etc/ssh"));
+    let lines = parse_sshd_config(path, base, &|p| std::fs::read_to_string(p).ok());
+    settings_from_pairs(&lines)
+}
+
+/// `sshd -T` prints one `keyword value` per line, lower-case; `None` when it printed no port.
+fn settings_from_lines(text: &str) -> Option<SshdSettings> {
+    let pairs: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(char::is_whitespace)?;
+            Some((k.to_ascii_lowercase(), v.trim().to_string()))
+        })
+        .collect();
+    pairs
+        .iter()
+        .any(|(k, _)| k == "port")
+        .then(|| settings_from_pairs(&pairs))
+}
+
+/// Port (first value wins, as in sshd) and host keys (every `HostKey`) from keyword/value pairs.
+fn settings_from_pairs(pairs: &[(String, String)]) -> SshdSettings {
+    let port = pairs
+        .iter()
+        .find(|(k, _)| k == "port")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(22);
+    let mut host_keys: Vec<PathBuf> = pairs
+        .iter()
+        .filter(|(k, _)| k == "hostkey")
+        .map(|(_, v)| PathBuf::from(format!("{v}.pub")))
+        .collect();
+    if host_keys.is_empty() {
         for alg in ["ed25519", "ecdsa", "rsa"] {
-            keys.push(PathBuf::from(format!("/etc/ssh/ssh_host_{alg}_key.pub")));
+            host_keys.push(PathBuf::from(format!("/etc/ssh/ssh_host_{alg}_key.pub")));
         }
     }
-    (port, keys)
+    SshdSettings { port, host_keys }
+}
+
+/// The keyword/value pairs of an sshd_config in the order sshd reads them: keywords
+/// lower-cased, comments dropped, `Include` expanded in place (relative patterns against
+/// `base`, the config's directory — `/etc/ssh` for the real one; `*` and `?` in the last
+/// component, matches in lexical order, as sshd's glob). A `Match` block is conditional, so
+/// everything after it in the same file is skipped; `sshd -T` is the way to see through it.
+fn parse_sshd_config(
+    path: &Path,
+    base: &Path,
+    read: &dyn Fn(&Path) -> Option<String>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    include_file(path, base, read, 0, &mut out);
+    out
+}
+
+fn include_file(
+    path: &Path,
+    base: &Path,
+    read: &dyn Fn(&Path) -> Option<String>,
+    depth: u32,
+    out: &mut Vec<(String, String)>,
+) {
+    // sshd refuses deeper nesting too; this also stops an Include loop.
+    if depth > 16 {
+        return;
+    }
+    let Some(text) = read(path) else { return };
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once(|c: char| c.is_whitespace() || c == '=') else {
+            continue;
+        };
+        let k = k.to_ascii_lowercase();
+        let v = v
+            .trim_start_matches(|c: char| c.is_whitespace() || c == '=')
+            .trim();
+        match k.as_str() {
+            "match" => break,
+            "include" => {
+                for pattern in v.split_whitespace() {
+                    let full = if pattern.starts_with('/') {
+                        PathBuf::from(pattern)
+                    } else {
+                        base.join(pattern)
+                    };
+                    for f in glob_last_component(&full) {
+                        include_file(&f, base, read, depth + 1, out);
+                    }
+                }
+            }
+            _ => out.push((k, v.trim_matches('"').to_string())),
+        }
+    }
+}
+
+/// Files matching `pattern`, whose wildcards may sit only in the last component.
+fn glob_last_component(pattern: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (pattern.parent(), pattern.file_name()) else {
+        return Vec::new();
+    };
+    let name = name.to_string_lossy();
+    if !name.contains(['*', '?']) {
+        return vec![pattern.to_path_buf()];
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| wildcard_match(&name, &e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
+/// `*` and `?` matching, as glob(3) does within one component (no leading-dot matches).
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], n: &[char]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    if name.starts_with('.') && !pattern.starts_with('.') {
+        return false;
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    go(&p, &n)
 }
 
 #[cfg(test)]
@@ -317,5 +457,57 @@ mod tests {
         assert!(validate_dir("/srv/a\nb").is_err());
         assert!(validate_dir("/").is_err());
         assert!(validate_dir("").is_err());
+    }
+
+    #[test]
+    fn sshd_config_include_first_wins_comments_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("sshd_config.d")).unwrap();
+        std::fs::write(
+            d.join("sshd_config.d/10-port.conf"),
+            "# set by ops\nPORT 2222\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("sshd_config.d/20-late.conf"), "Port 3333\n").unwrap();
+        std::fs::write(d.join("sshd_config.d/.hidden.conf"), "Port 4444\n").unwrap();
+        std::fs::write(
+            d.join("sshd_config"),
+            "# Port 1111\nInclude sshd_config.d/*.conf\nPort 5555\nHostKey=/k/ed\nMatch User x\nHostKey /k/never\n",
+        )
+        .unwrap();
+        let pairs = parse_sshd_config(&d.join("sshd_config"), d, &|p| {
+            std::fs::read_to_string(p).ok()
+        });
+        let s = settings_from_pairs(&pairs);
+        assert_eq!(s.port, 2222);
+        assert_eq!(s.host_keys, vec![PathBuf::from("/k/ed.pub")]);
+        assert_eq!(
+            pairs.iter().filter(|(k, _)| k == "port").count(),
+            3,
+            "{pairs:?}"
+        );
+    }
+
+    #[test]
+    fn sshd_config_defaults_and_loops() {
+        // A file that includes itself ends (depth limit); no Port means 22.
+        let read = |_: &Path| Some("Include /self\n".to_string());
+        let s = settings_from_pairs(&parse_sshd_config(
+            Path::new("/self"),
+            Path::new("/"),
+            &read,
+        ));
+        assert_eq!(s.port, 22);
+        assert!(s.host_keys[0].ends_with("ssh_host_ed25519_key.pub"));
+        assert_eq!(
+            settings_from_lines("port 2200\nport 2201\nhostkey /h/k\n"),
+            Some(SshdSettings {
+                port: 2200,
+                host_keys: vec![PathBuf::from("/h/k.pub")]
+            })
+        );
+        assert_eq!(settings_from_lines("garbage"), None);
+        assert!(wildcard_match("*.conf", "a.conf") && !wildcard_match("*.conf", "a.confx"));
     }
 }

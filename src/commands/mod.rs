@@ -28,6 +28,7 @@ pub fn dispatch(ctx: &Context, command: Command) -> Result<ExitCode> {
         Command::Target(TargetCommand::Add(a)) => target::add(ctx, a),
         Command::Target(TargetCommand::List(a)) => target::list(ctx, a),
         Command::Target(TargetCommand::Remove(a)) => target::remove(ctx, a),
+        Command::Target(TargetCommand::Repin(a)) => target::repin(ctx, a),
         Command::Target(TargetCommand::Check(a)) => target::check(ctx, a),
         Command::Plan(a) => plan::run(ctx, a),
         Command::Apply(a) => apply::run(ctx, a),

@@ -9,7 +9,9 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 use std::process::ExitCode;
 
-use crate::cli::{TargetAddArgs, TargetCheckArgs, TargetListArgs, TargetRemoveArgs};
+use crate::cli::{
+    TargetAddArgs, TargetCheckArgs, TargetListArgs, TargetRemoveArgs, TargetRepinArgs,
+};
 use crate::config::{Config, MirrorConfig, RrsyncSetting, TargetConfig, TargetSpec};
 use crate::context::Context;
 use crate::fsutil::{self, ScratchDir};
@@ -58,26 +60,32 @@ pub fn add(ctx: &Context, args: TargetAddArgs) -> Result<ExitCode> {
         ));
     }
     require_key(ctx)?;
+    if login.user.is_none() {
+        show_alias(&login, args.port)?;
+    }
 
     // 1. Fetch the host key into a scratch file and decide whether to trust it.
     let scratch = ScratchDir::new(&ctx.home.join("tmp"), "add")?;
-    let (pattern, host_key) =
-        fetch_trusted_host_key(ctx, &args, &login, expected.as_deref(), scratch.path())?;
+    let (pattern, host_key) = fetch_trusted_host_key(
+        ctx,
+        args.port,
+        &Default::default(),
+        &login,
+        expected.as_deref(),
+        scratch.path(),
+    )?;
     let fingerprint = keys::fingerprint_of(&host_key);
 
     // 2. Probe through the pinned key only.
-    let scratch_kh = scratch.path().join("known_hosts");
-    let line = known_hosts::format_line(&pattern, &host_key);
-    fsutil::atomic_write(
-        &scratch_kh,
-        format!("{line}\n").as_bytes(),
-        fsutil::FILE_MODE,
+    let (settings, report) = probe_through(
+        ctx,
+        scratch.path(),
+        &login,
+        args.port,
+        &pattern,
+        &host_key,
+        &Default::default(),
     )?;
-    let settings = SshSettings::new(&ctx.key_path(), &scratch_kh);
-    let report = probe::probe(&settings, &login, args.port, &ctx.home.join("tmp"))?;
-    if !report.ok {
-        anyhow::bail!("{login}: {}; nothing was saved", report.problem);
-    }
 
     if ctx.interactive && !args.yes && !prompt::confirm(&format!("Save target {name} ({login})?"))?
     {
@@ -103,7 +111,7 @@ pub fn add(ctx: &Context, args: TargetAddArgs) -> Result<ExitCode> {
     config.targets.push(TargetConfig {
         name: Some(name.clone()),
         login: Some(login.to_string()),
-        user: Some(login.user.clone()),
+        user: login.user.clone(),
         host: Some(login.host.clone()),
         port: args.port,
         remote_path,
@@ -113,6 +121,7 @@ pub fn add(ctx: &Context, args: TargetAddArgs) -> Result<ExitCode> {
         check: None,
         layout: args.layout,
         keep: args.keep,
+        ssh_options: Default::default(),
     });
     config.save(&config_path)?;
     eprintln!(
@@ -125,6 +134,118 @@ pub fn add(ctx: &Context, args: TargetAddArgs) -> Result<ExitCode> {
     );
     eprintln!("the key is write-only there and cannot run commands");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Pin `host_key` in a scratch known_hosts and run the probe through it alone: proves that
+/// offsync's key works there and is confined, before anything is saved.
+fn probe_through(
+    ctx: &Context,
+    scratch: &std::path::Path,
+    login: &Login,
+    port: Option<u16>,
+    pattern: &str,
+    host_key: &ssh_key::public::KeyData,
+    options: &std::collections::BTreeMap<String, String>,
+) -> Result<(SshSettings, ProbeReport)> {
+    let scratch_kh = scratch.join("known_hosts");
+    let line = known_hosts::format_line(pattern, host_key);
+    fsutil::atomic_write(
+        &scratch_kh,
+        format!("{line}\n").as_bytes(),
+        fsutil::FILE_MODE,
+    )?;
+    let settings = SshSettings::new(&ctx.key_path(), &scratch_kh).with_options(options);
+    let report = probe::probe(&settings, login, port, &ctx.home.join("tmp"))?;
+    if !report.ok {
+        anyhow::bail!("{login}: {}; nothing was saved", report.problem);
+    }
+    Ok((settings, report))
+}
+
+/// `target repin NAME --fingerprint SHA256:…`: the same trust rule and probe as `add`, for a
+/// target whose host key was rotated on purpose. The new key replaces every line ssh would look
+/// up for that host and port; other hosts' lines stay byte-identical.
+pub fn repin(ctx: &Context, args: TargetRepinArgs) -> Result<ExitCode> {
+    let expected = args
+        .fingerprint
+        .as_deref()
+        .map(keys::parse_fingerprint)
+        .transpose()?;
+    if expected.is_none() && !ctx.interactive {
+        return Err(input_err!(
+            "target repin {}: pass --fingerprint SHA256:… (read it on the target with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`); without a terminal nothing can be asked",
+            sanitize::for_terminal(&args.name)
+        ));
+    }
+    let config_path = ctx.config_path();
+    let mut config = Config::load(&config_path)?;
+    let Some(idx) = config.targets.iter().position(|t| t.name() == args.name) else {
+        return Err(unknown_target(&config, &args.name));
+    };
+    let port = config.targets[idx].port;
+    let options = config.targets[idx].ssh_options.clone();
+    let login = Login::parse(&login_of(&config.targets[idx]))
+        .with_context(|| format!("target {}: invalid login in config", args.name))?;
+    require_key(ctx)?;
+
+    let scratch = ScratchDir::new(&ctx.home.join("tmp"), "repin")?;
+    let (pattern, host_key) = fetch_trusted_host_key(
+        ctx,
+        port,
+        &options,
+        &login,
+        expected.as_deref(),
+        scratch.path(),
+    )?;
+    let fingerprint = keys::fingerprint_of(&host_key);
+    probe_through(
+        ctx,
+        scratch.path(),
+        &login,
+        port,
+        &pattern,
+        &host_key,
+        &options,
+    )?;
+
+    let kh_path = ctx.known_hosts_path();
+    let kh = fsutil::read_optional(&kh_path)?.unwrap_or_default();
+    let old_pattern = pinned_pattern(&config.targets[idx]);
+    let without_old = known_hosts::remove_host(&kh, &old_pattern);
+    let new_kh = known_hosts::replace_host(&without_old, &pattern, std::slice::from_ref(&host_key));
+    fsutil::atomic_write(&kh_path, &new_kh, fsutil::FILE_MODE)?;
+    let old = config.targets[idx].fingerprint.replace(fingerprint.clone());
+    config.save(&config_path)?;
+    eprintln!(
+        "repinned target {}: host key {fingerprint} (was {})",
+        args.name,
+        old.as_deref().unwrap_or("not recorded")
+    );
+    eprintln!("the key is write-only there and cannot run commands");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Say what a host alias resolves to now (`ssh -G`, no network), so the operator sees the
+/// user, host and port the fingerprint must belong to. Only the alias is saved: later runs ask
+/// ssh again, so edits of `~/.ssh/config` apply.
+fn show_alias(login: &Login, port: Option<u16>) -> Result<()> {
+    let out = Cmd::new("ssh")
+        .args(crate::ssh::resolve_argv(login, port))
+        .output()?;
+    if !out.success() {
+        return Err(input_err!(
+            "{login}: ssh cannot read its configuration for this alias: {}; fix ~/.ssh/config",
+            sanitize::stderr_tail(&out.stderr, 2)
+        ));
+    }
+    let (user, host, port) = crate::ssh::parse_resolved(&String::from_utf8_lossy(&out.stdout));
+    eprintln!(
+        "{login} is a host alias: ssh connects as {}@{} port {} (from your ssh config; saved as the alias)",
+        sanitize::for_terminal(user.as_deref().unwrap_or("?")),
+        sanitize::for_terminal(host.as_deref().unwrap_or("?")),
+        port.map_or("?".to_string(), |p| p.to_string()),
+    );
+    Ok(())
 }
 
 fn require_key(ctx: &Context) -> Result<()> {
@@ -140,17 +261,21 @@ fn require_key(ctx: &Context) -> Result<()> {
 /// Fetch the host key with ssh itself and check it against `expected`, or ask.
 fn fetch_trusted_host_key(
     ctx: &Context,
-    args: &TargetAddArgs,
+    port: Option<u16>,
+    options: &std::collections::BTreeMap<String, String>,
     login: &Login,
     expected: Option<&str>,
     scratch: &std::path::Path,
 ) -> Result<(String, ssh_key::public::KeyData)> {
+    let extra = crate::ssh::option_words(options);
     let mut seen = Vec::new();
     let groups = std::iter::once(None).chain(ALGORITHM_GROUPS.iter().map(|g| Some(*g)));
     for (i, algs) in groups.enumerate() {
         let kh = scratch.join(format!("fetch-{i}"));
         let out = Cmd::new("ssh")
-            .args(crate::ssh::fetch_host_key_argv(login, args.port, &kh, algs))
+            .args(crate::ssh::fetch_host_key_argv(
+                login, port, &kh, algs, &extra,
+            ))
             .output()?;
         let lines = known_hosts::parse_all(&fsutil::read_optional(&kh)?.unwrap_or_default());
         let Some(found) = lines.into_iter().next() else {
@@ -182,12 +307,13 @@ fn fetch_trusted_host_key(
                         "{login}: the host key is not pinned; compare {fp} with what `offsync link` printed on the target and pass --fingerprint {fp}; nothing was saved"
                     );
                 }
-                if prompt::typed_yes(
-                    "Does this match the fingerprint `offsync link` printed on the target? Type yes to trust it",
-                )? {
-                    return Ok((found.patterns, found.key));
+                match prompt::trust_host_key(&fp)? {
+                    prompt::Trust::Yes => return Ok((found.patterns, found.key)),
+                    prompt::Trust::No => anyhow::bail!("host key not trusted; nothing was saved"),
+                    prompt::Trust::Mismatch(pasted) => anyhow::bail!(
+                        "{login}: host key mismatch: you pasted {pasted}, the host offers {fp}; someone may be in the middle, or the fingerprint is from another host; nothing was saved"
+                    ),
                 }
-                anyhow::bail!("host key not trusted; nothing was saved");
             }
         }
     }
@@ -382,9 +508,7 @@ pub fn remove(ctx: &Context, args: TargetRemoveArgs) -> Result<ExitCode> {
     crate::marker::forget(&ctx.home, &args.name)?;
     crate::releases::Records::forget(&ctx.home, &args.name)?;
     // Drop the pinned host key unless another target still connects to the same host:port.
-    let pattern_of = |t: &TargetConfig| {
-        known_hosts::pattern(&t.resolved_host().unwrap_or_default(), t.port.unwrap_or(22))
-    };
+    let pattern_of = pinned_pattern;
     let pattern = pattern_of(&removed);
     if !config.targets.iter().any(|t| pattern_of(t) == pattern) {
         let kh_path = ctx.known_hosts_path();
@@ -397,6 +521,30 @@ pub fn remove(ctx: &Context, args: TargetRemoveArgs) -> Result<ExitCode> {
     }
     eprintln!("removed target {}", args.name);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The known_hosts pattern ssh looks up for a target: `[host]:port`, or for a host alias what
+/// `ssh -G` resolves it to (its `HostKeyAlias`, else `HostName` and `Port`).
+fn pinned_pattern(t: &TargetConfig) -> String {
+    let host = t.resolved_host().unwrap_or_default();
+    if t.resolved_user().is_none()
+        && let Ok(login) = Login::parse(&host)
+        && let Ok(out) = Cmd::new("ssh")
+            .args(crate::ssh::resolve_argv(&login, t.port))
+            .output()
+        && out.success()
+    {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let alias = text
+            .lines()
+            .find_map(|l| l.strip_prefix("hostkeyalias "))
+            .map(str::to_string);
+        let (_, name, port) = crate::ssh::parse_resolved(&text);
+        if let Some(h) = alias.or(name) {
+            return known_hosts::pattern(&h, port.unwrap_or(22));
+        }
+    }
+    known_hosts::pattern(&host, t.port.unwrap_or(22))
 }
 
 fn unknown_target(config: &Config, name: &str) -> anyhow::Error {
@@ -439,8 +587,13 @@ pub fn check(ctx: &Context, args: TargetCheckArgs) -> Result<ExitCode> {
         TargetSpec::Ssh(t) => {
             let login_text = login_of(t);
             let report = match Login::parse(&login_text) {
-                Ok(login) => probe::probe(&settings, &login, t.port, &scratch)
-                    .unwrap_or_else(|e| failed_report(format!("{e:#}"))),
+                Ok(login) => probe::probe(
+                    &settings.clone().with_options(&t.ssh_options),
+                    &login,
+                    t.port,
+                    &scratch,
+                )
+                .unwrap_or_else(|e| failed_report(format!("{e:#}"))),
                 Err(e) => failed_report(format!("invalid login in config: {e}")),
             };
             CheckRow {

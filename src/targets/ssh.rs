@@ -97,6 +97,7 @@ impl SshTarget {
         let login_text = match (t.resolved_user(), t.resolved_host()) {
             (Some(u), Some(h)) if h.contains(':') => format!("{u}@[{h}]"),
             (Some(u), Some(h)) => format!("{u}@{h}"),
+            (None, Some(h)) => h,
             _ => anyhow::bail!("target {name} in config.yaml has no user@host; fix `login:`"),
         };
         let login =
@@ -111,7 +112,8 @@ impl SshTarget {
             },
             login,
             port: t.port,
-            settings: SshSettings::new(&ctx.key_path(), &ctx.known_hosts_path()),
+            settings: SshSettings::new(&ctx.key_path(), &ctx.known_hosts_path())
+                .with_options(&t.ssh_options),
             home: ctx.home.clone(),
             scratch_root: ctx.home.join("tmp"),
             master: None,

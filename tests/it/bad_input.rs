@@ -181,7 +181,10 @@ fn target_add_rejects_bad_logins_and_fingerprints() {
         "u@h x",
         "u@$(id)",
         "u@`id`",
-        "nouser",
+        // Without `@` a login is a host alias from ~/.ssh/config; these are not aliases.
+        "alias:22",
+        "[alias]",
+        "-oProxyCommand=touch",
         "u@[::1",
         "u@",
         "@h",
@@ -413,4 +416,57 @@ fn link_as_root_needs_allow_root() {
         .arg(w.home.pub_key());
     let err = stderr(c.assert().code(64).get_output());
     assert!(err.contains("as root") && err.contains("nosuid"), "{err}");
+}
+
+/// `ssh_options:` takes only the documented connection-tuning keys: a security option is
+/// refused at load with one line naming the key and the allowed list (exit 64, nothing
+/// changed); an allowed one reaches ssh (a YAML number is fine, and a bind address that is not
+/// this host's makes the connection fail).
+#[test]
+fn ssh_options_outside_the_allow_list_are_refused_and_allowed_ones_reach_ssh() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = fast_linked_target();
+    let h = &w.home;
+    let base = std::fs::read_to_string(h.config()).unwrap();
+    let with = |opts: &str| {
+        let at = base
+            .find("  remote_path:")
+            .expect("a target in config.yaml");
+        let mut text = base.clone();
+        text.insert_str(at, &format!("  ssh_options:\n{opts}"));
+        std::fs::write(h.config(), text).unwrap();
+    };
+    for (opts, why) in [
+        (
+            "    StrictHostKeyChecking: no\n",
+            "\"StrictHostKeyChecking\" is not allowed",
+        ),
+        ("    IdentityFile: /tmp/k\n", "allowed: AddressFamily"),
+        (
+            "    ConnectTimeout: \"5 -oProxyCommand=x\"\n",
+            "must be one word",
+        ),
+    ] {
+        with(opts);
+        let before = state(&w);
+        let out = h
+            .offsync(["target", "check"])
+            .assert()
+            .code(64)
+            .get_output()
+            .clone();
+        let err = stderr(&out);
+        assert!(
+            err.contains(why) && err.contains("config.yaml"),
+            "{opts}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert_eq!(state(&w), before);
+    }
+    with("    ConnectTimeout: 5\n    Compression: yes\n");
+    h.offsync(["target", "check"]).assert().code(0);
+    with("    BindAddress: 192.0.2.1\n");
+    h.offsync(["target", "check"]).assert().code(1);
 }

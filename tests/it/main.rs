@@ -4,7 +4,8 @@
 //! missing, unless `OFFSYNC_REQUIRE_E2E=1` (CI, `scripts/test`) turns that into a failure.
 //!
 //! - `cli`: help, version, usage errors (exit 64), completions, `install-deps --dry-run`
-//! - `setup`: `init`, `link`/`unlink`, `target add|list|remove|check`
+//! - `setup`: `init`, `link`/`unlink` (the port from `sshd -T` or `Include`d files), `target
+//!   add|list|remove|check|repin`, host aliases from an ssh config, the trust prompt on a pty
 //! - `security`: what the linked key can do with plain ssh/rsync (no shell, pty, forwarding,
 //!   reads, or writes outside the sync dir)
 //! - `bad_input`: every rejected input exits 64 and changes no file

@@ -474,3 +474,312 @@ fn the_fast_fixture_writes_what_link_and_target_add_write() {
     assert_eq!(mode(&sshd.sync_dir()), 0o700);
     h.offsync(["target", "check"]).assert().success();
 }
+
+/// A host key rotated on purpose: every connection fails as `host_key_changed` naming the key
+/// the host offers now and the repin command; `target repin` refuses a wrong fingerprint and a
+/// missing one without a terminal (files byte-identical), then replaces the pinned key, keeps
+/// other hosts' lines, and the target works again. (The rotation is played on the controller
+/// side: the pinned key is swapped for another, which is what the controller sees either way.)
+#[test]
+fn a_rotated_host_key_is_named_and_target_repin_replaces_it() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = util::fast_linked_target();
+    let (h, sshd) = (&w.home, w.sshd());
+    let old = keygen(&h.home, "old_host", &["-t", "ed25519"]).unwrap();
+    let old_blob = std::fs::read_to_string(old.with_extension("pub")).unwrap();
+    let old_blob = old_blob.split_whitespace().nth(1).unwrap();
+    let other = format!("other.example ssh-ed25519 {old_blob}\n");
+    std::fs::write(
+        h.known_hosts(),
+        format!("{other}[127.0.0.1]:{} ssh-ed25519 {old_blob}\n", sshd.port),
+    )
+    .unwrap();
+
+    let out = h
+        .offsync(["target", "check", "--json"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let v = json(&out);
+    let problem = v[0]["problem"].as_str().unwrap();
+    assert!(
+        problem.contains(&format!("now offers {}", sshd.fingerprint()))
+            && problem.contains(&format!(
+                "offsync target repin NAME --fingerprint {}",
+                sshd.fingerprint()
+            )),
+        "{v}"
+    );
+
+    let before = (read_opt(&h.config()), read_opt(&h.known_hosts()));
+    let wrong = util::fingerprint_of(&old.with_extension("pub"));
+    let out = h
+        .offsync(["target", "repin", "t1", "--fingerprint", &wrong])
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    assert!(
+        stderr(&out).contains(&wrong) && stderr(&out).contains(&sshd.fingerprint()),
+        "{}",
+        stderr(&out)
+    );
+    let out = h
+        .offsync(["target", "repin", "t1"])
+        .assert()
+        .code(64)
+        .get_output()
+        .clone();
+    assert!(stderr(&out).contains("--fingerprint"), "{}", stderr(&out));
+    h.offsync(["target", "repin", "nope", "--fingerprint", &wrong])
+        .assert()
+        .code(64);
+    assert_eq!(
+        (read_opt(&h.config()), read_opt(&h.known_hosts())),
+        before,
+        "nothing changed"
+    );
+
+    h.offsync([
+        "target",
+        "repin",
+        "t1",
+        "--fingerprint",
+        &sshd.fingerprint(),
+    ])
+    .assert()
+    .success();
+    let kh = std::fs::read_to_string(h.known_hosts()).unwrap();
+    assert!(kh.starts_with(&other), "other lines kept:\n{kh}");
+    assert!(
+        kh.contains(&format!(
+            "[127.0.0.1]:{} ssh-ed25519 {}",
+            sshd.port,
+            sshd.host_key_blob()
+        )) && !kh.contains(&format!("]:{} ssh-ed25519 {old_blob}", sshd.port)),
+        "{kh}"
+    );
+    assert_eq!(mode(&h.known_hosts()), 0o600);
+    let cfg = std::fs::read_to_string(h.config()).unwrap();
+    assert!(cfg.contains(&sshd.fingerprint()), "{cfg}");
+    h.offsync(["target", "check"]).assert().code(0);
+}
+
+/// `target add ALIAS` (no `@`): ssh's config supplies User, HostName and Port, offsync saves
+/// only the alias (no `-l`/`-p` later, so config edits apply), and the config's attempts to
+/// weaken the connection (another IdentityFile, agent forwarding, no host key checking, the
+/// user's known_hosts) lose to the options offsync forces on the command line.
+#[test]
+fn a_host_alias_from_the_ssh_config_is_resolved_by_ssh_and_cannot_weaken_the_connection() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = util::fast_linked_target();
+    let (h, sshd) = (&w.home, w.sshd());
+    let cfg = h.home.join("ssh_config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "Host web1\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile /nonexistent\n  \
+             ForwardAgent yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  \
+             ControlMaster auto\n  ControlPath /nonexistent/%C\n",
+            sshd.port,
+            util::user()
+        ),
+    )
+    .unwrap();
+    let out = h
+        .offsync(["target", "add", "web1", "--name", "a1", "--fingerprint"])
+        .arg(sshd.fingerprint())
+        .arg("--path")
+        .arg(sshd.sync_dir())
+        .env("OFFSYNC_SSH_CONFIG", &cfg)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert!(
+        stderr(&out).contains(&format!(
+            "ssh connects as {}@127.0.0.1 port {}",
+            util::user(),
+            sshd.port
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let config = std::fs::read_to_string(h.config()).unwrap();
+    let a1 = &config[config.find("name: a1").unwrap()..];
+    let a1 = &a1[..a1.find("- ").unwrap_or(a1.len())];
+    assert!(
+        a1.contains("login: web1") && !a1.contains("user:") && !a1.contains("port:"),
+        "{config}"
+    );
+    // Every run resolves the alias again: a wrong StrictHostKeyChecking in the config does
+    // not let an unpinned key through (the pinned one is removed here).
+    h.offsync(["target", "check", "a1"])
+        .env("OFFSYNC_SSH_CONFIG", &cfg)
+        .assert()
+        .code(0);
+    std::fs::write(h.known_hosts(), "").unwrap();
+    let out = h
+        .offsync(["target", "check", "a1", "--json"])
+        .env("OFFSYNC_SSH_CONFIG", &cfg)
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert!(
+        stdout(&out).contains("no pinned host key"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Removing the alias target drops the key it pinned (found through ssh's resolution)
+    // once no other target uses it.
+    h.offsync([
+        "target",
+        "repin",
+        "a1",
+        "--fingerprint",
+        &sshd.fingerprint(),
+    ])
+    .env("OFFSYNC_SSH_CONFIG", &cfg)
+    .assert()
+    .success();
+    h.offsync(["target", "remove", "t1"])
+        .env("OFFSYNC_SSH_CONFIG", &cfg)
+        .assert()
+        .success();
+    assert!(!std::fs::read_to_string(h.known_hosts()).unwrap().is_empty());
+    h.offsync(["target", "remove", "a1"])
+        .env("OFFSYNC_SSH_CONFIG", &cfg)
+        .assert()
+        .success();
+    assert_eq!(std::fs::read_to_string(h.known_hosts()).unwrap(), "");
+}
+
+/// `target add ... ` on a terminal (driven through `script`'s pty) without --fingerprint.
+fn add_on_a_terminal(w: &util::World, name: &str, answers: &str) -> (i32, String) {
+    use std::io::Write;
+    let (h, sshd) = (&w.home, w.sshd());
+    let offsync = h.offsync_std();
+    let line = format!(
+        "{} target add {} --port {} --name {name} --yes --path {}",
+        offsync.get_program().to_string_lossy(),
+        sshd.login(),
+        sshd.port,
+        offsync::process::shell_quote(&sshd.sync_dir().display().to_string())
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_clear()
+        .envs(offsync.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (bsdutils)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answers.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The trust prompt on a terminal is asked once per run, takes `yes`, `no`, or the pasted
+/// fingerprint (which must match exactly: a different one is refused naming both), and asks
+/// again on anything else.
+#[test]
+fn the_trust_prompt_takes_a_pasted_fingerprint_and_asks_again_on_anything_else() {
+    if !skip_unless_tools() || util::which("script").is_none() {
+        return;
+    }
+    let w = util::fast_linked_target();
+    let (h, sshd) = (&w.home, w.sshd());
+    let fp = sshd.fingerprint();
+    let before = (read_opt(&h.config()), read_opt(&h.known_hosts()));
+
+    let other = "SHA256:AAAAztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+    let (code, text) = add_on_a_terminal(&w, "t2", &format!("maybe\n{other}\n"));
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("please answer yes, no"),
+        "asked again: {text}"
+    );
+    assert!(
+        text.contains(&format!("you pasted {other}, the host offers {fp}")),
+        "{text}"
+    );
+    let (code, text) = add_on_a_terminal(&w, "t2", "no\n");
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("host key not trusted"), "{text}");
+    assert_eq!((read_opt(&h.config()), read_opt(&h.known_hosts())), before);
+
+    let (code, text) = add_on_a_terminal(&w, "t2", &format!("{fp}\n"));
+    assert_eq!(code, 0, "{text}");
+    // dialoguer redraws the answered prompt after clearing its line (`ESC[2K`).
+    let asked =
+        text.matches("Does this match").count() - text.matches("\x1b[2KDoes this match").count();
+    assert_eq!(asked, 1, "asked once: {text}");
+    assert!(
+        std::fs::read_to_string(h.config())
+            .unwrap()
+            .contains("name: t2")
+    );
+}
+
+/// `link` prints the port sshd really listens on when it is set in an `Include`d file (read by
+/// `sshd -T`, or by offsync's own parser where `sshd -T` cannot run).
+#[test]
+fn link_prints_the_port_from_an_included_sshd_config_file() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = util::fast_linked_target();
+    let (h, sshd) = (&w.home, w.sshd());
+    let main = std::fs::read_to_string(sshd.config()).unwrap();
+    let without_port: String = main
+        .lines()
+        .filter(|l| !l.starts_with("Port "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let conf_d = sshd.dir.join("conf.d");
+    std::fs::create_dir(&conf_d).unwrap();
+    std::fs::write(conf_d.join("10-port.conf"), format!("Port {}\n", sshd.port)).unwrap();
+    let cfg = sshd.dir.join("sshd_config_include");
+    std::fs::write(
+        &cfg,
+        format!("Include {}/*.conf\n{without_port}", conf_d.display()),
+    )
+    .unwrap();
+    let out = h
+        .offsync(["link", "--key-file"])
+        .arg(h.pub_key())
+        .arg("--path")
+        .arg(sshd.sync_dir())
+        .arg("--authorized-keys")
+        .arg(sshd.authorized_keys())
+        .arg("--sshd-config")
+        .arg(&cfg)
+        .arg("--yes")
+        .args(util::allow_root())
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let printed = stdout(&out);
+    assert!(
+        printed.contains(&format!("--port {} ", sshd.port))
+            && printed.contains(&sshd.fingerprint()),
+        "{printed}"
+    );
+}

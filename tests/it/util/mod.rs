@@ -536,6 +536,7 @@ pub fn prelink(home: &Home, sshd: &Sshd, name: &str) {
         check: None,
         layout: None,
         keep: None,
+        ssh_options: Default::default(),
     });
     config.save(&home.config()).unwrap();
 }
