@@ -553,10 +553,15 @@ impl SshFailure {
 
     /// What it means and what to do, in one sentence.
     pub fn explain(&self) -> String {
+        self.explain_for("NAME")
+    }
+
+    /// [`Self::explain`] for the target called `name` (named in the fix it suggests).
+    pub fn explain_for(&self, name: &str) -> String {
         let text = match self {
             SshFailure::HostKeyChanged { offered } => {
                 return format!(
-                    "the host key differs from the one pinned in offsync's known_hosts (a reinstalled host, or someone in the middle); the host now offers {}; check with the target's operator (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` there), then run `offsync target repin NAME --fingerprint {}`",
+                    "the host key differs from the one pinned in offsync's known_hosts (a reinstalled host, or someone in the middle); the host now offers {}; check with the target's operator (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` there), then run `offsync target repin {name} --fingerprint {}`",
                     offered.as_deref().unwrap_or("a key ssh did not name"),
                     offered.as_deref().unwrap_or("SHA256:…"),
                 );

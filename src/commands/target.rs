@@ -596,6 +596,12 @@ pub fn check(ctx: &Context, args: TargetCheckArgs) -> Result<ExitCode> {
                 .unwrap_or_else(|e| failed_report(format!("{e:#}"))),
                 Err(e) => failed_report(format!("invalid login in config: {e}")),
             };
+            // The probe does not know the target's name; the fix it suggests should.
+            let mut report = report;
+            report.problem = report.problem.replace(
+                "`offsync target repin NAME ",
+                &format!("`offsync target repin {} ", t.name()),
+            );
             CheckRow {
                 name: t.name(),
                 kind: "ssh",

@@ -177,7 +177,7 @@ impl SshTarget {
                 let failure = SshFailure::from_stderr(&text);
                 let why = failure
                     .as_ref()
-                    .map(|f| f.explain().to_string())
+                    .map(|f| f.explain_for(&self.info.name))
                     .unwrap_or_else(|| {
                         format!(
                             "ssh exited with {status}: {}",

@@ -508,7 +508,7 @@ fn a_rotated_host_key_is_named_and_target_repin_replaces_it() {
     assert!(
         problem.contains(&format!("now offers {}", sshd.fingerprint()))
             && problem.contains(&format!(
-                "offsync target repin NAME --fingerprint {}",
+                "offsync target repin t1 --fingerprint {}",
                 sshd.fingerprint()
             )),
         "{v}"
