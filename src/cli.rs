@@ -52,6 +52,13 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
+    /// How transfers show progress on stderr: `auto` draws bars (bytes, rate, ETA per target
+    /// and in total) when stderr is a terminal, unless -q or --json; `bar` draws them on a
+    /// terminal even then; `json` writes one JSON event per line (target, phase, bytes,
+    /// files, rate; see README, "Progress") to stderr, terminal or not; `none` shows nothing
+    #[arg(long, global = true, value_enum, default_value_t, value_name = "MODE")]
+    pub progress: crate::ui::ProgressMode,
+
     #[command(subcommand)]
     pub command: Command,
 }

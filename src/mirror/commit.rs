@@ -53,14 +53,14 @@ pub enum Published {
 
 /// Store what `changes` needs from `source` and assemble the generation after `base` (the
 /// newest generation and its chain digest; `None`: the mirror is empty). `progress` gets the
-/// number of objects uploaded so far.
+/// plaintext bytes and the number of files uploaded so far (per object, as each is stored).
 pub fn prepare(
     mirror: &Mirror,
     base: Option<&(Snapshot, String)>,
     source: &Manifest,
     changes: &Categories,
     delete: bool,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(crate::engine::Sent) + Sync),
 ) -> Result<Prepared> {
     let (base_gen, base_digest, mut entries) = match base {
         None => (0, None, BTreeMap::new()),
@@ -191,7 +191,7 @@ fn upload(
     mirror: &Mirror,
     root: &Path,
     jobs: Vec<Upload>,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(crate::engine::Sent) + Sync),
 ) -> Result<HashMap<String, u64>> {
     let (mut large, rest): (Vec<_>, Vec<_>) = jobs
         .into_iter()
@@ -200,6 +200,7 @@ fn upload(
         .into_iter()
         .partition(|(_, (_, size, _))| *size > 1 << 20);
     let done = AtomicU64::new(0);
+    let done_bytes = AtomicU64::new(0);
     let mut stored = HashMap::new();
     for (batch, workers) in [(&mut small, WORKERS), (&mut medium, 4), (&mut large, 2)] {
         let results = crate::parallel::parallel(batch, workers, |(id, (p, size, hash))| {
@@ -209,7 +210,11 @@ fn upload(
             let src = root.join(OsStr::from_bytes(p));
             let (got, n) = mirror.store_file(&src, *size, hash)?;
             debug_assert_eq!(&got, id);
-            progress(done.fetch_add(1, Ordering::Relaxed) + 1);
+            let bytes = done_bytes.fetch_add(*size, Ordering::Relaxed) + *size;
+            progress(crate::engine::Sent {
+                bytes,
+                files: done.fetch_add(1, Ordering::Relaxed) + 1,
+            });
             Ok((got, n))
         });
         for r in results {
