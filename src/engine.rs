@@ -769,14 +769,15 @@ impl<'t> Single<'t> {
         &self.plan.targets[0]
     }
 
-    /// Apply the plan under `policy`, append the record to `log` as `operation`, and return
-    /// the result.
+    /// Apply the plan under `policy` (reporting to `progress`), append the record to `log`
+    /// as `operation`, and return the result.
     pub fn apply(
         mut self,
         source: &Manifest,
         policy: ApplyPolicy,
         log: &std::path::Path,
         operation: &str,
+        progress: &dyn Progress,
     ) -> Result<ApplyResult> {
         let mut results = apply_all(
             &mut self.targets,
@@ -785,7 +786,7 @@ impl<'t> Single<'t> {
             &self.plan,
             policy,
             1,
-            &NoProgress,
+            progress,
         );
         log_all(log, operation, &results, &self.plan)?;
         Ok(results.remove(0).1)

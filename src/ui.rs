@@ -104,17 +104,18 @@ pub fn spinner(msg: &str) -> Option<indicatif::ProgressBar> {
     Some(pb)
 }
 
-/// How transfer progress is shown (`--progress`).
+/// How transfer progress is shown (`--progress`; the variants carry no doc comments, which
+/// would turn clap's help into its long form everywhere).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProgressMode {
-    /// Bars when stderr is a terminal, unless `-q` or `--json`.
+    // Bars when stderr is a terminal, unless `-q` or `--json`.
     #[default]
     Auto,
-    /// Bars whenever stderr is a terminal (even with `--json` or `-q`).
+    // Bars whenever stderr is a terminal (even with `--json` or `-q`).
     Bar,
-    /// No progress.
+    // No progress.
     None,
-    /// One JSON event per line on stderr (see README, "Progress"), terminal or not.
+    // One JSON event per line on stderr (see README, "Progress"), terminal or not.
     Json,
 }
 
@@ -304,6 +305,7 @@ impl JsonProgress {
                 phase: None,
                 sent: Sent::default(),
                 upload_began: now,
+                upload_ended: None,
                 last_written: None,
                 done: false,
             }),
@@ -322,7 +324,7 @@ pub struct Event<'a> {
     pub total_bytes: u64,
     pub files: u64,
     pub total_files: u64,
-    /// Average bytes per second since the upload started.
+    /// Average bytes per second of the upload (so far, or in all once it ended).
     pub rate: u64,
     /// Since the target started.
     pub elapsed_ms: u64,
@@ -343,13 +345,19 @@ struct JsonState {
     phase: Option<Phase>,
     sent: Sent,
     upload_began: Instant,
+    /// The rate is the upload's: it stops counting when the upload ends.
+    upload_ended: Option<Instant>,
     last_written: Option<Instant>,
     done: bool,
 }
 
 impl JsonTarget {
     fn write(&self, st: &JsonState, event: &str, last: bool, now: Instant) {
-        let up = now.saturating_duration_since(st.upload_began).as_secs_f64();
+        let up = st
+            .upload_ended
+            .unwrap_or(now)
+            .saturating_duration_since(st.upload_began)
+            .as_secs_f64();
         let rate = if up > 0.0 {
             (st.sent.bytes as f64 / up) as u64
         } else {
@@ -380,6 +388,7 @@ impl JsonTarget {
             return;
         }
         if st.phase == Some(Phase::Upload) {
+            st.upload_ended = Some(now);
             self.write(&st, "progress", true, now);
         }
         if phase == Phase::Upload {
@@ -471,7 +480,7 @@ mod tests {
                 r#"{"event":"progress","target":"web \"1\"","phase":"upload","bytes":120,"total_bytes":300,"files":1,"total_files":3,"rate":461,"elapsed_ms":260,"final":false}"#,
                 r#"{"event":"progress","target":"web \"1\"","phase":"upload","bytes":300,"total_bytes":300,"files":3,"total_files":3,"rate":750,"elapsed_ms":400,"final":true}"#,
                 r#"{"event":"phase","target":"web \"1\"","phase":"verify","bytes":300,"total_bytes":300,"files":3,"total_files":3,"rate":750,"elapsed_ms":400,"final":false}"#,
-                r#"{"event":"phase","target":"web \"1\"","phase":"done","bytes":300,"total_bytes":300,"files":3,"total_files":3,"rate":600,"elapsed_ms":500,"final":false}"#,
+                r#"{"event":"phase","target":"web \"1\"","phase":"done","bytes":300,"total_bytes":300,"files":3,"total_files":3,"rate":750,"elapsed_ms":500,"final":false}"#,
             ]
         );
     }
