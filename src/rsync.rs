@@ -682,6 +682,8 @@ mod tests {
             "   12a345  5%  1.00MB/s    0:00:00",
             "   ,345  5%  1.00MB/s    0:00:00",
             "   1234  5%  1.00MB/s    now",
+            // rsync pads with spaces only.
+            "\t1,234  5%  1.00MB/s    0:00:00",
             "99999999999999999999999  5%  1.00MB/s    0:00:00",
         ] {
             assert_eq!(parse_progress(junk.as_bytes()), None, "{junk:?}");
