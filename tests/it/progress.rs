@@ -132,8 +132,10 @@ fn terminal_bar_shows_bytes() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    // The bar counts bytes of the 4 MiB planned, with a rate and a time left.
-    assert!(text.contains("/4.00 MiB"), "{text}");
+    // The bar counts bytes of the 4 MiB planned, up to all of them, with a rate and a time
+    // left.
+    assert!(text.contains("] 4.00 MiB/4.00 MiB "), "{text}");
+    assert!(text.contains("iB/s"), "{text}");
     assert!(text.contains("ETA"), "{text}");
 }
 
