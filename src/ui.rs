@@ -1,6 +1,9 @@
-//! Terminal progress on stderr: spinners and per-target transfer bars, shown only when stderr
-//! is a terminal (never in pipes, CI logs or `--json` runs); and the global verbosity
-//! (`-v`, `-vv`, `-q`) with the diagnostics it adds.
+//! Progress on stderr: spinners and per-target transfer bars in bytes (with a total bar for
+//! several targets), drawn only when stderr is a terminal (by default never with `-q` or in
+//! `--json` runs); or, with `--progress=json`, one JSON event per line for scripts and CI logs
+//! (fields in a fixed order, at most one `progress` event per target every 250 ms plus a
+//! final one per upload; figures never go back). And the global verbosity (`-v`, `-vv`,
+//! `-q`) with the diagnostics it adds.
 //!
 //! Verbosity is process-wide (set once by `lib.rs` from the global flags) rather than threaded
 //! through every call: `process` reports each external command and the engine reports phase
