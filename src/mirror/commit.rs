@@ -374,4 +374,31 @@ mod tests {
         let paths: Vec<&str> = latest.entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["w", "x", "z"]);
     }
+
+    /// Uploads report plaintext bytes and files as each object is stored, once per distinct
+    /// content.
+    #[test]
+    fn uploads_report_bytes_per_stored_object() {
+        use crate::plan::diff::{TargetView, diff};
+        let t = TestMirror::new();
+        let m = t.open(0);
+        let src = t.source("s", &[("x", b"12345"), ("y", b"12345"), ("z", b"abc")]);
+        let (source, _) = crate::plan::manifest::build(
+            &src,
+            &crate::plan::excludes::Excludes::new(&[]).unwrap(),
+            None,
+        )
+        .unwrap();
+        let changes = diff(&source, &TargetView::Listing(Default::default()));
+        let seen = std::sync::Mutex::new(Vec::new());
+        prepare(&m, None, &source, &changes, true, &|s| {
+            seen.lock().unwrap().push(s)
+        })
+        .unwrap();
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort_by_key(|s| s.files);
+        let last = seen.last().copied().unwrap();
+        assert_eq!((last.bytes, last.files), (8, 2), "{seen:?}");
+        assert!(seen.windows(2).all(|w| w[0].bytes < w[1].bytes), "{seen:?}");
+    }
 }
