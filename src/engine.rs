@@ -14,7 +14,7 @@ use crate::error::ErrorKind;
 use crate::plan::diff;
 use crate::plan::excludes::Excludes;
 use crate::plan::manifest::Manifest;
-use crate::plan::{Categories, CheckMode, Plan, Summary, TargetPlan};
+use crate::plan::{Categories, CheckMode, EntryKind, Plan, Summary, TargetPlan};
 use crate::releases::{Layout, SwitchMode};
 use crate::targets::{ApplyOutcome, PartialApply, Switched, Target, TargetInfo};
 
@@ -346,20 +346,91 @@ pub fn refusal(plan: &TargetPlan, policy: &ApplyPolicy) -> Option<(ErrorKind, St
     None
 }
 
-/// Progress of transfers, per target (the terminal's bars, or nothing).
-pub trait Progress: Sync {
-    /// A target starts sending `paths` paths.
-    fn begin(&self, target: &str, paths: u64) -> Box<dyn TargetProgress>;
+/// How far one target's transfer got: bytes of file content and files whose content was
+/// sent so far (metadata-only changes move neither).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    pub bytes: u64,
+    pub files: u64,
 }
 
-/// One target's transfer progress.
+impl Sent {
+    /// What the plan says a target's transfer will send: the sizes and number of the files
+    /// whose content is added or modified.
+    pub fn planned(plan: &TargetPlan) -> Sent {
+        let c = &plan.changes;
+        c.added
+            .iter()
+            .chain(&c.modified)
+            .filter(|e| e.kind == EntryKind::File)
+            .fold(Sent::default(), |t, e| Sent {
+                bytes: t.bytes + e.size().unwrap_or(0),
+                files: t.files + 1,
+            })
+    }
+}
+
+impl std::ops::Add for Sent {
+    type Output = Sent;
+    fn add(self, o: Sent) -> Sent {
+        Sent {
+            bytes: self.bytes + o.bytes,
+            files: self.files + o.files,
+        }
+    }
+}
+
+/// What a target's `apply` reports its transfer progress to (cumulative figures, from any
+/// thread).
+pub type OnSent<'a> = &'a (dyn Fn(Sent) + Sync);
+
+/// A step of one target's apply, as progress reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Sending content (rsync, or mirror uploads/downloads).
+    Upload,
+    /// Checking the target against the source after the transfer.
+    Verify,
+    /// Making what verified visible (a mirror's generation, a local target's tree).
+    Commit,
+    /// Pointing `current` at the new release.
+    Switch,
+    /// The target is finished, whatever its status.
+    Done,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Upload => "upload",
+            Phase::Verify => "verify",
+            Phase::Commit => "commit",
+            Phase::Switch => "switch",
+            Phase::Done => "done",
+        }
+    }
+}
+
+/// Progress of transfers, per target (the terminal's bars, JSON events, or nothing).
+pub trait Progress: Sync {
+    /// The apply is about to start on these targets, each planned to send `total`.
+    fn start(&self, _targets: &[(String, Sent)]) {}
+    /// A target starts sending `total`.
+    fn begin(&self, target: &str, total: Sent) -> Box<dyn TargetProgress>;
+}
+
+/// One target's progress.
 pub trait TargetProgress: Send + Sync {
-    fn update(&self, done: u64);
+    /// A new phase starts (the transfer's figures are kept).
+    fn phase(&self, _phase: Phase) {}
+    /// The transfer got this far (cumulative).
+    fn update(&self, sent: Sent);
+    /// The target is finished.
     fn finish(&self);
 }
 
 impl TargetProgress for () {
-    fn update(&self, _: u64) {}
+    fn update(&self, _: Sent) {}
     fn finish(&self) {}
 }
 
@@ -367,7 +438,7 @@ impl TargetProgress for () {
 pub struct NoProgress;
 
 impl Progress for NoProgress {
-    fn begin(&self, _: &str, _: u64) -> Box<dyn TargetProgress> {
+    fn begin(&self, _: &str, _: Sent) -> Box<dyn TargetProgress> {
         Box::new(())
     }
 }
@@ -379,7 +450,7 @@ pub fn apply_one(
     excludes: &Excludes,
     plan: &TargetPlan,
     policy: ApplyPolicy,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &dyn TargetProgress,
 ) -> ApplyResult {
     let start = Instant::now();
     let status = |s| ApplyResult::of(s, ApplyOutcome::default(), start);
@@ -406,8 +477,9 @@ pub fn apply_one(
     }
     let delete = policy.delete && !policy.keep_extra;
     let name = t.info().name.clone();
+    progress.phase(Phase::Upload);
     let applied = crate::ui::phase(&format!("transfer {name}"), || {
-        t.apply(source, excludes, plan, delete, progress)
+        t.apply(source, excludes, plan, delete, &|s| progress.update(s))
     });
     let outcome = match applied {
         Ok(o) => o,
@@ -437,6 +509,7 @@ pub fn apply_one(
     };
     let mut result = ApplyResult::of(Status::Ok, outcome, start);
     if policy.verify {
+        progress.phase(Phase::Verify);
         let verified = crate::ui::phase(&format!("verification {name}"), || {
             verify_after(t, source, excludes, &result.outcome.changed)
         });
@@ -456,6 +529,9 @@ pub fn apply_one(
         };
     }
     // Only what verified is ever made visible (see the module docs).
+    if result.status == Status::Ok {
+        progress.phase(Phase::Commit);
+    }
     if result.status == Status::Ok
         && let Err(e) = crate::ui::phase(&format!("commit {name}"), || t.commit())
     {
@@ -484,6 +560,32 @@ pub fn apply_all(
 ) -> Vec<(TargetInfo, ApplyResult)> {
     let release_id = crate::releases::new_id(&plan.digest, chrono::Utc::now());
     let together = policy.switch == SwitchMode::Together;
+    progress.start(
+        &plan
+            .targets
+            .iter()
+            .map(|tp| (tp.name.clone(), Sent::planned(tp)))
+            .collect::<Vec<_>>(),
+    );
+    let bars: Vec<(String, Box<dyn TargetProgress>)> = targets
+        .iter()
+        .map(|t| {
+            let name = t.info().name.clone();
+            let total = plan
+                .targets
+                .iter()
+                .find(|p| p.name == name)
+                .map(Sent::planned)
+                .unwrap_or_default();
+            let bar = progress.begin(&name, total);
+            (name, bar)
+        })
+        .collect();
+    let bar_of = |name: &str| -> &dyn TargetProgress {
+        bars.iter()
+            .find(|(n, _)| n == name)
+            .map_or(&() as &dyn TargetProgress, |(_, b)| b.as_ref())
+    };
     let mut results = parallel(targets, workers, |t| {
         let name = t.info().name.clone();
         let releases = t.layout() == Layout::Releases;
@@ -499,16 +601,7 @@ pub fn apply_all(
                 ApplyOutcome::default(),
                 Instant::now(),
             ),
-            Some(tp) => {
-                let c = &tp.changes;
-                let bar = progress.begin(
-                    &name,
-                    (c.added.len() + c.modified.len() + c.metadata.len()) as u64,
-                );
-                let r = apply_one(t.as_mut(), source, excludes, tp, policy, &|n| bar.update(n));
-                bar.finish();
-                r
-            }
+            Some(tp) => apply_one(t.as_mut(), source, excludes, tp, policy, bar_of(&name)),
         };
         // A release was uploaded when the apply got as far as sending (`Ok`, or a failed
         // verification): it is recorded either way, and switched to only when `Ok`.
@@ -520,7 +613,11 @@ pub fn apply_all(
         }
         let pending = releases && r.status == Status::Ok;
         if pending && !together {
+            bar_of(&name).phase(Phase::Switch);
             switch_one(t.as_mut(), &mut r);
+        }
+        if !(pending && together) {
+            bar_of(&name).finish();
         }
         if !(pending && together) {
             t.close();
@@ -544,9 +641,11 @@ pub fn apply_all(
             if t.layout() != Layout::Releases || r.status != Status::Ok {
                 return;
             }
+            let bar = bar_of(&t.info().name);
             if crate::interrupt::interrupted() {
                 r.status = Status::Interrupted;
             } else if failed.is_empty() {
+                bar.phase(Phase::Switch);
                 switch_one(t.as_mut(), r);
             } else {
                 r.status = Status::Failed(
@@ -558,6 +657,7 @@ pub fn apply_all(
                     ),
                 );
             }
+            bar.finish();
             t.close();
         });
     }
@@ -669,14 +769,15 @@ impl<'t> Single<'t> {
         &self.plan.targets[0]
     }
 
-    /// Apply the plan under `policy`, append the record to `log` as `operation`, and return
-    /// the result.
+    /// Apply the plan under `policy` (reporting to `progress`), append the record to `log`
+    /// as `operation`, and return the result.
     pub fn apply(
         mut self,
         source: &Manifest,
         policy: ApplyPolicy,
         log: &std::path::Path,
         operation: &str,
+        progress: &dyn Progress,
     ) -> Result<ApplyResult> {
         let mut results = apply_all(
             &mut self.targets,
@@ -685,7 +786,7 @@ impl<'t> Single<'t> {
             &self.plan,
             policy,
             1,
-            &NoProgress,
+            progress,
         );
         log_all(log, operation, &results, &self.plan)?;
         Ok(results.remove(0).1)
@@ -804,7 +905,7 @@ mod tests {
         let plans = Plan::new(&m, ex.patterns(), plan_all(&mut targets, &m, &ex, 2, None));
         assert_eq!(plans.targets[0].summary.added, 3);
         for (t, p) in targets.iter_mut().zip(&plans.targets) {
-            let r = apply_one(t.as_mut(), &m, &ex, p, ALL, &|_| {});
+            let r = apply_one(t.as_mut(), &m, &ex, p, ALL, &());
             assert_eq!(r.status, Status::Ok, "{:?}", r.status);
             assert_eq!(r.outcome.changed.len(), 3);
         }
@@ -824,7 +925,7 @@ mod tests {
         let mut p = plan_one(&mut t, &m, &ex, None);
         p.summary = p.changes.summary();
         assert_eq!(p.summary.missing, 1, "excluded keep.tmp is not reported");
-        let r = apply_one(&mut t, &m, &ex, &p, ALL, &|_| {});
+        let r = apply_one(&mut t, &m, &ex, &p, ALL, &());
         assert!(matches!(
             r.status,
             Status::Refused(ErrorKind::NeedsDelete, _)
@@ -844,7 +945,7 @@ mod tests {
                 delete: true,
                 ..ALL
             },
-            &|_| {},
+            &(),
         );
         assert!(
             matches!(r.status, Status::Refused(ErrorKind::MassDelete, ref s) if s.contains("--max-delete 1")),
@@ -862,7 +963,7 @@ mod tests {
                 max_delete: Some(1),
                 ..ALL
             },
-            &|_| {},
+            &(),
         );
         assert_eq!(r.status, Status::Ok);
         assert_eq!(r.outcome.deleted, vec![b"extra".to_vec()]);
@@ -932,7 +1033,7 @@ mod tests {
                 delete: true,
                 ..ALL
             },
-            &|_| {},
+            &(),
         );
         assert!(
             matches!(r.status, Status::Refused(ErrorKind::DeleteDisabled, ref s) if s.contains("--no-delete"))

@@ -101,6 +101,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         (false, 1) => ui::Verbosity::Verbose,
         (false, _) => ui::Verbosity::Debug,
     });
+    ui::set_progress_mode(cli.progress);
     let ctx = context::Context::new(cli.home)?;
     commands::dispatch(&ctx, cli.command)
 }

@@ -198,6 +198,39 @@ pub struct Cmd {
     cwd: Option<PathBuf>,
 }
 
+/// Append to `buf` up to and including the first byte of `ends` (or to the end of input);
+/// the number of bytes appended (0 at the end of input).
+fn read_record(
+    reader: &mut impl std::io::BufRead,
+    ends: &[u8],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    if let [end] = ends {
+        return reader.read_until(*end, buf);
+    }
+    let mut n = 0;
+    loop {
+        let chunk = match reader.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok(n);
+        }
+        let (used, done) = match chunk.iter().position(|b| ends.contains(b)) {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        buf.extend_from_slice(&chunk[..used]);
+        reader.consume(used);
+        n += used;
+        if done {
+            return Ok(n);
+        }
+    }
+}
+
 impl Cmd {
     pub fn new(program: impl AsRef<OsStr>) -> Self {
         Cmd {
@@ -321,7 +354,7 @@ impl Cmd {
     /// Like [`Cmd::output`], calling `on_line` with each stdout line (without its newline)
     /// as it arrives — for progress.
     pub fn output_streaming(&self, on_line: &mut dyn FnMut(&[u8])) -> Result<Output, ProcessError> {
-        self.piped(on_line, true)
+        self.piped(on_line, true, b"\n")
     }
 
     /// Like [`Cmd::output_streaming`], but stdout is *not* kept (`Output::stdout` is empty):
@@ -329,13 +362,22 @@ impl Cmd {
     /// rsync dry run of many files), so they are never held in memory whole. Lines are split
     /// on `\n` only and passed without it; a last line without a newline is passed too.
     pub fn output_lines(&self, on_line: &mut dyn FnMut(&[u8])) -> Result<Output, ProcessError> {
-        self.piped(on_line, false)
+        self.piped(on_line, false, b"\n")
+    }
+
+    /// Like [`Cmd::output_lines`], but lines end at `\r` as well as `\n`: rsync redraws its
+    /// progress line with `\r`, and each redraw must arrive as it happens. Only for output
+    /// whose records cannot hold a `\r` (rsync escapes control characters in names as
+    /// `\#ooo`); empty records are not passed.
+    pub fn output_records(&self, on_line: &mut dyn FnMut(&[u8])) -> Result<Output, ProcessError> {
+        self.piped(on_line, false, b"\r\n")
     }
 
     fn piped(
         &self,
         on_line: &mut dyn FnMut(&[u8]),
         keep_stdout: bool,
+        ends: &[u8],
     ) -> Result<Output, ProcessError> {
         let mut c = self.command();
         c.stdin(if self.stdin.is_some() {
@@ -376,11 +418,17 @@ impl Cmd {
                     stdout.clear();
                 }
                 let start = stdout.len();
-                match std::io::BufRead::read_until(&mut reader, b'\n', &mut stdout) {
+                match read_record(&mut reader, ends, &mut stdout) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let line = &stdout[start..];
-                        let line = line.strip_suffix(b"\n").unwrap_or(line);
+                        let line = match line.last() {
+                            Some(b) if ends.contains(b) => &line[..line.len() - 1],
+                            _ => line,
+                        };
+                        if line.is_empty() && ends.len() > 1 {
+                            continue;
+                        }
                         if let Some(n) = echo {
                             eprintln!(
                                 "offsync: run[{n}]: out: {}",
@@ -519,6 +567,19 @@ mod tests {
             .unwrap();
         assert_eq!(again, [&b"a"[..], b"b"]);
         assert_eq!(kept.stdout, b"a\nb\n");
+    }
+
+    #[test]
+    fn output_records_split_on_carriage_returns_too() {
+        let mut records = Vec::new();
+        Cmd::new("printf")
+            .arg(">f a\\#015b\n\r  1 0%%\r  2 50%%\n\n>f c\rlast")
+            .output_records(&mut |l| records.push(l.to_vec()))
+            .unwrap();
+        assert_eq!(
+            records,
+            [&b">f a\\#015b"[..], b"  1 0%", b"  2 50%", b">f c", b"last"]
+        );
     }
 
     #[test]

@@ -216,6 +216,94 @@ pub use crate::plan::excludes::HOLDING_DIR;
 /// a target, and the source walk strips the same bits (`plan::manifest`), so plans agree.
 const COMMON: &[&str] = &["-l", "-p", "-t", "-O", "--chmod=ug-s", "--out-format=%i %n"];
 
+/// Asks the sending rsync for its whole-transfer progress line (see [`parse_progress`]):
+/// client-side output only (rrsync accepts `--info=`), interleaved with the itemized lines
+/// on stdout. Only runs that send content carry it.
+const PROGRESS: &str = "--info=progress2";
+
+/// One of rsync's `--info=progress2` lines: how far the current run got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunProgress {
+    /// Bytes of file content this run has sent (or matched on the receiver) so far.
+    pub bytes: u64,
+    /// Files this run has transferred so far (`xfr#N`), when the line says.
+    pub files: Option<u64>,
+}
+
+/// Parse one `--info=progress2` line (rsync prints `\r%15s %3d%% %7.2f%s %s` and, after a
+/// file completes, ` (xfr#N, to-chk=A/B)`; the caller splits stdout on `\r` and `\n`).
+///
+/// A progress line starts with a space or a digit (its right-aligned byte count); an itemized
+/// line starts with its update letter (`<`, `>`, `c`, `h`, `.`, `*`) and its name comes after
+/// the fixed 11-character field, so no file name can make an itemized line parse as progress
+/// or the reverse. Every token is checked, and anything else is not progress (`None`).
+pub fn parse_progress(line: &[u8]) -> Option<RunProgress> {
+    if !line
+        .first()
+        .is_some_and(|b| *b == b' ' || b.is_ascii_digit())
+    {
+        return None;
+    }
+    let text = std::str::from_utf8(line).ok()?;
+    let tokens: Vec<&str> = text.split_ascii_whitespace().collect();
+    let (count, percent, rate, eta) = match tokens[..] {
+        [c, p, r, e] | [c, p, r, e, _, _] => (c, p, r, e),
+        _ => return None,
+    };
+    // The byte count has digit separators (`,`, or `.` in some locales), never units
+    // (offsync does not pass `-h`).
+    if !count
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b',' || b == b'.' || b == b'\'')
+        || !count.bytes().next().is_some_and(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let bytes = count
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .try_fold(0u64, |n, d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })?;
+    let pct = percent.strip_suffix('%')?;
+    if pct.is_empty() || pct.len() > 3 || !pct.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let speed = rate.strip_suffix("B/s")?;
+    if !speed
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b".,kMGTPEkmg".contains(&b))
+    {
+        return None;
+    }
+    if !eta.contains(':')
+        || !eta
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b':' || b == b'?')
+    {
+        return None;
+    }
+    let files = match tokens[..] {
+        [_, _, _, _, xfr, chk] => {
+            let n = xfr.strip_prefix("(xfr#")?.strip_suffix(',')?;
+            let chk = chk
+                .strip_prefix("to-chk=")
+                .or_else(|| chk.strip_prefix("ir-chk="))?
+                .strip_suffix(')')?;
+            let (left, of) = chk.split_once('/')?;
+            if ![n, left, of]
+                .iter()
+                .all(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return None;
+            }
+            Some(n.parse().ok()?)
+        }
+        _ => None,
+    };
+    Some(RunProgress { bytes, files })
+}
+
 /// Files sent along with a dry run as a second source: the directory holding them, and their
 /// names, each included ahead of every other rule (which exclude all markers and release
 /// tags): the output names one only when the target lacks it. Holds the target marker (see
@@ -276,6 +364,7 @@ pub fn release_upload_argv(
 ) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec!["-i".into(), "-r".into()];
     a.extend(COMMON.iter().map(OsString::from));
+    a.push(PROGRESS.into());
     a.push("--mkpath".into());
     if let Some(l) = link_dest {
         a.push(format!("--link-dest={l}").into());
@@ -428,6 +517,7 @@ pub fn transfer_argv(
         .into(),
     );
     a.extend(COMMON.iter().map(OsString::from));
+    a.push(PROGRESS.into());
     match files_from {
         Some(f) => push_files_from(&mut a, f),
         None => a.push("-r".into()),
@@ -517,6 +607,88 @@ fn dir_arg(src: &Path) -> OsString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_progress2_lines() {
+        // As rsync 3.5.0 prints them (the `\r` already split off).
+        let p = |s: &str| parse_progress(s.as_bytes());
+        assert_eq!(
+            p("              3   0%    0.00kB/s    0:00:00 "),
+            Some(RunProgress {
+                bytes: 3,
+                files: None
+            })
+        );
+        assert_eq!(
+            p("     20,000,003  86%   19.48MB/s    0:00:00 (xfr#2, to-chk=2/5)"),
+            Some(RunProgress {
+                bytes: 20_000_003,
+                files: Some(2)
+            })
+        );
+        assert_eq!(
+            p("  1.234.567.890 100%  118,00GB/s    0:00:01 (xfr#40, ir-chk=1000/2040)"),
+            Some(RunProgress {
+                bytes: 1_234_567_890,
+                files: Some(40)
+            })
+        );
+        // Beyond the 15-column field there is no leading space.
+        assert_eq!(
+            p("1,000,000,000,000,000   5%    1.00GB/s   ??:??:?? ").map(|r| r.bytes),
+            Some(1_000_000_000_000_000)
+        );
+    }
+
+    #[test]
+    fn progress_is_never_an_entry_and_entries_never_progress() {
+        // Names that look like progress sit after the itemize field: an itemized line never
+        // parses as progress, and still parses as its entry.
+        for name in [
+            " 1,234  5% 1.00MB/s 0:00:00",
+            "1,234 100% 1.00kB/s 0:00:00 (xfr#1, to-chk=0/1)",
+            "12 3% 4B/s 5:6",
+        ] {
+            for field in [
+                ">f+++++++++",
+                "<f.st......",
+                "*deleting  ",
+                ".f..t......",
+                "cL+++++++++",
+            ] {
+                let line = format!("{field} {name}");
+                assert_eq!(parse_progress(line.as_bytes()), None, "{line}");
+                let item = crate::itemize::parse_line(line.as_bytes()).expect("an entry");
+                assert_eq!(item.path, name.as_bytes());
+            }
+            // A progress line is never an entry either.
+            assert_eq!(
+                crate::itemize::parse_line(format!("   {name}").as_bytes()),
+                None
+            );
+        }
+        for junk in [
+            "",
+            " ",
+            "sent 1,234 bytes  received 56 bytes",
+            "Number of files: 5 (reg: 4, dir: 1)",
+            "   12,345",
+            "   12,345  5%",
+            "   12,345  5%  1.00MB/s",
+            "   12,345  5x  1.00MB/s    0:00:00",
+            "   12,345  5%  1.00MB/s    0:00:00 (xfr#1,",
+            "   12,345  5%  1.00MB/s    0:00:00 (xfr#x, to-chk=1/2)",
+            "   12,345  5%  1.00MB/s    0:00:00 (xfr#1, to-chk=1/2) extra",
+            "   12a345  5%  1.00MB/s    0:00:00",
+            "   ,345  5%  1.00MB/s    0:00:00",
+            "   1234  5%  1.00MB/s    now",
+            // rsync pads with spaces only.
+            "\t1,234  5%  1.00MB/s    0:00:00",
+            "99999999999999999999999  5%  1.00MB/s    0:00:00",
+        ] {
+            assert_eq!(parse_progress(junk.as_bytes()), None, "{junk:?}");
+        }
+    }
 
     #[test]
     fn diagnoses_real_messages() {

@@ -186,7 +186,7 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         keep_extra: false,
         switch: args.switch,
     };
-    let bars = ui::TransferBars::new(!args.json);
+    let bars = ui::transfer_progress(args.json);
     let mut results = engine::apply_all(
         &mut session.targets,
         &session.manifest,
@@ -194,7 +194,7 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         &plan,
         policy,
         session.workers,
-        &bars,
+        bars.as_ref(),
     );
     // The transferred bytes were read from the source now: make sure it is still the source
     // the plan described.

@@ -420,6 +420,8 @@ fn restore_cmd(ctx: &Context, args: MirrorRestoreArgs) -> Result<ExitCode> {
         policy,
         &ctx.home.join("operations.log"),
         &format!("restore {}", args.name),
+        // restore has no `--json`: its result is text.
+        crate::ui::transfer_progress(false).as_ref(),
     )?;
     if r.status == engine::Status::Interrupted {
         eprintln!("offsync: interrupted; the restore was logged as interrupted");

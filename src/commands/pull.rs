@@ -157,6 +157,7 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
         policy,
         &ctx.home.join("operations.log"),
         &format!("pull {}", mirror.store.display()),
+        crate::ui::transfer_progress(args.json).as_ref(),
     )?;
     if r.status == Status::Interrupted {
         eprintln!("offsync: interrupted; the pull was logged as interrupted");
@@ -314,6 +315,7 @@ fn pull_release(ctx: &Context, args: &PullArgs, dest: &Path) -> Result<ExitCode>
         policy,
         &ctx.home.join("operations.log"),
         &format!("pull {}", mirror.store.display()),
+        crate::ui::transfer_progress(args.json).as_ref(),
     )?;
     let unchanged = match current {
         Some(c) => format!(

@@ -53,14 +53,14 @@ pub enum Published {
 
 /// Store what `changes` needs from `source` and assemble the generation after `base` (the
 /// newest generation and its chain digest; `None`: the mirror is empty). `progress` gets the
-/// number of objects uploaded so far.
+/// plaintext bytes and the number of files uploaded so far (per object, as each is stored).
 pub fn prepare(
     mirror: &Mirror,
     base: Option<&(Snapshot, String)>,
     source: &Manifest,
     changes: &Categories,
     delete: bool,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(crate::engine::Sent) + Sync),
 ) -> Result<Prepared> {
     let (base_gen, base_digest, mut entries) = match base {
         None => (0, None, BTreeMap::new()),
@@ -191,7 +191,7 @@ fn upload(
     mirror: &Mirror,
     root: &Path,
     jobs: Vec<Upload>,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(crate::engine::Sent) + Sync),
 ) -> Result<HashMap<String, u64>> {
     let (mut large, rest): (Vec<_>, Vec<_>) = jobs
         .into_iter()
@@ -200,6 +200,7 @@ fn upload(
         .into_iter()
         .partition(|(_, (_, size, _))| *size > 1 << 20);
     let done = AtomicU64::new(0);
+    let done_bytes = AtomicU64::new(0);
     let mut stored = HashMap::new();
     for (batch, workers) in [(&mut small, WORKERS), (&mut medium, 4), (&mut large, 2)] {
         let results = crate::parallel::parallel(batch, workers, |(id, (p, size, hash))| {
@@ -209,7 +210,11 @@ fn upload(
             let src = root.join(OsStr::from_bytes(p));
             let (got, n) = mirror.store_file(&src, *size, hash)?;
             debug_assert_eq!(&got, id);
-            progress(done.fetch_add(1, Ordering::Relaxed) + 1);
+            let bytes = done_bytes.fetch_add(*size, Ordering::Relaxed) + *size;
+            progress(crate::engine::Sent {
+                bytes,
+                files: done.fetch_add(1, Ordering::Relaxed) + 1,
+            });
             Ok((got, n))
         });
         for r in results {
@@ -368,5 +373,32 @@ mod tests {
         let (latest, _) = m.latest().unwrap().unwrap();
         let paths: Vec<&str> = latest.entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["w", "x", "z"]);
+    }
+
+    /// Uploads report plaintext bytes and files as each object is stored, once per distinct
+    /// content.
+    #[test]
+    fn uploads_report_bytes_per_stored_object() {
+        use crate::plan::diff::{TargetView, diff};
+        let t = TestMirror::new();
+        let m = t.open(0);
+        let src = t.source("s", &[("x", b"12345"), ("y", b"12345"), ("z", b"abc")]);
+        let (source, _) = crate::plan::manifest::build(
+            &src,
+            &crate::plan::excludes::Excludes::new(&[]).unwrap(),
+            None,
+        )
+        .unwrap();
+        let changes = diff(&source, &TargetView::Listing(Default::default()));
+        let seen = std::sync::Mutex::new(Vec::new());
+        prepare(&m, None, &source, &changes, true, &|s| {
+            seen.lock().unwrap().push(s)
+        })
+        .unwrap();
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort_by_key(|s| s.files);
+        let last = seen.last().copied().unwrap();
+        assert_eq!((last.bytes, last.files), (8, 2), "{seen:?}");
+        assert!(seen.windows(2).all(|w| w[0].bytes < w[1].bytes), "{seen:?}");
     }
 }

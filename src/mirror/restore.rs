@@ -268,7 +268,7 @@ pub fn apply(
     dest: &Path,
     work: &Work,
     workers: usize,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(crate::engine::Sent) + Sync),
 ) -> Result<Done> {
     let root = Dest::open(dest)?;
     let holding_path = dest.join(HOLDING_DIR);
@@ -295,7 +295,7 @@ fn apply_inner(
     holding: &OwnedFd,
     work: &Work,
     workers: usize,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(crate::engine::Sent) + Sync),
 ) -> Result<Done> {
     let keep = work.keep_special_modes;
     let mut done = Done::default();
@@ -366,6 +366,7 @@ fn apply_inner(
     items.extend(fallback.iter());
     let counter = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
+    let files = AtomicU64::new(0);
     let results = crate::parallel::parallel(&mut items, workers, |(p, e)| -> Result<()> {
         if crate::interrupt::interrupted() {
             anyhow::bail!("interrupted");
@@ -398,12 +399,17 @@ fn apply_inner(
                 .with_context(|| format!("cannot set the mtime of {}", dest.show(p)))?;
             drop(f);
             bytes.fetch_add(e.size.unwrap_or(0), Ordering::Relaxed);
+            files.fetch_add(1, Ordering::Relaxed);
         }
         let (dir, name) = dest.parent(p, true)?.context("parents are created")?;
         clear_for_file(dest, &dir, name, p)?;
         renameat(holding, tmp.as_str(), &dir, name_of(name))
             .with_context(|| format!("cannot move {} into place", dest.show(p)))?;
-        progress(counter.load(Ordering::Relaxed));
+        // Per file: a download is reported once it is in place.
+        progress(crate::engine::Sent {
+            bytes: bytes.load(Ordering::Relaxed),
+            files: files.load(Ordering::Relaxed),
+        });
         Ok(())
     });
     for r in results {

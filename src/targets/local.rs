@@ -118,7 +118,7 @@ impl Target for LocalTarget<'_> {
         _excludes: &Excludes,
         plan: &TargetPlan,
         delete: bool,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &(dyn Fn(crate::engine::Sent) + Sync),
     ) -> Result<ApplyOutcome> {
         let map = self.snapshot.entry_map()?;
         let pick = |v: &[crate::plan::PlanEntry]| -> Result<Vec<_>> {

@@ -58,14 +58,16 @@ impl Target for MemoryTarget {
         _excludes: &Excludes,
         plan: &TargetPlan,
         delete: bool,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &(dyn Fn(crate::engine::Sent) + Sync),
     ) -> Result<ApplyOutcome> {
         let mut out = ApplyOutcome {
             bytes: plan.summary.bytes,
             ..Default::default()
         };
         let c = &plan.changes;
-        for e in c.added.iter().chain(&c.modified).chain(&c.metadata) {
+        let mut sent = crate::engine::Sent::default();
+        let content = c.added.iter().chain(&c.modified).map(|e| (e, true));
+        for (e, content_changes) in content.chain(c.metadata.iter().map(|e| (e, false))) {
             let p = e.raw_path();
             let entry = source
                 .entries
@@ -76,9 +78,16 @@ impl Target for MemoryTarget {
             } else {
                 Vec::new()
             };
+            if content_changes && entry.entry_kind() == crate::plan::EntryKind::File {
+                sent = sent
+                    + crate::engine::Sent {
+                        bytes: content.len() as u64,
+                        files: 1,
+                    };
+            }
             self.files.insert(p.clone(), (entry.clone(), content));
             out.changed.push(p);
-            progress(out.changed.len() as u64);
+            progress(sent);
         }
         if delete {
             for e in &c.missing {

@@ -148,7 +148,7 @@ impl Target for MirrorTarget {
         _excludes: &Excludes,
         plan: &TargetPlan,
         delete: bool,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &(dyn Fn(crate::engine::Sent) + Sync),
     ) -> Result<ApplyOutcome> {
         if !self.scanned {
             self.scan_base()?;

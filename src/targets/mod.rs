@@ -143,7 +143,7 @@ pub trait Target: Send {
         excludes: &Excludes,
         plan: &TargetPlan,
         delete: bool,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &(dyn Fn(crate::engine::Sent) + Sync),
     ) -> Result<ApplyOutcome>;
     /// Work the plan does not show: the apply must run (and commit) even when no path
     /// differs. A release target whose generation is not `current` yet has to be built and

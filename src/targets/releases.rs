@@ -501,7 +501,7 @@ impl Target for ReleaseTarget<'_> {
         _excludes: &Excludes,
         plan: &TargetPlan,
         delete: bool,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &(dyn Fn(crate::engine::Sent) + Sync),
     ) -> Result<ApplyOutcome> {
         let build = self.layout.releases.join(format!(
             ".build-{}-{}-0",

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use super::{ApplyOutcome, PartialApply, Target, TargetInfo};
 use crate::config::TargetConfig;
 use crate::context::Context;
+use crate::engine::Sent;
 use crate::error::{ErrorKind, TargetError};
 use crate::fsutil::{self, ScratchDir};
 use crate::itemize::{self, ItemChange, ItemKind};
@@ -304,7 +305,7 @@ impl SshTarget {
             let out = Cmd::new("rsync")
                 .args(crate::ui::rsync_verbosity())
                 .args(&argv)
-                .output_lines(on_line)?;
+                .output_records(on_line)?;
             if out.success()
                 || Diagnosis::from_output(out.code(), &out.stderr) != Diagnosis::Locked
                 || Instant::now() + pause > deadline
@@ -529,7 +530,9 @@ impl SshTarget {
     }
 
     /// One transfer run of `paths` (see `rsync::TransferKind`); streams rsync's itemized
-    /// lines into `sent` and `deleted`. Returns the output (the caller judges the exit).
+    /// lines into `sent` and `deleted`, and its progress lines, on top of what earlier runs
+    /// sent (`done`, which ends up including this run), into `progress`. Returns the output
+    /// (the caller judges the exit).
     #[allow(clippy::too_many_arguments)]
     fn transfer(
         &self,
@@ -540,14 +543,16 @@ impl SshTarget {
         max_delete: usize,
         sent: &mut std::collections::BTreeSet<Vec<u8>>,
         deleted: &mut std::collections::BTreeSet<Vec<u8>>,
-        progress: &(dyn Fn(u64) + Sync),
+        done: &mut Sent,
+        progress: &(dyn Fn(Sent) + Sync),
     ) -> Result<crate::process::Output> {
         let scratch = ScratchDir::new(&self.scratch_root, "apply")?;
         let files_from = scratch.path().join("files");
         fsutil::write_volatile(&files_from, &nul_list(paths)?, fsutil::FILE_MODE)?;
         // Every source path is new here: send the tree rather than a list naming all of it.
         let whole_tree = kind == rsync::TransferKind::Fresh && paths.len() == source.entries.len();
-        self.rsync_streaming(
+        let mut run = RunProgress::after(*done);
+        let out = self.rsync_streaming(
             self.limited(rsync::transfer_argv(
                 &self.rsh(),
                 &source.root,
@@ -563,11 +568,46 @@ impl SshTarget {
                         deleted.insert(item.path);
                     } else {
                         sent.insert(item.path);
-                        progress(sent.len() as u64);
                     }
+                } else {
+                    run.line(line, progress);
                 }
             },
-        )
+        );
+        *done = run.total();
+        out
+    }
+}
+
+/// One rsync run's progress lines turned into a target's cumulative progress: what earlier
+/// runs of the same apply sent, plus this run's figures (rsync counts each run from zero).
+struct RunProgress {
+    before: Sent,
+    run: Sent,
+}
+
+impl RunProgress {
+    fn after(before: Sent) -> RunProgress {
+        RunProgress {
+            before,
+            run: Sent::default(),
+        }
+    }
+
+    /// Take `line` if it is a progress line (anything else is ignored) and report the total.
+    /// Figures never go back: a line without a file count keeps the last one.
+    fn line(&mut self, line: &[u8], progress: &(dyn Fn(Sent) + Sync)) {
+        if let Some(p) = rsync::parse_progress(line) {
+            self.run = Sent {
+                bytes: p.bytes.max(self.run.bytes),
+                files: p.files.unwrap_or(0).max(self.run.files),
+            };
+            progress(self.total());
+        }
+    }
+
+    fn total(&self) -> Sent {
+        self.before + self.run
     }
 }
 
@@ -737,7 +777,7 @@ impl SshTarget {
         excludes: &Excludes,
         plan: &TargetPlan,
         delete: bool,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &(dyn Fn(Sent) + Sync),
     ) -> Result<ApplyOutcome> {
         self.connect_proven()?;
         self.ensure_marker()?;
@@ -770,6 +810,7 @@ impl SshTarget {
         let dest = self.dest_in(&releases::release_dir(&id));
         let link = self.rel().current_is_ours.then_some("/current");
         let mut sent = std::collections::BTreeSet::new();
+        let mut run = RunProgress::after(Sent::default());
         let out = self.rsync_streaming(
             self.limited(rsync::release_upload_argv(
                 &self.rsh(),
@@ -792,7 +833,8 @@ impl SshTarget {
                     && !ours.iter().any(|n| i.path == n.as_bytes())
                 {
                     sent.insert(i.path);
-                    progress(sent.len() as u64);
+                } else {
+                    run.line(line, progress);
                 }
             },
         )?;
@@ -805,13 +847,14 @@ impl SshTarget {
         }
         // Content the plan found changed but whose size and mtime matched current's: the
         // upload hard-linked the old file. Send those whole.
-        let fixup: Vec<Vec<u8>> = c
+        let fixup: Vec<(Vec<u8>, u64)> = c
             .modified
             .iter()
             .filter(|e| e.kind == EntryKind::File)
-            .map(|e| e.raw_path())
-            .filter(|p| !sent.contains(p))
+            .map(|e| (e.raw_path(), e.size().unwrap_or(0)))
+            .filter(|(p, _)| !sent.contains(p))
             .collect();
+        let (fixup, sizes): (Vec<Vec<u8>>, Vec<u64>) = fixup.into_iter().unzip();
         if !fixup.is_empty() {
             let scratch = ScratchDir::new(&self.scratch_root, "apply")?;
             let files_from = scratch.path().join("files");
@@ -830,6 +873,13 @@ impl SshTarget {
                     )),
                 );
             }
+            // A few files, sent whole: reported when the run is over.
+            run.before = run.before
+                + Sent {
+                    bytes: sizes.iter().sum(),
+                    files: sizes.len() as u64,
+                };
+            progress(run.total());
             sent.extend(fixup);
         }
         let sent_bytes = sent
@@ -1371,7 +1421,7 @@ impl Target for SshTarget {
         excludes: &Excludes,
         plan: &TargetPlan,
         delete: bool,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &(dyn Fn(Sent) + Sync),
     ) -> Result<ApplyOutcome> {
         if self.releases.is_some() {
             return self.upload_release(source, excludes, plan, delete, progress);
@@ -1423,6 +1473,7 @@ impl Target for SshTarget {
         };
         let mut sent = std::collections::BTreeSet::new();
         let mut deleted = std::collections::BTreeSet::new();
+        let mut done = Sent::default();
         let mut out = None;
         if !fresh.is_empty() {
             out = Some(self.transfer(
@@ -1433,6 +1484,7 @@ impl Target for SshTarget {
                 0,
                 &mut sent,
                 &mut deleted,
+                &mut done,
                 progress,
             )?);
         }
@@ -1446,6 +1498,7 @@ impl Target for SshTarget {
                 max_delete,
                 &mut sent,
                 &mut deleted,
+                &mut done,
                 progress,
             )?);
         }

@@ -46,6 +46,7 @@ mod hardening;
 mod history;
 mod mirror;
 mod passes;
+mod progress;
 mod pull_releases;
 mod releases;
 mod security;
