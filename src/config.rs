@@ -255,6 +255,10 @@ pub struct TargetConfig {
     /// How many releases this target keeps (overrides the top-level `keep:`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep: Option<u32>,
+    /// More gitignore-style patterns excluded for this target only, after the top-level
+    /// `exclude:` list (same rules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }
 
 impl TargetConfig {
@@ -374,14 +378,21 @@ impl Config {
             crate::location::Location::parse(&m.url)
                 .map_err(|e| anyhow::anyhow!("{}: mirror {:?}: {e}", path.display(), m.name))?;
         }
-        for (i, p) in self.exclude.iter().enumerate() {
-            crate::plan::excludes::check_pattern(p).map_err(|why| {
-                crate::input_err!(
-                    "{}: exclude[{i}]: {} {why}; fix or remove it",
-                    path.display(),
-                    crate::sanitize::for_terminal(&format!("{p:?}"))
-                )
-            })?;
+        let excludes = std::iter::once((String::new(), &self.exclude)).chain(
+            self.targets
+                .iter()
+                .map(|t| (format!("target {}: ", t.name()), &t.exclude)),
+        );
+        for (whose, list) in excludes {
+            for (i, p) in list.iter().enumerate() {
+                crate::plan::excludes::check_pattern(p).map_err(|why| {
+                    crate::input_err!(
+                        "{}: {whose}exclude[{i}]: {} {why}; fix or remove it",
+                        path.display(),
+                        crate::sanitize::for_terminal(&format!("{p:?}"))
+                    )
+                })?;
+            }
         }
         if self.concurrency == Some(0) {
             anyhow::bail!("{}: concurrency must be at least 1", path.display());

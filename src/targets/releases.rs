@@ -458,6 +458,7 @@ impl<'m> ReleaseTarget<'m> {
                 address: shown,
                 host: crate::keys::hostname(),
                 delete_allowed: true,
+                exclude: Vec::new(),
             },
             layout: layout.clone(),
             generation,

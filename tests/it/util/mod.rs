@@ -202,7 +202,7 @@ impl Home {
         c
     }
 
-    fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+    pub fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
         vec![
             ("PATH", std::env::var_os("PATH").unwrap_or_default()),
             ("HOME", self.user_home.clone().into()),
@@ -530,6 +530,7 @@ pub fn prelink(home: &Home, sshd: &Sshd, name: &str) {
         check: None,
         layout: None,
         keep: None,
+        exclude: Vec::new(),
     });
     config.save(&home.config()).unwrap();
 }
