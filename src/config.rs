@@ -655,6 +655,32 @@ targets:
     }
 
     #[test]
+    fn target_excludes_are_read_kept_and_checked() {
+        let text = "targets:\n  - name: w\n    login: u@h\n    remote_path: /r\n    exclude: [\"media/\", \"*.tmp\"]\n";
+        let mut cfg = Config::parse(text.as_bytes(), Path::new("config.yaml")).unwrap();
+        assert_eq!(cfg.targets[0].exclude, ["media/", "*.tmp"]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        cfg.save(&path).unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().targets[0].exclude,
+            ["media/", "*.tmp"]
+        );
+        // A bad pattern is bad input naming the target and the index.
+        let bad = text.replace("\"*.tmp\"", "\"!\"");
+        let err = Config::parse(bad.as_bytes(), Path::new("config.yaml")).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            err.downcast_ref::<crate::error::InputError>().is_some(),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("config.yaml: target w: exclude[1]: \"!\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn bad_excludes_are_refused_with_their_index() {
         for bad in ["!", "!  ", "/", "!/"] {
             let text = format!("exclude:\n  - a\n  - b\n  - c\n  - {bad:?}\n");
