@@ -54,7 +54,7 @@ pub fn main_entry() -> ExitCode {
     }
     // A Tab in a shell that sourced `offsync completions SHELL`: answer and exit, before
     // anything else can print (see `commands::completions`).
-    clap_complete::CompleteEnv::with_factory(|| <cli::Cli as clap::CommandFactory>::command())
+    clap_complete::CompleteEnv::with_factory(<cli::Cli as clap::CommandFactory>::command)
         .var(commands::completions::COMPLETE_VAR)
         .complete();
     // Everything offsync creates for itself (state files, caches, logs, local mirror objects

@@ -37,10 +37,10 @@ pub fn run(args: CompletionsArgs) -> Result<ExitCode> {
 fn completer() -> String {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     let path = PathBuf::from(&argv0);
-    if path.components().count() > 1 {
-        if let Ok(abs) = crate::context::absolute(&path) {
-            return abs.to_string_lossy().into_owned();
-        }
+    if path.components().count() > 1
+        && let Ok(abs) = crate::context::absolute(&path)
+    {
+        return abs.to_string_lossy().into_owned();
     }
     "offsync".into()
 }

@@ -23,6 +23,7 @@ use object_store::path::Path as ObjPath;
 use object_store::{
     ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, local::LocalFileSystem,
 };
+#[cfg(feature = "s3")]
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
