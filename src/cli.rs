@@ -31,7 +31,7 @@ JSON format (offsync-plan/1), printed by --json and saved by --out:
   source: {path, digest (BLAKE3 of the manifest), files, bytes, excludes, skipped?,
     modes_stripped? (paths sent without their setuid/setgid bits; absent when none)}
   targets[] (sorted by name): {name, kind (ssh|mirror|local|memory), address, delete_allowed,
-    error?, error_kind? (unreachable, auth_failed, host_key_changed, host_key_unknown,
+    excludes? (the target's own `exclude:` patterns, after source.excludes), error?, error_kind? (unreachable, auth_failed, host_key_changed, host_key_unknown,
     not_confined, refused_by_rrsync, rrsync_broken, disk_full, rsync_failed, mirror, io,
     interrupted, …; see the README),
     added[], modified[], metadata[], missing[] (sorted by path bytes),
