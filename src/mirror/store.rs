@@ -657,6 +657,25 @@ mod tests {
         }
     }
 
+    /// Run by `cargo test --lib --no-default-features mirror::store`.
+    #[cfg(not(feature = "s3"))]
+    #[test]
+    fn s3_without_the_feature_is_bad_input_naming_the_url_and_the_fix() {
+        let loc = Location::parse("s3://b/p").unwrap();
+        let Err(err) = Store::open(&loc, &S3Settings::default(), false) else {
+            panic!("opened an S3 store without the s3 feature");
+        };
+        let msg = format!("{err:#}");
+        assert!(
+            err.downcast_ref::<crate::error::InputError>().is_some(),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("s3://b/p") && msg.contains("--features s3"),
+            "{msg}"
+        );
+    }
+
     #[cfg(feature = "s3")]
     #[test]
     fn ini() {
