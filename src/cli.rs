@@ -1,8 +1,20 @@
 //! The command line as the user typed it (clap). Nothing here touches the filesystem:
-//! `context.rs` resolves these raw values into what commands work with.
+//! `context.rs` resolves these raw values into what commands work with. (Shell completion of
+//! target and mirror names reads the config, in `commands::completions`, only on a Tab.)
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::engine::ArgValueCandidates;
 use std::path::PathBuf;
+
+/// Shell completion of `--target NAME`: the config's target and mirror names.
+fn target_names() -> ArgValueCandidates {
+    ArgValueCandidates::new(crate::commands::completions::target_names)
+}
+
+/// Shell completion of a mirror's NAME: the config's mirror names.
+fn mirror_names() -> ArgValueCandidates {
+    ArgValueCandidates::new(crate::commands::completions::mirror_names)
+}
 
 const AFTER_HELP: &str = "\
 Flow: `offsync init` on the controller, `offsync link` on each target, `offsync target add` on \
@@ -19,7 +31,7 @@ JSON format (offsync-plan/1), printed by --json and saved by --out:
   source: {path, digest (BLAKE3 of the manifest), files, bytes, excludes, skipped?,
     modes_stripped? (paths sent without their setuid/setgid bits; absent when none)}
   targets[] (sorted by name): {name, kind (ssh|mirror|local|memory), address, delete_allowed,
-    error?, error_kind? (unreachable, auth_failed, host_key_changed, host_key_unknown,
+    excludes? (the target's own `exclude:` patterns, after source.excludes), error?, error_kind? (unreachable, auth_failed, host_key_changed, host_key_unknown,
     not_confined, refused_by_rrsync, rrsync_broken, disk_full, rsync_failed, mirror, io,
     interrupted, …; see the README),
     added[], modified[], metadata[], missing[] (sorted by path bytes),
@@ -227,6 +239,7 @@ pub struct TargetListArgs {
 #[derive(Debug, Args)]
 pub struct TargetRemoveArgs {
     /// Target name (see `offsync target list`)
+    #[arg(add = target_names())]
     pub name: String,
 }
 
@@ -242,6 +255,7 @@ pub struct TargetRepinArgs {
 #[derive(Debug, Args)]
 pub struct TargetCheckArgs {
     /// Targets to check [default: all]
+    #[arg(add = target_names())]
     pub names: Vec<String>,
     /// Print JSON instead of text
     #[arg(long)]
@@ -251,7 +265,7 @@ pub struct TargetCheckArgs {
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// Only these targets (repeatable) [default: all]
-    #[arg(long = "target", short = 't', value_name = "NAME")]
+    #[arg(long = "target", short = 't', value_name = "NAME", add = target_names())]
     pub targets: Vec<String>,
     /// Print the plan as JSON (format offsync-plan/1)
     #[arg(long)]
@@ -302,7 +316,7 @@ pub struct ApplyArgs {
     #[arg(value_name = "PLAN_FILE")]
     pub plan_file: Option<PathBuf>,
     /// Only these targets (repeatable) [default: all, or all in the plan file]
-    #[arg(long = "target", short = 't', value_name = "NAME")]
+    #[arg(long = "target", short = 't', value_name = "NAME", add = target_names())]
     pub targets: Vec<String>,
     /// Delete the target-only paths the plan lists (and nothing else)
     #[arg(long)]
@@ -349,7 +363,7 @@ pub struct ApplyArgs {
 #[derive(Debug, Args)]
 pub struct ReleasesArgs {
     /// Only these targets (repeatable) [default: every `releases` target]
-    #[arg(long = "target", short = 't', value_name = "NAME")]
+    #[arg(long = "target", short = 't', value_name = "NAME", add = target_names())]
     pub targets: Vec<String>,
     /// Print JSON instead of a table
     #[arg(long)]
@@ -363,7 +377,7 @@ pub struct RollbackArgs {
     #[arg(long, value_name = "ID")]
     pub to: Option<String>,
     /// Only these targets (repeatable) [default: every `releases` target]
-    #[arg(long = "target", short = 't', value_name = "NAME")]
+    #[arg(long = "target", short = 't', value_name = "NAME", add = target_names())]
     pub targets: Vec<String>,
 }
 
@@ -380,7 +394,7 @@ pub struct ManifestArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Only these targets (repeatable) [default: all]
-    #[arg(long = "target", short = 't', value_name = "NAME")]
+    #[arg(long = "target", short = 't', value_name = "NAME", add = target_names())]
     pub targets: Vec<String>,
     /// Print the differences as a JSON plan
     #[arg(long)]
@@ -520,6 +534,7 @@ $OFFSYNC_HOME/mirror-state/*.json).")]
 #[derive(Debug, Args)]
 pub struct WriterArgs {
     /// Mirror name
+    #[arg(add = mirror_names())]
     pub name: String,
     /// The writer's public key: an `ssh-ed25519 AAAA…` line (its id_ed25519.pub) or a file
     #[arg(value_name = "KEY|FILE")]
@@ -529,6 +544,7 @@ pub struct WriterArgs {
 #[derive(Debug, Args)]
 pub struct MirrorSignArgs {
     /// Mirror name
+    #[arg(add = mirror_names())]
     pub name: String,
 }
 
@@ -558,6 +574,7 @@ pub struct MirrorAddArgs {
 #[derive(Debug, Args)]
 pub struct MirrorShowArgs {
     /// Mirror name
+    #[arg(add = mirror_names())]
     pub name: String,
     /// Print JSON
     #[arg(long)]
@@ -567,6 +584,7 @@ pub struct MirrorShowArgs {
 #[derive(Debug, Args)]
 pub struct MirrorLsArgs {
     /// Mirror name
+    #[arg(add = mirror_names())]
     pub name: String,
     /// Generation to list [default: the newest]
     #[arg(long, value_name = "GEN")]
@@ -595,6 +613,7 @@ NAME` afterwards to re-encrypt past and future data under a key it never had."
 #[derive(Debug, Args)]
 pub struct RecipientArgs {
     /// Mirror name
+    #[arg(add = mirror_names())]
     pub name: String,
     /// age X25519 recipient (`age1…`)
     #[arg(value_name = "AGE_PUBKEY")]
@@ -604,6 +623,7 @@ pub struct RecipientArgs {
 #[derive(Debug, Args)]
 pub struct MirrorRekeyArgs {
     /// Mirror name
+    #[arg(add = mirror_names())]
     pub name: String,
     /// Don't ask for confirmation (required without a terminal)
     #[arg(long, short = 'y')]
@@ -613,6 +633,7 @@ pub struct MirrorRekeyArgs {
 #[derive(Debug, Args)]
 pub struct MirrorRestoreArgs {
     /// Mirror name
+    #[arg(add = mirror_names())]
     pub name: String,
     /// Directory to write into (must be empty unless --force)
     pub dest: PathBuf,
@@ -636,6 +657,7 @@ pub struct MirrorRestoreArgs {
 #[derive(Debug, Args)]
 pub struct MirrorPruneArgs {
     /// Mirror name
+    #[arg(add = mirror_names())]
     pub name: String,
     /// How many of the newest generations to keep (at least 1)
     #[arg(long, value_name = "N")]
@@ -811,7 +833,7 @@ not; 1 on error, 64 for bad input.";
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// Only these targets or mirrors (repeatable) [default: all]
-    #[arg(long = "target", short = 't', value_name = "NAME")]
+    #[arg(long = "target", short = 't', value_name = "NAME", add = target_names())]
     pub targets: Vec<String>,
     /// Only records since WHEN: an age (30m, 12h, 2d, 1w), a date (2026-11-01, UTC) or an
     /// RFC 3339 time
@@ -831,7 +853,7 @@ pub struct LogArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Only these targets or mirrors (repeatable) [default: all]
-    #[arg(long = "target", short = 't', value_name = "NAME")]
+    #[arg(long = "target", short = 't', value_name = "NAME", add = target_names())]
     pub targets: Vec<String>,
     /// Print JSON
     #[arg(long)]

@@ -263,6 +263,10 @@ pub struct TargetConfig {
         deserialize_with = "scalar_map"
     )]
     pub ssh_options: std::collections::BTreeMap<String, String>,
+    /// More gitignore-style patterns excluded for this target only, after the top-level
+    /// `exclude:` list (same rules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }
 
 /// A map whose values may be written as YAML numbers or booleans (`ConnectTimeout: 30`,
@@ -407,14 +411,21 @@ impl Config {
             crate::location::Location::parse(&m.url)
                 .map_err(|e| anyhow::anyhow!("{}: mirror {:?}: {e}", path.display(), m.name))?;
         }
-        for (i, p) in self.exclude.iter().enumerate() {
-            crate::plan::excludes::check_pattern(p).map_err(|why| {
-                crate::input_err!(
-                    "{}: exclude[{i}]: {} {why}; fix or remove it",
-                    path.display(),
-                    crate::sanitize::for_terminal(&format!("{p:?}"))
-                )
-            })?;
+        let excludes = std::iter::once((String::new(), &self.exclude)).chain(
+            self.targets
+                .iter()
+                .map(|t| (format!("target {}: ", t.name()), &t.exclude)),
+        );
+        for (whose, list) in excludes {
+            for (i, p) in list.iter().enumerate() {
+                crate::plan::excludes::check_pattern(p).map_err(|why| {
+                    crate::input_err!(
+                        "{}: {whose}exclude[{i}]: {} {why}; fix or remove it",
+                        path.display(),
+                        crate::sanitize::for_terminal(&format!("{p:?}"))
+                    )
+                })?;
+            }
         }
         for t in &self.targets {
             for (k, v) in &t.ssh_options {
@@ -681,6 +692,32 @@ targets:
             Config::parse(text.as_bytes(), Path::new("c.yaml")).unwrap_err()
         );
         assert!(err.contains("c.yaml:5:") && err.contains("hash"), "{err}");
+    }
+
+    #[test]
+    fn target_excludes_are_read_kept_and_checked() {
+        let text = "targets:\n  - name: w\n    login: u@h\n    remote_path: /r\n    exclude: [\"media/\", \"*.tmp\"]\n";
+        let mut cfg = Config::parse(text.as_bytes(), Path::new("config.yaml")).unwrap();
+        assert_eq!(cfg.targets[0].exclude, ["media/", "*.tmp"]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        cfg.save(&path).unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().targets[0].exclude,
+            ["media/", "*.tmp"]
+        );
+        // A bad pattern is bad input naming the target and the index.
+        let bad = text.replace("\"*.tmp\"", "\"!\"");
+        let err = Config::parse(bad.as_bytes(), Path::new("config.yaml")).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            err.downcast_ref::<crate::error::InputError>().is_some(),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("config.yaml: target w: exclude[1]: \"!\""),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! becomes `current`); a failing target never stops the others; an apply that fails part-way reports what the
 //! target said changed, never "nothing".
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
+use std::borrow::Cow;
 use std::time::Instant;
 
 use crate::error::ErrorKind;
@@ -31,7 +32,10 @@ pub fn plan_one(
     let info = t.info().clone();
     let configured = t.check_mode();
     let mode = check.or(configured).unwrap_or_default();
+    let scope = scoped(&info, source, excludes);
+    let source = scope.as_ref().map_or(source, |(m, _)| m.as_ref());
     let scanned = crate::ui::phase(&format!("planning {}", info.name), || {
+        let (_, excludes) = scope.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
         t.scan(source, excludes, mode)
     });
     let (changes, error, error_kind) = match scanned {
@@ -54,6 +58,7 @@ pub fn plan_one(
         delete_allowed: info.delete_allowed,
         error,
         error_kind,
+        excludes: info.exclude,
         check: configured.map(|_| mode),
         state,
         release,
@@ -108,9 +113,12 @@ pub fn recheck_all(
                 && earlier.source.excludes == excludes.patterns()
                 && b.address == t.info().address
                 && b.delete_allowed == t.info().delete_allowed
+                && b.excludes == t.info().exclude
         };
         let mut p = match before {
-            Some(b) if comparable(b) => match t.quick_state(source, excludes) {
+            Some(b) if comparable(b) => match scoped(t.info(), source, excludes)
+                .and_then(|(source, excludes)| t.quick_state(&source, &excludes))
+            {
                 Ok(Some(now)) if Some(&now) == b.state.as_ref() => TargetPlan {
                     warnings: Vec::new(),
                     ..b.clone()
@@ -128,6 +136,30 @@ pub fn recheck_all(
         }
         p
     })
+}
+
+/// The source and excludes as target `info` sees them: its own `exclude:` patterns after the
+/// run's, and the source entries they hide left out (digest recomputed), so that plan, apply
+/// and verify of that target never see those paths on either side. Borrowed unchanged for a
+/// target without patterns of its own.
+fn scoped<'a>(
+    info: &TargetInfo,
+    source: &'a Manifest,
+    excludes: &'a Excludes,
+) -> Result<(Cow<'a, Manifest>, Cow<'a, Excludes>)> {
+    if info.exclude.is_empty() {
+        return Ok((Cow::Borrowed(source), Cow::Borrowed(excludes)));
+    }
+    let excludes = excludes
+        .with(&info.exclude)
+        .with_context(|| format!("target {}: exclude", info.name))?;
+    let mut m = source.clone();
+    m.entries
+        .retain(|p, e| !excludes.hides(p, e.entry_kind() == crate::plan::EntryKind::Dir));
+    m.modes_stripped.retain(|p| m.entries.contains_key(p));
+    m.skipped.retain(|p| !excludes.hides(p, false));
+    m.digest = crate::plan::manifest::digest(&m.entries);
+    Ok((Cow::Owned(m), Cow::Owned(excludes)))
 }
 
 /// The plan of a target that could not be scanned.
@@ -148,6 +180,7 @@ pub fn empty_plan(info: &TargetInfo) -> TargetPlan {
         delete_allowed: info.delete_allowed,
         error: None,
         error_kind: None,
+        excludes: info.exclude.clone(),
         check: None,
         state: None,
         release: None,
@@ -463,6 +496,11 @@ pub fn apply_one(
     if crate::interrupt::interrupted() {
         return status(Status::Interrupted);
     }
+    let (source, excludes) = match scoped(t.info(), source, excludes) {
+        Ok(scope) => scope,
+        Err(e) => return status(Status::failed(&e)),
+    };
+    let (source, excludes) = (source.as_ref(), excludes.as_ref());
     if let Err(e) = t.before_apply() {
         return status(Status::failed(&e));
     }
@@ -981,6 +1019,7 @@ mod tests {
             delete_allowed: true,
             error: None,
             error_kind: None,
+            excludes: Vec::new(),
             check: None,
             state: None,
             release: None,

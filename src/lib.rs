@@ -52,6 +52,11 @@ pub fn main_entry() -> ExitCode {
     if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(process::EXEC_DYING_WITH_PARENT)) {
         return process::exec_dying_with_parent(args.collect());
     }
+    // A Tab in a shell that sourced `offsync completions SHELL`: answer and exit, before
+    // anything else can print (see `commands::completions`).
+    clap_complete::CompleteEnv::with_factory(<cli::Cli as clap::CommandFactory>::command)
+        .var(commands::completions::COMPLETE_VAR)
+        .complete();
     // Everything offsync creates for itself (state files, caches, logs, local mirror objects
     // and their directories, scratch files of helper programs) is private, whatever the umask
     // of the shell that started it: 0600 files, 0700 directories. Files that must get a

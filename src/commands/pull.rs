@@ -535,6 +535,7 @@ fn rollback(ctx: &Context, args: &PullArgs, dest: &Path) -> Result<ExitCode> {
         address: shown.clone(),
         host: crate::keys::hostname(),
         delete_allowed: true,
+        exclude: Vec::new(),
     };
     let operation = format!("pull-rollback {}", Location::parse(&args.url)?.url());
     let log = ctx.home.join("operations.log");

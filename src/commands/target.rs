@@ -122,6 +122,7 @@ pub fn add(ctx: &Context, args: TargetAddArgs) -> Result<ExitCode> {
         layout: args.layout,
         keep: args.keep,
         ssh_options: Default::default(),
+        exclude: Vec::new(),
     });
     config.save(&config_path)?;
     eprintln!(
@@ -452,12 +453,14 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
         "FINGERPRINT",
     );
     crate::outln!(
-        "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  {:11}  {:wf$}  LAST APPLY (UTC)",
+        "{:wn$}  {:wl$}  {:5}  {:wp$}  {:20}  {:11}  {:wf$}  LAST APPLY (UTC)",
         "NAME",
         "LOGIN",
         "PORT",
         "PATH",
-        "DELETE",
+        // Whether the target's rrsync accepts deletions (not `link --no-delete`): what it
+        // permits, not what an apply will do (that takes `--delete` or config `delete:`).
+        "RRSYNC ALLOWS DELETE",
         "LAYOUT",
         "FINGERPRINT"
     )?;
@@ -468,12 +471,16 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
             (None, _) => "-".to_string(),
         };
         crate::outln!(
-            "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  {:11}  {:wf$}  {}",
+            "{:wn$}  {:wl$}  {:5}  {:wp$}  {:20}  {:11}  {:wf$}  {}",
             sanitize::for_terminal(&r.name),
             sanitize::for_terminal(&r.login),
             r.port.map_or("-".to_string(), |p| p.to_string()),
             sanitize::for_terminal(&r.remote_path),
-            if r.delete_allowed { "yes" } else { "no" },
+            match (r.kind, r.delete_allowed) {
+                ("mirror", _) => "-",
+                (_, true) => "yes",
+                (_, false) => "no (-no-del)",
+            },
             layout,
             r.fingerprint.as_deref().unwrap_or("-"),
             r.last_apply

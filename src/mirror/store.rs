@@ -7,6 +7,9 @@
 //! - credentials come only from the environment or the AWS shared files, never from argv
 //!   or `config.yaml`; without any, opening an S3 mirror fails at once instead of waiting
 //!   on the EC2 metadata service;
+//! - S3 is the cargo feature `s3` (default on; it brings object_store's AWS client, an HTTP and
+//!   TLS stack of some 140 crates including a C build): without it, local directory mirrors
+//!   work as before and opening an `s3://` mirror is bad input naming the URL and the fix;
 //! - retries are bounded (3 tries, 20 s) so a dead endpoint fails in seconds;
 //! - [`Store::put_create`] is create-only: on S3 and on local filesystems with hard links it is
 //!   atomic; where hard links are missing (exFAT/FAT) it falls back to an exclusive create of
@@ -14,11 +17,13 @@
 
 use anyhow::{Context as _, Result};
 use futures::StreamExt;
+#[cfg(feature = "s3")]
+use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjPath;
 use object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, aws::AmazonS3Builder,
-    local::LocalFileSystem,
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, local::LocalFileSystem,
 };
+#[cfg(feature = "s3")]
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -102,6 +107,15 @@ impl Store {
                     let bulk_fsync = !cfg!(target_os = "linux");
                     (open(true)?, open(bulk_fsync)?, location.url())
                 }
+                #[cfg(not(feature = "s3"))]
+                Location::S3 { .. } => {
+                    let _ = s3;
+                    return Err(crate::input_err!(
+                        "mirror {}: this offsync was built without S3 support; rebuild it with `cargo build --release --features s3` (on by default) or use a directory mirror",
+                        location.url()
+                    ));
+                }
+                #[cfg(feature = "s3")]
                 Location::S3 { bucket, prefix } => {
                     let (store, endpoint) = s3_store(bucket, s3)?;
                     let display = match &endpoint {
@@ -460,6 +474,7 @@ fn truncate(s: &str, n: usize) -> String {
     format!("{}…", &s[..end])
 }
 
+#[cfg(feature = "s3")]
 /// Credentials from the environment or `~/.aws/credentials`; never from argv or config.
 #[derive(Debug, Default)]
 struct Credentials {
@@ -468,10 +483,12 @@ struct Credentials {
     token: Option<String>,
 }
 
+#[cfg(feature = "s3")]
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+#[cfg(feature = "s3")]
 /// Minimal INI reader for the AWS shared files: `[section]` and `key = value` lines.
 fn ini_section(text: &str, section: &str) -> Option<std::collections::HashMap<String, String>> {
     let mut current: Option<String> = None;
@@ -496,6 +513,7 @@ fn ini_section(text: &str, section: &str) -> Option<std::collections::HashMap<St
     found.then_some(out)
 }
 
+#[cfg(feature = "s3")]
 fn aws_file(var: &str, default: &str) -> Option<String> {
     let path = env(var)
         .map(PathBuf::from)
@@ -503,6 +521,7 @@ fn aws_file(var: &str, default: &str) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
+#[cfg(feature = "s3")]
 fn credentials() -> Option<Credentials> {
     if let (Some(key_id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
         return Some(Credentials {
@@ -521,6 +540,7 @@ fn credentials() -> Option<Credentials> {
     })
 }
 
+#[cfg(feature = "s3")]
 /// A value from `~/.aws/config` for the active profile.
 fn profile_config(key: &str) -> Option<String> {
     let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".into());
@@ -533,6 +553,7 @@ fn profile_config(key: &str) -> Option<String> {
     ini_section(&text, &section)?.get(key).cloned()
 }
 
+#[cfg(feature = "s3")]
 /// Build the S3 client: path-style requests (works with MinIO, Garage, moto), bounded
 /// retries, explicit credentials.
 fn s3_store(
@@ -636,6 +657,26 @@ mod tests {
         }
     }
 
+    /// Run by `cargo test --lib --no-default-features mirror::store`.
+    #[cfg(not(feature = "s3"))]
+    #[test]
+    fn s3_without_the_feature_is_bad_input_naming_the_url_and_the_fix() {
+        let loc = Location::parse("s3://b/p").unwrap();
+        let Err(err) = Store::open(&loc, &S3Settings::default(), false) else {
+            panic!("opened an S3 store without the s3 feature");
+        };
+        let msg = format!("{err:#}");
+        assert!(
+            err.downcast_ref::<crate::error::InputError>().is_some(),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("s3://b/p") && msg.contains("--features s3"),
+            "{msg}"
+        );
+    }
+
+    #[cfg(feature = "s3")]
     #[test]
     fn ini() {
         let t = "[default]\naws_access_key_id = A\n# c\n[profile x]\nregion=eu\n";

@@ -61,6 +61,12 @@ impl Excludes {
         Ok(Excludes { patterns, matcher })
     }
 
+    /// These rules plus `extra` patterns after them (a target's own `exclude:`).
+    pub fn with(&self, extra: &[String]) -> Result<Excludes> {
+        let user = &self.patterns[DEFAULT_EXCLUDES.len()..];
+        Excludes::new(&[user, extra].concat())
+    }
+
     /// The patterns in force, defaults first.
     pub fn patterns(&self) -> &[String] {
         &self.patterns

@@ -360,6 +360,10 @@ pub struct TargetPlan {
     /// `not_confined`, …; see `error::ErrorKind`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<crate::error::ErrorKind>,
+    /// The target's own exclude patterns (config `targets[].exclude`), in force after
+    /// `source.excludes` for this target only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
     /// How the target's content was compared (SSH targets; see [`CheckMode`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckMode>,
@@ -1090,6 +1094,7 @@ mod tests {
             delete_allowed: true,
             error: None,
             error_kind: None,
+            excludes: Vec::new(),
             check: None,
             state: None,
             release: None,

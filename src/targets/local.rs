@@ -66,6 +66,7 @@ impl<'m> LocalTarget<'m> {
                 address: shown,
                 host: crate::keys::hostname(),
                 delete_allowed: true,
+                exclude: Vec::new(),
             },
             dest: dest.to_path_buf(),
             cache,

@@ -26,6 +26,7 @@ impl MemoryTarget {
                 address: format!("memory:{name}"),
                 host: "memory".into(),
                 delete_allowed,
+                exclude: Vec::new(),
             },
             files: BTreeMap::new(),
         }

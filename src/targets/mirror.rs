@@ -50,6 +50,7 @@ impl MirrorTarget {
                     Location::Local(_) => "local".into(),
                 },
                 delete_allowed: true,
+                exclude: Vec::new(),
             },
             location,
             s3: S3Settings {

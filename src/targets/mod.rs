@@ -33,6 +33,9 @@ pub struct TargetInfo {
     pub host: String,
     /// The target accepts deletions.
     pub delete_allowed: bool,
+    /// The target's own exclude patterns (config `targets[].exclude`), applied after the
+    /// run's: the engine plans, applies and verifies it against the source without them.
+    pub exclude: Vec<String>,
 }
 
 /// What an apply did.

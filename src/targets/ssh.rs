@@ -110,6 +110,7 @@ impl SshTarget {
                 address: format!("{login}:{}", t.remote_path),
                 host: login.host.clone(),
                 delete_allowed: !t.no_delete,
+                exclude: t.exclude.clone(),
             },
             login,
             port: t.port,

@@ -112,21 +112,89 @@ fn usage_errors_exit_64_not_2() {
     );
 }
 
+/// `offsync completions SHELL`, sourced in the real shell, completes subcommands and, from
+/// the config in force, `plan -t <Tab>` with target and mirror names and a mirror's NAME with
+/// mirror names only. bash is required; zsh and fish are tried when installed (scripts/test
+/// installs them).
 #[test]
 fn completions_for_bash_zsh_fish() {
-    for shell in ["bash", "zsh", "fish"] {
-        let out = Home::new()
+    let h = Home::new();
+    std::fs::create_dir_all(&h.home).unwrap();
+    std::fs::write(
+        h.config(),
+        "version: 1\ntargets:\n  - name: web1\n    login: u@h1\n    remote_path: /x\n  - name: web2\n    login: u@h2\n    remote_path: /x\nmirrors:\n  - name: usb\n    url: /mnt/usb\n",
+    )
+    .unwrap();
+    // Each shell: how to source the script and print the candidates for a command line
+    // whose last word is being completed (`@LINE@` is replaced by the words, quoted).
+    let drivers: &[(&str, &str)] = &[
+        (
+            "bash",
+            r#"source "@SCRIPT@"; COMP_WORDS=(@LINE@); COMP_CWORD=$((${#COMP_WORDS[@]}-1)); COMP_TYPE=9; _clap_complete_offsync; printf '%s\n' "${COMPREPLY[@]}""#,
+        ),
+        (
+            "zsh",
+            r#"compdef() { : }; _describe() { shift 2; print -l ${(P)1} }; source "@SCRIPT@"; words=(@LINE@); CURRENT=${#words}; _clap_dynamic_completer_offsync"#,
+        ),
+        ("fish", r#"source "@SCRIPT@"; complete -C "@LINE@""#),
+    ];
+    for (shell, driver) in drivers {
+        let Some(bin) = which(shell) else {
+            assert!(*shell != "bash", "bash is needed for this test");
+            eprintln!("completions: {shell} not installed, not tried");
+            continue;
+        };
+        let script = h.tmp.path().join(format!("offsync.{shell}"));
+        let out = h
             .offsync(["completions", shell])
             .assert()
             .code(0)
             .get_output()
             .clone();
-        let text = stdout(&out);
-        assert!(text.len() > 200, "{shell}: suspiciously short:\n{text}");
-        assert!(text.contains("offsync"), "{shell}");
+        std::fs::write(&script, &out.stdout).unwrap();
+        let complete = |words: &[&str]| -> String {
+            let quoted = if *shell == "fish" {
+                words.join(" ")
+            } else {
+                words
+                    .iter()
+                    .map(|w| format!("'{w}'"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let code = driver
+                .replace("@LINE@", &quoted)
+                .replace("@SCRIPT@", &script.display().to_string());
+            let out = std::process::Command::new(&bin)
+                .args(if *shell == "zsh" { vec!["-f"] } else { vec![] })
+                .args(["-c", &code])
+                .env_clear()
+                .envs(h.env())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{shell}: {}", stderr(&out));
+            // Candidates only, without fish's and zsh's descriptions.
+            let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| l.split(['\t', ':']).next().unwrap_or("").trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect();
+            names.sort();
+            names.join(" ")
+        };
+        assert_eq!(
+            complete(&["offsync", "plan", "-t", ""]),
+            "usb web1 web2",
+            "{shell}"
+        );
+        let mirror = complete(&["offsync", "mirror", "ls", ""]);
         assert!(
-            text.contains("install-deps"),
-            "{shell}: subcommands completed"
+            mirror.contains("usb") && !mirror.contains("web1"),
+            "{shell}: {mirror}"
+        );
+        assert!(
+            complete(&["offsync", "install-"]).contains("install-deps"),
+            "{shell}"
         );
     }
 }

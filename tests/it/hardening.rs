@@ -312,6 +312,9 @@ fn python_verify_hash_is_accepted() {
             .get_output(),
     );
     assert!(listed.contains("node01"), "{listed}");
+    // The deletion column says what rrsync permits, not that anything will be deleted.
+    let header = listed.lines().next().unwrap_or_default();
+    assert!(header.contains("RRSYNC ALLOWS DELETE"), "{listed}");
 
     if !skip_unless_tools() {
         return;

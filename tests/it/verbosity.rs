@@ -234,6 +234,57 @@ fn excludes_on_the_command_line_change_the_plan_and_are_never_sent() {
     );
 }
 
+/// A target's own `exclude:` (config `targets[].exclude`) is added to the global list for
+/// that target only: plan, apply and verify of `t2` never see `cache/`, `t1` gets it, and
+/// the target's plan records the patterns.
+#[test]
+fn per_target_excludes_apply_to_that_target_only() {
+    if !skip_unless_tools() {
+        return;
+    }
+    let w = World::fast(2);
+    w.write("keep.txt", b"k");
+    w.write("cache/x.bin", b"c");
+    let mut config = offsync::config::Config::load(&w.home.config()).unwrap();
+    config.targets[1].exclude = vec!["cache/".into()];
+    config.save(&w.home.config()).unwrap();
+
+    let out = w.home.offsync(["plan", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let added = |i: usize| -> Vec<String> {
+        v["targets"][i]["added"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(added(0), ["cache", "cache/x.bin", "keep.txt"]);
+    assert_eq!(added(1), ["keep.txt"]);
+    assert_eq!(v["targets"][1]["excludes"], serde_json::json!(["cache/"]));
+    assert!(v["targets"][0].get("excludes").is_none());
+
+    let out = w.home.offsync(["apply", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        names(&w.targets[0].sync_dir()),
+        ["cache", "cache/x.bin", "keep.txt"]
+    );
+    assert_eq!(names(&w.targets[1].sync_dir()), ["keep.txt"]);
+    assert_eq!(
+        w.home.offsync(["verify"]).output().unwrap().status.code(),
+        Some(0)
+    );
+    // Without the target's patterns, it lacks `cache/`.
+    config.targets[1].exclude.clear();
+    config.save(&w.home.config()).unwrap();
+    assert_eq!(
+        w.home.offsync(["verify"]).output().unwrap().status.code(),
+        Some(2)
+    );
+}
+
 #[test]
 fn apply_dry_run_is_plan() {
     if !skip_unless_tools() {

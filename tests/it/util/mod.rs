@@ -208,7 +208,7 @@ impl Home {
         c
     }
 
-    fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+    pub fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
         vec![
             ("PATH", std::env::var_os("PATH").unwrap_or_default()),
             ("HOME", self.user_home.clone().into()),
@@ -537,6 +537,7 @@ pub fn prelink(home: &Home, sshd: &Sshd, name: &str) {
         layout: None,
         keep: None,
         ssh_options: Default::default(),
+        exclude: Vec::new(),
     });
     config.save(&home.config()).unwrap();
 }
