@@ -43,8 +43,6 @@
 use anyhow::{Context as _, Result};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, renameat};
-#[cfg(target_env = "gnu")]
-use nix::fcntl::{RenameFlags, renameat2};
 use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat};
 use serde::{Deserialize, Serialize};
@@ -363,48 +361,25 @@ impl ReleaseDir {
             .context("a build directory has a name")?
             .to_owned();
         let name = release_name(generation);
-        #[cfg(target_env = "gnu")]
-        {
-            let flags = if self.release_path(generation).exists() {
-                RenameFlags::RENAME_EXCHANGE
-            } else {
-                RenameFlags::RENAME_NOREPLACE
-            };
-            renameat2(&dir, from.as_os_str(), &dir, name.as_str(), flags).with_context(|| {
-                format!(
-                    "cannot rename {} to {}",
-                    built.display(),
-                    self.release_path(generation).display()
-                )
-            })?;
-            nix::unistd::fsync(&dir)
-                .with_context(|| format!("cannot sync {}", self.releases.display()))?;
-            if flags == RenameFlags::RENAME_EXCHANGE {
-                remove_tree(built)?;
-            }
-        }
-        // musl (the static release builds) has no renameat2 in nix: the old tree is moved to
-        // a `.trash-` name first, then the new one renamed in. Not atomic: for an instant the
-        // release name is missing (a reader of `current` then sees a dangling link), which
-        // only a rebuild of an existing release — rare — can hit.
-        #[cfg(not(target_env = "gnu"))]
-        {
-            let target = self.release_path(generation);
-            let old = target
-                .exists()
-                .then(|| built.with_file_name(format!(".trash-{name}-{}-1", std::process::id())));
-            if let Some(old) = &old {
-                std::fs::rename(&target, old)
-                    .with_context(|| format!("cannot move {} aside", target.display()))?;
-            }
-            renameat(&dir, from.as_os_str(), &dir, name.as_str()).with_context(|| {
-                format!("cannot rename {} to {}", built.display(), target.display())
-            })?;
-            nix::unistd::fsync(&dir)
-                .with_context(|| format!("cannot sync {}", self.releases.display()))?;
-            if let Some(old) = old {
-                remove_tree(&old)?;
-            }
+        // rustix makes the syscall itself, so this is the same on glibc and on musl (the
+        // static release builds), whose libc wrappers nix does not offer.
+        use rustix::fs::{RenameFlags, renameat_with};
+        let flags = if self.release_path(generation).exists() {
+            RenameFlags::EXCHANGE
+        } else {
+            RenameFlags::NOREPLACE
+        };
+        renameat_with(&dir, from.as_os_str(), &dir, name.as_str(), flags).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                built.display(),
+                self.release_path(generation).display()
+            )
+        })?;
+        nix::unistd::fsync(&dir)
+            .with_context(|| format!("cannot sync {}", self.releases.display()))?;
+        if flags == RenameFlags::EXCHANGE {
+            remove_tree(built)?;
         }
         Ok(())
     }
