@@ -113,7 +113,16 @@ pub fn add(ctx: &Context, args: TargetAddArgs) -> Result<ExitCode> {
         check: None,
         layout: args.layout,
         keep: args.keep,
+        extra: args.extra,
     });
+    if let Some(why) = config
+        .find_target(&name)
+        .and_then(|t| config.extra_conflict(t))
+    {
+        return Err(crate::input_err!(
+            "--extra: {why}; nothing was saved to config.yaml"
+        ));
+    }
     config.save(&config_path)?;
     eprintln!(
         "added target {name}: {login} (host key {fingerprint}{})",
@@ -241,6 +250,8 @@ struct TargetRow {
     /// `releases` targets: how many releases are kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     keep: Option<u32>,
+    /// What apply does with target-only paths (`refuse`, `keep`, `delete`; see `extra:`).
+    extra: crate::plan::ExtraPolicy,
     /// The newest `apply` in operations.log (`null`: never applied).
     last_apply: Option<LastApplyCell>,
 }
@@ -264,6 +275,7 @@ fn row(config: &Config, t: &TargetConfig) -> TargetRow {
         delete_allowed: !t.no_delete,
         layout: Some(layout),
         keep: (layout == crate::releases::Layout::Releases).then(|| config.keep_for(&name)),
+        extra: config.extra_for(&name),
         last_apply: None,
         name,
     }
@@ -292,6 +304,7 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
         delete_allowed: true,
         layout: None,
         keep: None,
+        extra: config.extra_for(&m.name),
         last_apply: None,
     }));
     let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
@@ -326,12 +339,13 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
         "FINGERPRINT",
     );
     crate::outln!(
-        "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  {:11}  {:wf$}  LAST APPLY (UTC)",
+        "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  {:6}  {:11}  {:wf$}  LAST APPLY (UTC)",
         "NAME",
         "LOGIN",
         "PORT",
         "PATH",
         "DELETE",
+        "EXTRA",
         "LAYOUT",
         "FINGERPRINT"
     )?;
@@ -342,12 +356,13 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
             (None, _) => "-".to_string(),
         };
         crate::outln!(
-            "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  {:11}  {:wf$}  {}",
+            "{:wn$}  {:wl$}  {:5}  {:wp$}  {:6}  {:6}  {:11}  {:wf$}  {}",
             sanitize::for_terminal(&r.name),
             sanitize::for_terminal(&r.login),
             r.port.map_or("-".to_string(), |p| p.to_string()),
             sanitize::for_terminal(&r.remote_path),
             if r.delete_allowed { "yes" } else { "no" },
+            r.extra,
             layout,
             r.fingerprint.as_deref().unwrap_or("-"),
             r.last_apply

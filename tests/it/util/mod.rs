@@ -530,6 +530,7 @@ pub fn prelink(home: &Home, sshd: &Sshd, name: &str) {
         check: None,
         layout: None,
         keep: None,
+        extra: None,
     });
     config.save(&home.config()).unwrap();
 }
