@@ -18,7 +18,10 @@ JSON format (offsync-plan/1), printed by --json and saved by --out:
   format: \"offsync-plan/1\"
   source: {path, digest (BLAKE3 of the manifest), files, bytes, excludes, skipped?,
     modes_stripped? (paths sent without their setuid/setgid bits; absent when none)}
+  delete?: true when made with `plan --delete` (apply PLAN_FILE then deletes the listed
+    target-only paths without --delete)
   targets[] (sorted by name): {name, kind (ssh|mirror|local|memory), address, delete_allowed,
+    extra? (keep|delete: the target's `extra:` policy; absent: refuse),
     error?, error_kind? (unreachable, auth_failed, host_key_changed, host_key_unknown,
     not_confined, refused_by_rrsync, rrsync_broken, disk_full, rsync_failed, mirror, io,
     interrupted, …; see the README),
