@@ -214,13 +214,15 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if !args.json && !interrupted_early && !refused.is_empty() {
+    let asking = saved.is_none() && !args.yes && !interrupted_early && !changing.is_empty();
+    // Without a question the results below report the refusals (once).
+    if asking && !args.json && !refused.is_empty() {
         let _ = crate::outln!();
         for (name, why) in &refused {
             let _ = crate::outln!("{:<11} {name}  {}", "REFUSED", sanitize::for_terminal(why));
         }
     }
-    if saved.is_none() && !args.yes && !interrupted_early && !changing.is_empty() {
+    if asking {
         let question = format!("Apply this plan to {}?", changing.join(", "));
         if !prompt::confirm(&question)? {
             anyhow::bail!("cancelled; nothing was changed");
