@@ -30,8 +30,12 @@ JSON format (offsync-plan/1), printed by --json and saved by --out:
   format: \"offsync-plan/1\"
   source: {path, digest (BLAKE3 of the manifest), files, bytes, excludes, skipped?,
     modes_stripped? (paths sent without their setuid/setgid bits; absent when none)}
+  delete?: true when made with `plan --delete` (apply PLAN_FILE then deletes the listed
+    target-only paths without --delete)
   targets[] (sorted by name): {name, kind (ssh|mirror|local|memory), address, delete_allowed,
-    excludes? (the target's own `exclude:` patterns, after source.excludes), error?, error_kind? (unreachable, auth_failed, host_key_changed, host_key_unknown,
+    excludes? (the target's own `exclude:` patterns, after source.excludes),
+    extra? (keep|delete: the target's `extra:` policy; absent: refuse),
+    error?, error_kind? (unreachable, auth_failed, host_key_changed, host_key_unknown,
     not_confined, refused_by_rrsync, rrsync_broken, disk_full, rsync_failed, mirror, io,
     interrupted, …; see the README),
     added[], modified[], metadata[], missing[] (sorted by path bytes),
@@ -88,6 +92,8 @@ pub enum Command {
     /// Show what apply would change on each target (one rsync dry run per target)
     #[command(after_long_help = PLAN_FORMAT)]
     Plan(PlanArgs),
+    /// Print a saved plan (`plan --out FILE`) as `plan` would, after checking it
+    Show(ShowArgs),
     /// Apply a plan (a saved one, or one made now), then verify
     #[command(after_long_help = PROGRESS_HELP)]
     Apply(ApplyArgs),
@@ -227,6 +233,11 @@ pub struct TargetAddArgs {
     /// Releases to keep on a `releases` target, `current` included [default: 5]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub keep: Option<u32>,
+    /// What apply does with files only on the target: `refuse` the target unless `--delete`,
+    /// `keep` them (sync the rest, report them), or `delete` them as `--delete` does
+    /// [default: the config's `extra:`, else refuse]
+    #[arg(long, value_name = "POLICY", hide_possible_values = true)]
+    pub extra: Option<crate::plan::ExtraPolicy>,
 }
 
 #[derive(Debug, Args)]
@@ -281,6 +292,10 @@ pub struct PlanArgs {
     /// source has no files]
     #[arg(long, value_name = "N")]
     pub max_delete: Option<u64>,
+    /// Decide now to delete the target-only paths listed: recorded in the plan (`--out`), so
+    /// `apply PLAN_FILE` deletes them without `--delete` again
+    #[arg(long)]
+    pub delete: bool,
     /// How SSH targets are compared: `checksum` reads every file on both ends, `quick`
     /// compares size and mtime like rsync's default [default: config `check:`, else
     /// checksum]
@@ -299,6 +314,23 @@ pub struct PlanArgs {
     pub excludes: ExcludeArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A plan saved with `offsync plan --out FILE` (refused when it is not one, or was
+    /// edited: exit 64)
+    #[arg(value_name = "PLAN_FILE")]
+    pub plan_file: PathBuf,
+    /// Print the plan as JSON (format offsync-plan/1)
+    #[arg(long)]
+    pub json: bool,
+    /// Counts only: each target's summary line (and warnings) and the grand total
+    #[arg(long, conflicts_with_all = ["json", "stat"])]
+    pub summary: bool,
+    /// Per-directory counts instead of every path (as `plan --stat`)
+    #[arg(long, conflicts_with = "json")]
+    pub stat: bool,
+}
+
 /// Excludes for one run, on top of config.yaml's `exclude:` (same pattern rules).
 #[derive(Debug, Args, Default, Clone)]
 pub struct ExcludeArgs {
@@ -312,13 +344,16 @@ pub struct ExcludeArgs {
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// A plan saved with `offsync plan --out FILE`; refused if the source or a target changed
+    /// A plan saved with `offsync plan --out FILE`, applied without asking (it was the
+    /// review) with the decisions it records (`plan --delete`); refused if the source or a
+    /// target changed
     #[arg(value_name = "PLAN_FILE")]
     pub plan_file: Option<PathBuf>,
     /// Only these targets (repeatable) [default: all, or all in the plan file]
     #[arg(long = "target", short = 't', value_name = "NAME", add = target_names())]
     pub targets: Vec<String>,
-    /// Delete the target-only paths the plan lists (and nothing else)
+    /// Delete the target-only paths the plan lists (and nothing else); with a plan file, only
+    /// when it was made with `plan --delete`
     #[arg(long)]
     pub delete: bool,
     /// Refuse a target where more than N paths would be deleted [default: config

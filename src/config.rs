@@ -76,6 +76,13 @@ pub struct Config {
     /// points at is always kept). Per target with a target's own `keep:`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep: Option<u32>,
+    /// What apply does with SSH targets' target-only paths: `refuse` (default: the target is
+    /// refused unless `--delete`), `keep` (sync the rest, report them), `delete` (as if
+    /// `--delete` were given). Per target with a target's own `extra:`. Unset, `delete: true`
+    /// means `delete`. Mirrors follow `refuse`/`delete` only (a snapshot cannot keep paths the
+    /// source no longer has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<crate::plan::ExtraPolicy>,
     /// The targets, sorted by name.
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
@@ -120,6 +127,7 @@ impl Default for Config {
             check: None,
             layout: None,
             keep: None,
+            extra: None,
             targets: Vec::new(),
             mirrors: Vec::new(),
         }
@@ -267,6 +275,10 @@ pub struct TargetConfig {
     /// `exclude:` list (same rules).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// What apply does with this target's target-only paths (overrides the top-level
+    /// `extra:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<crate::plan::ExtraPolicy>,
 }
 
 /// A map whose values may be written as YAML numbers or booleans (`ConnectTimeout: 30`,
@@ -450,6 +462,15 @@ impl Config {
                 ));
             }
         }
+        for t in &self.targets {
+            let name = t.name();
+            if let Some(why) = self.extra_conflict(t) {
+                return Err(crate::input_err!(
+                    "{}: target {name}: {why}",
+                    path.display()
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -531,6 +552,47 @@ impl Config {
             .and_then(|t| t.keep)
             .or(self.keep)
             .unwrap_or(crate::releases::DEFAULT_KEEP)
+    }
+
+    /// What apply does with the target-only paths of target or mirror `name` (see
+    /// [`Config::extra`]): its own `extra:`, else the top-level one, else `delete` when
+    /// `delete: true`, else `refuse`.
+    pub fn extra_for(&self, name: &str) -> crate::plan::ExtraPolicy {
+        use crate::plan::ExtraPolicy;
+        let fallback = if self.delete {
+            ExtraPolicy::Delete
+        } else {
+            ExtraPolicy::Refuse
+        };
+        match self.find(name) {
+            Some(TargetSpec::Ssh(t)) => t.extra.or(self.extra).unwrap_or(fallback),
+            Some(TargetSpec::Mirror(_)) => match self.extra {
+                Some(ExtraPolicy::Keep) | None => fallback,
+                Some(e) => e,
+            },
+            None => ExtraPolicy::Refuse,
+        }
+    }
+
+    /// Why target `t`'s `extra:` cannot work, if it cannot: `keep` with `layout: releases`
+    /// (a new release holds the source only, so nothing could be kept), or its own
+    /// `extra: delete` on a target linked with `--no-delete` (rrsync refuses deletions).
+    pub fn extra_conflict(&self, t: &TargetConfig) -> Option<String> {
+        use crate::plan::ExtraPolicy;
+        let name = t.name();
+        let extra = self.extra_for(&name);
+        if extra == ExtraPolicy::Keep && self.layout_for(&name) == crate::releases::Layout::Releases
+        {
+            return Some(
+                "`extra: keep` does not work with `layout: releases` (each release holds only the source; files only in the current release are never carried over); set `extra: refuse` or `extra: delete` for it".into(),
+            );
+        }
+        if t.extra == Some(ExtraPolicy::Delete) && t.no_delete {
+            return Some(
+                "`extra: delete` needs deletions, but this target was linked with --no-delete (rrsync refuses them); set `extra: keep`, or link again without --no-delete".into(),
+            );
+        }
+        None
     }
 
     pub fn find_target(&self, name: &str) -> Option<&TargetConfig> {
@@ -735,6 +797,49 @@ targets:
                 "{msg}"
             );
         }
+    }
+
+    #[test]
+    fn extra_policy_top_level_and_per_target() {
+        use crate::plan::ExtraPolicy;
+        let parse = |t: &str| Config::parse(t.as_bytes(), Path::new("c.yaml"));
+        let text = "extra: keep\ntargets:\n  - {name: a, login: a@h, remote_path: /p}\n  - {name: b, login: b@h, remote_path: /q, extra: delete}\nmirrors:\n  - {name: m, url: \"file:///x\"}\n";
+        let c = parse(text).unwrap();
+        assert_eq!(c.extra_for("a"), ExtraPolicy::Keep);
+        assert_eq!(c.extra_for("b"), ExtraPolicy::Delete, "per target wins");
+        assert_eq!(c.extra_for("m"), ExtraPolicy::Refuse, "mirrors cannot keep");
+        // Default: refuse; `delete: true` means delete.
+        let c = parse("targets:\n  - {name: a, login: a@h, remote_path: /p}\n").unwrap();
+        assert_eq!(c.extra_for("a"), ExtraPolicy::Refuse);
+        let c =
+            parse("delete: true\ntargets:\n  - {name: a, login: a@h, remote_path: /p}\n").unwrap();
+        assert_eq!(c.extra_for("a"), ExtraPolicy::Delete);
+        // Round trip keeps it.
+        let c = parse(text).unwrap();
+        let again = serde_saphyr::to_string(&c).unwrap();
+        assert!(
+            again.contains("extra: keep") && again.contains("extra: delete"),
+            "{again}"
+        );
+        // Bad values and impossible combinations are bad input naming the fix.
+        let err = parse("extra: maybe\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("1:8")
+                && format!("{err:#}").contains("refuse, keep, delete"),
+            "{err:#}"
+        );
+        let err = parse(
+            "targets:\n  - {name: a, login: a@h, remote_path: /p, layout: releases, extra: keep}\n",
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("target a") && msg.contains("layout: releases"),
+            "{msg}"
+        );
+        assert!(err.downcast_ref::<crate::error::InputError>().is_some());
+        let err = parse("targets:\n  - {name: a, login: a@h, remote_path: /p, no_delete: true, extra: delete}\n").unwrap_err();
+        assert!(format!("{err:#}").contains("--no-delete"), "{err:#}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::error::ErrorKind;
 use crate::plan::diff;
 use crate::plan::excludes::Excludes;
 use crate::plan::manifest::Manifest;
-use crate::plan::{Categories, CheckMode, EntryKind, Plan, Summary, TargetPlan};
+use crate::plan::{Categories, CheckMode, EntryKind, ExtraPolicy, Plan, Summary, TargetPlan};
 use crate::releases::{Layout, SwitchMode};
 use crate::targets::{ApplyOutcome, PartialApply, Switched, Target, TargetInfo};
 
@@ -56,6 +56,7 @@ pub fn plan_one(
         kind: info.kind,
         address: info.address,
         delete_allowed: info.delete_allowed,
+        extra: Default::default(),
         error,
         error_kind,
         excludes: info.exclude,
@@ -178,6 +179,7 @@ pub fn empty_plan(info: &TargetInfo) -> TargetPlan {
         kind: info.kind,
         address: info.address.clone(),
         delete_allowed: info.delete_allowed,
+        extra: Default::default(),
         error: None,
         error_kind: None,
         excludes: info.exclude.clone(),
@@ -294,6 +296,11 @@ pub struct ApplyResult {
 }
 
 impl ApplyResult {
+    /// A target with nothing to do (not contacted).
+    pub fn unchanged() -> ApplyResult {
+        ApplyResult::of(Status::Unchanged, ApplyOutcome::default(), Instant::now())
+    }
+
     fn of(status: Status, outcome: ApplyOutcome, start: Instant) -> ApplyResult {
         ApplyResult {
             status,
@@ -325,8 +332,27 @@ pub struct ApplyPolicy {
     pub switch: SwitchMode,
 }
 
+impl ApplyPolicy {
+    /// The policy for one target: its `extra:` decides what its target-only paths need —
+    /// `delete` deletes them as `--delete` does, `keep` leaves them (unless this run deletes,
+    /// `--delete` or a saved plan's `delete`: that decision covers every target of the run).
+    pub fn for_target(&self, tp: &TargetPlan) -> ApplyPolicy {
+        match tp.extra.with_flag(self.delete) {
+            ExtraPolicy::Delete => ApplyPolicy {
+                delete: true,
+                ..*self
+            },
+            ExtraPolicy::Keep => ApplyPolicy {
+                keep_extra: true,
+                ..*self
+            },
+            ExtraPolicy::Refuse => *self,
+        }
+    }
+}
+
 /// Whether `p` asks for any work under `policy` (target-only paths count unless kept).
-fn has_work(p: &TargetPlan, policy: &ApplyPolicy) -> bool {
+pub fn has_work(p: &TargetPlan, policy: &ApplyPolicy) -> bool {
     let c = &p.changes;
     !(c.added.is_empty()
         && c.modified.is_empty()
@@ -355,7 +381,7 @@ pub fn refusal(plan: &TargetPlan, policy: &ApplyPolicy) -> Option<(ErrorKind, St
         return Some((
             ErrorKind::DeleteDisabled,
             format!(
-                "{missing} target-only path(s), but this target was linked with --no-delete; remove them there by hand, or link again without --no-delete"
+                "{missing} target-only path(s), but this target was linked with --no-delete; remove them there by hand, link again without --no-delete, or set `extra: keep` for this target to leave them"
             ),
         ));
     }
@@ -486,6 +512,7 @@ pub fn apply_one(
     progress: &dyn TargetProgress,
 ) -> ApplyResult {
     let start = Instant::now();
+    let policy = policy.for_target(plan);
     let status = |s| ApplyResult::of(s, ApplyOutcome::default(), start);
     if let Some(e) = &plan.error {
         return status(Status::Failed(
@@ -1017,6 +1044,7 @@ mod tests {
             kind: crate::plan::TargetKind::Memory,
             address: "m".into(),
             delete_allowed: true,
+            extra: Default::default(),
             error: None,
             error_kind: None,
             excludes: Vec::new(),
@@ -1054,6 +1082,65 @@ mod tests {
         assert_eq!(mass_delete(&plan_with(1, 0), 0, Some(1)), None);
         assert!(mass_delete(&plan_with(4, 100), 10, Some(3)).is_some());
         assert_eq!(mass_delete(&plan_with(0, 0), 0, None), None);
+    }
+
+    #[test]
+    fn extra_policy_decides_per_target() {
+        let (_d, m, ex) = source();
+        let extra = m.entries[&b"a"[..]].clone();
+        let target = || {
+            let mut t = MemoryTarget::new("m", true);
+            t.files
+                .insert(b"extra".to_vec(), (extra.clone(), b"alpha".to_vec()));
+            t
+        };
+        // keep: the rest is synced, the extra stays, and the apply verifies.
+        let mut t = target();
+        let mut p = plan_one(&mut t, &m, &ex, None);
+        p.extra = crate::plan::ExtraPolicy::Keep;
+        let r = apply_one(&mut t, &m, &ex, &p, ALL, &());
+        assert_eq!(r.status, Status::Ok, "{:?}", r.status);
+        assert!(t.files.contains_key(&b"extra"[..]) && t.files.contains_key(&b"a"[..]));
+        assert!(r.outcome.deleted.is_empty());
+        // keep, but the run deletes (`--delete`): deleted.
+        let mut t = target();
+        let r = apply_one(
+            &mut t,
+            &m,
+            &ex,
+            &p,
+            ApplyPolicy {
+                delete: true,
+                max_delete: Some(5),
+                ..ALL
+            },
+            &(),
+        );
+        assert_eq!(r.status, Status::Ok, "{:?}", r.status);
+        assert!(!t.files.contains_key(&b"extra"[..]));
+        // delete: as `--delete`, the mass-delete guard included.
+        let mut t = target();
+        p.extra = crate::plan::ExtraPolicy::Delete;
+        let r = apply_one(
+            &mut t,
+            &m,
+            &ex,
+            &p,
+            ApplyPolicy {
+                max_delete: Some(5),
+                ..ALL
+            },
+            &(),
+        );
+        assert_eq!(r.status, Status::Ok, "{:?}", r.status);
+        assert_eq!(r.outcome.deleted, vec![b"extra".to_vec()]);
+        let mut t = target();
+        let r = apply_one(&mut t, &m, &ex, &p, ALL, &());
+        assert!(
+            matches!(r.status, Status::Refused(ErrorKind::MassDelete, _)),
+            "{:?}",
+            r.status
+        );
     }
 
     #[test]

@@ -149,7 +149,7 @@ impl Session {
         if let Some(s) = spinner {
             s.finish_and_clear();
         }
-        Plan::new(&self.manifest, self.excludes.patterns(), plans)
+        self.stamped(plans)
     }
 
     /// The plan `offsync apply` may reuse: `last` (what `offsync plan` saved) minus the
@@ -191,7 +191,25 @@ impl Session {
         if let Some(s) = spinner {
             s.finish_and_clear();
         }
+        self.stamped(plans)
+    }
+
+    /// The plan of `plans`, each target carrying its configured `extra:` (a rechecked saved
+    /// part carries the policy it was saved with until this replaces it, so a changed
+    /// `extra:` makes the saved plan stale).
+    fn stamped(&self, mut plans: Vec<crate::plan::TargetPlan>) -> Plan {
+        for p in &mut plans {
+            p.extra = self.config.extra_for(&p.name);
+        }
         Plan::new(&self.manifest, self.excludes.patterns(), plans)
+    }
+
+    /// `plan` with each target carrying its configured `extra:` (digest recomputed).
+    pub fn stamp(&self, plan: &mut Plan) {
+        for p in &mut plan.targets {
+            p.extra = self.config.extra_for(&p.name);
+        }
+        plan.reseal();
     }
 
     /// Whether the source differs from the manifest the session hashed (checked after a

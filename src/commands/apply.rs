@@ -9,8 +9,13 @@
 //! compares by checksum only what was sent); `offsync verify` compares every file. Without a
 //! plan file, the plan `offsync plan` kept (`last-plan.json`) is proven the same way, or the
 //! plan is made; it is shown first, and applied only after confirmation (a terminal question,
-//! proven again afterwards, or `--yes`). Target-only paths are deleted only with `--delete` or
-//! `delete: true`, and then only the listed ones. One apply per `$OFFSYNC_HOME` at a time.
+//! proven again afterwards, or `--yes`). A saved plan is applied without a question (it was the
+//! review) with the decisions it records (`plan --delete`); `--delete` cannot add one to it.
+//! Targets apply would refuse (target-only paths without a delete decision, the mass-delete
+//! guard) are reported before the question, which names only the targets that will change.
+//! Target-only paths are deleted only with `--delete`, `extra: delete` (or `delete: true`),
+//! and then only the listed ones; `extra: keep` leaves them. One apply per `$OFFSYNC_HOME` at
+//! a time.
 //! This file turns arguments into a session, asks, calls `engine::apply_all`, logs, renders
 //! and maps the exit status; the engine does the work.
 
@@ -64,6 +69,7 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
                 out: None,
                 detailed_exitcode: args.detailed_exitcode,
                 max_delete: args.max_delete,
+                delete: args.delete,
                 check: args.check,
                 summary: false,
                 stat: false,
@@ -82,6 +88,21 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
             Some(Plan::read_file_for(p, configured.as_deref())?)
         }
         None => None,
+    };
+    // The run's delete decision: a saved plan's own (it was the review); `--delete` cannot
+    // add one it was made without.
+    let delete = match &saved {
+        Some(p) if args.delete && !p.delete => {
+            return Err(input_err!(
+                "--delete conflicts with plan file {}, which was made without --delete; nothing was changed; plan again with `offsync plan --delete --out FILE`, or drop --delete",
+                args.plan_file
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display()
+            ));
+        }
+        Some(p) => p.delete,
+        None => args.delete,
     };
     if saved.is_some() && args.check.is_some() {
         return Err(input_err!(
@@ -141,44 +162,11 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         && !interrupted_early
     {
         check_saved(saved, &plan, Stale::SavedPlan)?;
-        if !args.yes && !ctx.interactive {
-            return Err(input_err!(
-                "pass --yes to apply the saved plan without a terminal"
-            ));
-        }
     }
-    if !args.json && !interrupted_early {
-        // A reader that went away (`| head`) does not stop an apply that was confirmed: its
-        // output is best effort, its exit status and log record are what count.
-        let _ = crate::out!("{}", plan.to_text());
-    }
-    let nothing_to_do = plan
-        .targets
-        .iter()
-        .all(|t| t.error.is_some() || !t.has_changes())
-        && !plan.has_errors();
-    if nothing_to_do && !interrupted_early {
-        let _ = if args.json {
-            crate::outln!("[]")
-        } else {
-            crate::outln!("\nnothing to do: every target matches the source")
-        };
-        return Ok(ExitCode::SUCCESS);
-    }
-    if !args.yes && !interrupted_early {
-        if !prompt::confirm("Apply this plan?")? {
-            anyhow::bail!("cancelled; nothing was changed");
-        }
-        // The plan waited for a person: prove it still holds, as for a saved plan.
-        let now = session.recheck(&plan, max_delete);
-        if !interrupt::interrupted() {
-            check_saved(&plan, &now, Stale::Confirmed)?;
-            plan = now;
-        }
-    }
-
+    // The plan records the run's decisions (its digest is what the log names).
+    plan = plan.with_delete(delete);
     let policy = ApplyPolicy {
-        delete: args.delete || session.config.delete,
+        delete,
         overwrite: session.config.overwrite,
         verify: session.config.verify,
         max_delete,
@@ -186,6 +174,67 @@ pub fn run(ctx: &Context, args: ApplyArgs) -> Result<ExitCode> {
         keep_extra: false,
         switch: args.switch,
     };
+    if !args.json && !interrupted_early {
+        // A reader that went away (`| head`) does not stop an apply that was confirmed: its
+        // output is best effort, its exit status and log record are what count.
+        let _ = crate::out!("{}", plan.to_text());
+    }
+    // What apply will do to each target, known before anything is asked: refusals (target-only
+    // paths without a delete decision, the mass-delete guard, …) are reported now, and only
+    // the targets that will change are asked about.
+    let refused: Vec<(&str, String)> = plan
+        .targets
+        .iter()
+        .filter(|t| t.error.is_none())
+        .filter_map(|t| {
+            engine::refusal(t, &policy.for_target(t)).map(|(_, why)| (t.name.as_str(), why))
+        })
+        .collect();
+    let changing: Vec<&str> = plan
+        .targets
+        .iter()
+        .filter(|t| {
+            t.error.is_none()
+                && engine::has_work(t, &policy.for_target(t))
+                && !refused.iter().any(|(n, _)| *n == t.name)
+        })
+        .map(|t| t.name.as_str())
+        .collect();
+    let nothing_to_do = changing.is_empty() && refused.is_empty() && !plan.has_errors();
+    if nothing_to_do && !interrupted_early {
+        if args.json {
+            let results: Vec<(TargetInfo, ApplyResult)> = session
+                .targets
+                .iter()
+                .map(|t| (t.info().clone(), ApplyResult::unchanged()))
+                .collect();
+            render(&results, true, policy.verify);
+        } else {
+            let _ = crate::outln!("\nnothing to do: every target matches the source");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let asking = saved.is_none() && !args.yes && !interrupted_early && !changing.is_empty();
+    // Without a question the results below report the refusals (once).
+    if asking && !args.json && !refused.is_empty() {
+        let _ = crate::outln!();
+        for (name, why) in &refused {
+            let _ = crate::outln!("{:<11} {name}  {}", "REFUSED", sanitize::for_terminal(why));
+        }
+    }
+    if asking {
+        let question = format!("Apply this plan to {}?", changing.join(", "));
+        if !prompt::confirm(&question)? {
+            anyhow::bail!("cancelled; nothing was changed");
+        }
+        // The plan waited for a person: prove it still holds, as for a saved plan.
+        let now = session.recheck(&plan, max_delete).with_delete(delete);
+        if !interrupt::interrupted() {
+            check_saved(&plan, &now, Stale::Confirmed)?;
+            plan = now;
+        }
+    }
+
     let bars = ui::transfer_progress(args.json);
     let mut results = engine::apply_all(
         &mut session.targets,

@@ -31,6 +31,7 @@ pub fn dispatch(ctx: &Context, command: Command) -> Result<ExitCode> {
         Command::Target(TargetCommand::Repin(a)) => target::repin(ctx, a),
         Command::Target(TargetCommand::Check(a)) => target::check(ctx, a),
         Command::Plan(a) => plan::run(ctx, a),
+        Command::Show(a) => plan::show(a),
         Command::Apply(a) => apply::run(ctx, a),
         Command::Verify(a) => verify::run(ctx, a),
         Command::Mirror(c) => mirror::dispatch(ctx, c),

@@ -1,18 +1,52 @@
 //! `offsync plan`: hash the source, run one rsync dry run per target (in parallel), print
 //! the plan (text — every path, `--stat` per directory, or `--summary` counts only — or
-//! `offsync-plan/1` JSON), optionally save it for `apply PLAN_FILE`.
+//! `offsync-plan/1` JSON), optionally save it for `apply PLAN_FILE` (with the run's decisions:
+//! `--delete`). `offsync show PLAN_FILE` prints a saved plan the same way.
 
 use anyhow::{Context as _, Result};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::cli::PlanArgs;
+use crate::cli::{PlanArgs, ShowArgs};
 use crate::context::Context;
 use crate::error::exit;
 use crate::fsutil;
-use crate::plan::{TextDetail, TextOptions};
+use crate::plan::{Plan, TextDetail, TextOptions};
 use crate::session::Session;
+
+/// Print `plan` to stdout as it is produced: JSON, or text in the detail the flags ask for.
+fn print(plan: &Plan, json: bool, summary: bool, stat: bool) -> Result<()> {
+    let mut w = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    if json {
+        plan.write_json(&mut w)?;
+    } else {
+        let detail = if summary {
+            TextDetail::Summary
+        } else if stat {
+            TextDetail::Stat
+        } else {
+            TextDetail::Paths
+        };
+        plan.write_text_with(
+            &mut w,
+            TextOptions {
+                detail,
+                ..TextOptions::default()
+            },
+        )?;
+    }
+    Ok(w.flush()?)
+}
+
+/// `offsync show PLAN_FILE`: a saved plan, checked as `apply PLAN_FILE` checks it (format,
+/// digest, size; a bad file is bad input, exit 64), printed as `plan` printed it. Reads only
+/// the file: no config, no network.
+pub fn show(args: ShowArgs) -> Result<ExitCode> {
+    let plan = Plan::read_file(&args.plan_file)?;
+    print(&plan, args.json, args.summary, args.stat)?;
+    Ok(ExitCode::from(exit::OK))
+}
 
 pub fn run(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
     let out_path: Option<PathBuf> = match &args.out {
@@ -24,7 +58,7 @@ pub fn run(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
     let mut session = Session::open_excluding(ctx, &args.targets, &extra)?;
     session.set_check(args.check);
     let max_delete = session.max_delete(args.max_delete);
-    let plan = session.plan(max_delete);
+    let plan = session.plan(max_delete).with_delete(args.delete);
     // Close the connections before printing.
     drop(session);
     // An interrupted plan is no plan: its targets' errors are only the interruption.
@@ -43,28 +77,7 @@ pub fn run(ctx: &Context, args: PlanArgs) -> Result<ExitCode> {
         })
         .with_context(|| format!("cannot save the plan to {}", p.display()))?;
     }
-    {
-        let mut w = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-        if args.json {
-            plan.write_json(&mut w)?;
-        } else {
-            let detail = if args.summary {
-                TextDetail::Summary
-            } else if args.stat {
-                TextDetail::Stat
-            } else {
-                TextDetail::Paths
-            };
-            plan.write_text_with(
-                &mut w,
-                TextOptions {
-                    detail,
-                    ..TextOptions::default()
-                },
-            )?;
-        }
-        w.flush()?;
-    }
+    print(&plan, args.json, args.summary, args.stat)?;
     for t in &plan.targets {
         if let Some(e) = &t.error {
             eprintln!(

@@ -123,7 +123,16 @@ pub fn add(ctx: &Context, args: TargetAddArgs) -> Result<ExitCode> {
         keep: args.keep,
         ssh_options: Default::default(),
         exclude: Vec::new(),
+        extra: args.extra,
     });
+    if let Some(why) = config
+        .find_target(&name)
+        .and_then(|t| config.extra_conflict(t))
+    {
+        return Err(crate::input_err!(
+            "--extra: {why}; nothing was saved to config.yaml"
+        ));
+    }
     config.save(&config_path)?;
     eprintln!(
         "added target {name}: {login} (host key {fingerprint}{})",
@@ -368,6 +377,8 @@ struct TargetRow {
     /// `releases` targets: how many releases are kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     keep: Option<u32>,
+    /// What apply does with target-only paths (`refuse`, `keep`, `delete`; see `extra:`).
+    extra: crate::plan::ExtraPolicy,
     /// The newest `apply` in operations.log (`null`: never applied).
     last_apply: Option<LastApplyCell>,
 }
@@ -391,6 +402,7 @@ fn row(config: &Config, t: &TargetConfig) -> TargetRow {
         delete_allowed: !t.no_delete,
         layout: Some(layout),
         keep: (layout == crate::releases::Layout::Releases).then(|| config.keep_for(&name)),
+        extra: config.extra_for(&name),
         last_apply: None,
         name,
     }
@@ -419,6 +431,7 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
         delete_allowed: true,
         layout: None,
         keep: None,
+        extra: config.extra_for(&m.name),
         last_apply: None,
     }));
     let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
@@ -453,7 +466,7 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
         "FINGERPRINT",
     );
     crate::outln!(
-        "{:wn$}  {:wl$}  {:5}  {:wp$}  {:20}  {:11}  {:wf$}  LAST APPLY (UTC)",
+        "{:wn$}  {:wl$}  {:5}  {:wp$}  {:20}  {:6}  {:11}  {:wf$}  LAST APPLY (UTC)",
         "NAME",
         "LOGIN",
         "PORT",
@@ -461,6 +474,7 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
         // Whether the target's rrsync accepts deletions (not `link --no-delete`): what it
         // permits, not what an apply will do (that takes `--delete` or config `delete:`).
         "RRSYNC ALLOWS DELETE",
+        "EXTRA",
         "LAYOUT",
         "FINGERPRINT"
     )?;
@@ -471,7 +485,7 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
             (None, _) => "-".to_string(),
         };
         crate::outln!(
-            "{:wn$}  {:wl$}  {:5}  {:wp$}  {:20}  {:11}  {:wf$}  {}",
+            "{:wn$}  {:wl$}  {:5}  {:wp$}  {:20}  {:6}  {:11}  {:wf$}  {}",
             sanitize::for_terminal(&r.name),
             sanitize::for_terminal(&r.login),
             r.port.map_or("-".to_string(), |p| p.to_string()),
@@ -481,6 +495,7 @@ pub fn list(ctx: &Context, args: TargetListArgs) -> Result<ExitCode> {
                 (_, true) => "yes",
                 (_, false) => "no (-no-del)",
             },
+            r.extra,
             layout,
             r.fingerprint.as_deref().unwrap_or("-"),
             r.last_apply

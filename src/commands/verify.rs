@@ -1,7 +1,7 @@
 //! `offsync verify`: a whole-tree checksum dry run per target, in parallel (mirrors: the
 //! newest snapshot plus an object check, `--deep` re-reads every object). Exit 0 when every
 //! target matches the source, 2 when any drifted (listing what differs, in plan categories),
-//! 1 on error.
+//! 1 on error. Target-only paths on an `extra: keep` target are listed as kept, not drift.
 
 use anyhow::Result;
 use std::process::ExitCode;
@@ -16,7 +16,7 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
     let extra = crate::session::extra_excludes(&args.excludes)?;
     crate::interrupt::install();
     let mut session = Session::open_excluding(ctx, &args.targets, &extra)?;
-    let plan = engine::verify_all(
+    let mut plan = engine::verify_all(
         &mut session.targets,
         &session.manifest,
         &session.excludes,
@@ -27,14 +27,24 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
         eprintln!("offsync: interrupted; nothing was verified");
         return Ok(ExitCode::from(crate::interrupt::exit_code()));
     }
+    // Target-only paths of an `extra: keep` target are reported, not counted as drift.
+    session.stamp(&mut plan);
+    let drifted = plan.targets.iter().any(|t| t.drifted());
     if args.json {
         crate::out!("{}", plan.to_json())?;
     } else {
         for t in &plan.targets {
             if let Some(e) = &t.error {
                 crate::outln!("FAIL     {}  {}", t.name, crate::sanitize::for_terminal(e))?;
-            } else if t.has_changes() {
+            } else if t.drifted() {
                 crate::outln!("DRIFTED  {}", t.name)?;
+            } else if t.has_changes() {
+                crate::outln!(
+                    "ok       {}  ({} entries match; {} extra path(s) kept: extra: keep)",
+                    t.name,
+                    t.summary.unchanged,
+                    t.summary.missing
+                )?;
             } else {
                 crate::outln!(
                     "ok       {}  ({} entries match)",
@@ -44,13 +54,18 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
             }
         }
         if plan.has_changes() {
-            crate::outln!("\nDifferences:")?;
+            let title = if drifted {
+                "Differences"
+            } else {
+                "Kept (extra: keep)"
+            };
+            crate::outln!("\n{title}:")?;
             crate::out!("{}", plan.to_text())?;
         }
     }
     Ok(ExitCode::from(if plan.has_errors() {
         exit::FAILURE
-    } else if plan.has_changes() {
+    } else if drifted {
         exit::CHANGES
     } else {
         exit::OK

@@ -102,6 +102,62 @@ impl std::fmt::Display for CheckMode {
     }
 }
 
+/// What apply does with a target's target-only ("extra") paths: config `extra:` (top level
+/// and per target), `target add --extra`. On the wire (a target's `extra` in the plan JSON,
+/// absent for the default `refuse`): `refuse`, `keep`, `delete`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ExtraPolicy {
+    /// Target-only paths refuse the target unless the run deletes them (`--delete`).
+    #[default]
+    Refuse,
+    /// Target-only paths stay: everything else is synced (rsync without `--delete`), and
+    /// plan and verify list them as kept without failing. `--delete` still deletes them.
+    Keep,
+    /// Target-only paths are deleted as if `--delete` were given (the mass-delete guard
+    /// still applies).
+    Delete,
+}
+
+impl ExtraPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExtraPolicy::Refuse => "refuse",
+            ExtraPolicy::Keep => "keep",
+            ExtraPolicy::Delete => "delete",
+        }
+    }
+
+    pub fn is_refuse(&self) -> bool {
+        *self == ExtraPolicy::Refuse
+    }
+
+    /// What happens to the target-only paths when the run's `--delete` is `delete`: the
+    /// flag deletes on every target of the run, `keep` included.
+    pub fn with_flag(self, delete: bool) -> ExtraPolicy {
+        if delete { ExtraPolicy::Delete } else { self }
+    }
+}
+
+impl std::fmt::Display for ExtraPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One path in a category.
 ///
 /// On the wire (`offsync-plan/1`): `path` (the path relative to the source root, lossy when
@@ -353,6 +409,10 @@ pub struct TargetPlan {
     pub address: String,
     /// The target accepts deletions (not linked with `--no-delete`).
     pub delete_allowed: bool,
+    /// What apply does with target-only paths (`extra:`; absent: `refuse`). Part of the
+    /// digest and of the staleness check: a saved plan keeps the policy it was made with.
+    #[serde(default, skip_serializing_if = "ExtraPolicy::is_refuse")]
+    pub extra: ExtraPolicy,
     /// Why the target could not be planned (then the categories are empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -389,6 +449,16 @@ pub struct TargetPlan {
 impl TargetPlan {
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
+    }
+
+    /// Whether the target differs from the source in a way that counts: any change, except
+    /// target-only paths on a target that keeps them (`extra: keep`).
+    pub fn drifted(&self) -> bool {
+        let c = &self.changes;
+        !(c.added.is_empty()
+            && c.modified.is_empty()
+            && c.metadata.is_empty()
+            && (c.missing.is_empty() || self.extra == ExtraPolicy::Keep))
     }
 
     /// Whether `other` plans the same work (warnings, which depend on flags, and the quick
@@ -439,6 +509,10 @@ pub struct SourceInfo {
 pub struct Plan {
     pub format: String,
     pub source: SourceInfo,
+    /// `plan --delete`: the target-only paths listed are to be deleted on every target, and
+    /// `apply PLAN_FILE` deletes them without `--delete` again. Absent when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub delete: bool,
     pub targets: Vec<TargetPlan>,
     /// BLAKE3 of the canonical JSON of everything above.
     #[serde(default)]
@@ -472,11 +546,29 @@ impl Plan {
                     .map(|p| String::from_utf8_lossy(p).into_owned())
                     .collect(),
             },
+            delete: false,
             targets,
             digest: String::new(),
         };
         plan.digest = plan.compute_digest();
         plan
+    }
+
+    /// This plan recording the run's `--delete` decision (digest recomputed).
+    pub fn with_delete(mut self, delete: bool) -> Plan {
+        self.delete = delete;
+        self.reseal();
+        self
+    }
+
+    /// Recompute the digest after changing the plan.
+    pub fn reseal(&mut self) {
+        self.digest = self.compute_digest();
+    }
+
+    /// What apply does with `t`'s target-only paths under this plan's decisions.
+    pub fn extra_for(&self, t: &TargetPlan) -> ExtraPolicy {
+        t.extra.with_flag(self.delete)
     }
 
     /// BLAKE3 of the compact JSON of the plan with an empty `digest`, streamed into the
@@ -486,6 +578,8 @@ impl Plan {
         struct Unsigned<'a> {
             format: &'a str,
             source: &'a SourceInfo,
+            #[serde(skip_serializing_if = "is_false")]
+            delete: bool,
             targets: &'a [TargetPlan],
             digest: &'a str,
         }
@@ -496,6 +590,7 @@ impl Plan {
             &Unsigned {
                 format: &self.format,
                 source: &self.source,
+                delete: self.delete,
                 targets: &self.targets,
                 digest: "",
             },
@@ -616,6 +711,12 @@ impl Plan {
                     .join(", ")
             )?;
         }
+        if self.delete {
+            writeln!(
+                s,
+                "decided: --delete (the target-only paths listed are deleted on apply)"
+            )?;
+        }
         if opts.detail == TextDetail::Summary {
             // Counts only: one line per target (its errors and warnings too: they say what
             // apply will not do), no headers, no paths.
@@ -630,7 +731,7 @@ impl Plan {
             }
         } else {
             for group in self.groups(!opts.ungrouped) {
-                write_group(s, &group, opts.detail)?;
+                write_group(s, &group, opts.detail, self.delete)?;
             }
         }
         writeln!(s)?;
@@ -667,17 +768,24 @@ impl Plan {
         let n = self.targets.len();
         let failed = n - planned().count();
         let missing = sum(|m| m.missing);
+        // What happens to the target-only paths: one policy for all of them, or the rule.
+        let fates: std::collections::BTreeSet<ExtraPolicy> = planned()
+            .filter(|t| t.summary.missing > 0)
+            .map(|t| self.extra_for(t))
+            .collect();
+        let fate = match fates.iter().collect::<Vec<_>>().as_slice() {
+            [] => "",
+            [ExtraPolicy::Delete] => " (deleted on apply)",
+            [ExtraPolicy::Keep] => " (kept: extra: keep)",
+            _ => " (deleted only with --delete)",
+        };
         let mut line = format!(
             "Plan: {n} {}, {} to add, {} to change, {} metadata, {missing} target-only{}, {} to send",
             plural(n as u64, "target", "targets"),
             sum(|m| m.added),
             sum(|m| m.modified),
             sum(|m| m.metadata),
-            if missing > 0 {
-                " (deleted only with --delete)"
-            } else {
-                ""
-            },
+            fate,
             human_bytes(sum(|m| m.bytes)),
         );
         if failed > 0 {
@@ -716,6 +824,10 @@ pub struct TextOptions {
 /// `x.txt` under `./`.
 pub const STAT_DEPTH: usize = 2;
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {
     if n == 1 { one } else { many }
 }
@@ -729,6 +841,7 @@ fn same_listing(a: &TargetPlan, b: &TargetPlan) -> bool {
     a.error.is_none()
         && b.error.is_none()
         && a.check == b.check
+        && a.extra == b.extra
         && a.release == b.release
         && a.warnings == b.warnings
         // Counts first: lists of different lengths differ without a walk.
@@ -745,6 +858,7 @@ fn write_group(
     s: &mut dyn std::io::Write,
     group: &[&TargetPlan],
     detail: TextDetail,
+    delete: bool,
 ) -> std::io::Result<()> {
     let t = group[0];
     let mut notes = Vec::new();
@@ -759,6 +873,9 @@ fn write_group(
     }
     if let Some(c) = t.check {
         notes.push(c.describe().to_string());
+    }
+    if !t.extra.is_refuse() {
+        notes.push(format!("extra: {}", t.extra));
     }
     let names = group
         .iter()
@@ -786,7 +903,7 @@ fn write_group(
     }
     match detail {
         TextDetail::Stat => write_stat(s, t)?,
-        _ => write_paths(s, t)?,
+        _ => write_paths(s, t, t.extra.with_flag(delete))?,
     }
     for t in group {
         write_target_lines(s, t, true)?;
@@ -795,7 +912,11 @@ fn write_group(
 }
 
 /// Every path of `t`, one line each.
-fn write_paths(s: &mut dyn std::io::Write, t: &TargetPlan) -> std::io::Result<()> {
+fn write_paths(
+    s: &mut dyn std::io::Write,
+    t: &TargetPlan,
+    extra: ExtraPolicy,
+) -> std::io::Result<()> {
     let line = |s: &mut dyn std::io::Write, mark: &str, e: &PlanEntry, note: &str| {
         let shown = sanitize::bytes_for_terminal(e.path_bytes());
         let slash = if e.kind == EntryKind::Dir { "/" } else { "" };
@@ -813,10 +934,12 @@ fn write_paths(s: &mut dyn std::io::Write, t: &TargetPlan) -> std::io::Result<()
     for e in &t.changes.metadata {
         line(s, "=", e, "  (mode/time only)")?;
     }
-    let missing_note = if t.release.is_some() {
-        "  (only in the current release; left out of the new one only with --delete)"
-    } else {
-        "  (target-only; deleted only with --delete)"
+    let missing_note = match (t.release.is_some(), extra) {
+        (true, ExtraPolicy::Delete) => "  (only in the current release; left out of the new one)",
+        (true, _) => "  (only in the current release; left out of the new one only with --delete)",
+        (false, ExtraPolicy::Delete) => "  (target-only; deleted on apply)",
+        (false, ExtraPolicy::Keep) => "  (extra, kept)",
+        (false, ExtraPolicy::Refuse) => "  (target-only; deleted only with --delete)",
     };
     for e in &t.changes.missing {
         line(s, "-", e, missing_note)?;
@@ -1092,6 +1215,7 @@ mod tests {
             kind: TargetKind::Memory,
             address: format!("memory:{name}"),
             delete_allowed: true,
+            extra: Default::default(),
             error: None,
             error_kind: None,
             excludes: Vec::new(),
@@ -1120,6 +1244,67 @@ mod tests {
             .map(|e| e.raw_path())
             .collect();
         assert!(raw.contains(&b"bad\xffname".to_vec()));
+    }
+
+    #[test]
+    fn decisions_are_covered_by_the_digest() {
+        let p = sample();
+        let plain = p.to_json();
+        assert!(!plain.contains("\"delete\"") && !plain.contains("\"extra\""));
+        // Recorded, they are in the JSON and the digest; old plans (without them) still read.
+        let mut d = p.clone().with_delete(true);
+        d.targets[0].extra = ExtraPolicy::Keep;
+        d.reseal();
+        let json = d.to_json();
+        assert!(json.contains("\"delete\": true") && json.contains("\"extra\": \"keep\""));
+        assert_eq!(Plan::from_json(&json, "p").unwrap(), d);
+        assert_ne!(d.digest, p.digest);
+        for (from, to) in [
+            ("\"delete\": true", "\"delete\": false"),
+            ("\"extra\": \"keep\"", "\"extra\": \"delete\""),
+        ] {
+            let err = Plan::from_json(&json.replacen(from, to, 1), "p")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("modified after it was written"), "{err}");
+        }
+        // Removing the decision is tampering too.
+        let stripped = json.replacen("  \"delete\": true,\n", "", 1);
+        assert_ne!(stripped, json);
+        assert!(Plan::from_json(&stripped, "p").is_err());
+    }
+
+    #[test]
+    fn the_text_says_what_happens_to_target_only_paths() {
+        let p = sample();
+        assert!(
+            p.to_text()
+                .contains("- old  (target-only; deleted only with --delete)")
+        );
+        let d = p.clone().with_delete(true);
+        let text = d.to_text();
+        assert!(text.contains("decided: --delete"), "{text}");
+        assert!(
+            text.contains("- old  (target-only; deleted on apply)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1 target-only (deleted on apply)")
+                || text.contains("2 target-only (deleted on apply)"),
+            "{text}"
+        );
+        let mut k = p.clone();
+        for t in &mut k.targets {
+            t.extra = ExtraPolicy::Keep;
+        }
+        let text = k.to_text();
+        assert!(
+            text.contains("- old  (extra, kept)") && text.contains("extra: keep"),
+            "{text}"
+        );
+        assert!(text.contains("(kept: extra: keep)"), "{text}");
+        // A kept extra is not drift; anything else is.
+        assert!(!k.targets[0].drifted() || !k.targets[0].changes.added.is_empty());
     }
 
     #[test]
@@ -1237,6 +1422,11 @@ mod tests {
         let p = sample();
         insta::assert_snapshot!("plan_text", p.to_text());
         insta::assert_snapshot!("plan_json", p.to_json());
+        // `offsync show` of a plan saved with `plan --delete` and a target with `extra: keep`.
+        let mut d = p.with_delete(true);
+        d.targets[1].extra = ExtraPolicy::Keep;
+        d.reseal();
+        insta::assert_snapshot!("plan_text_decided", d.to_text());
     }
 
     /// `sample` with a third target whose listing differs, and a failed fourth.

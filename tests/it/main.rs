@@ -17,6 +17,8 @@
 //! - `hardening`: closed stdout pipes, umask, setuid/setgid bits, a full target disk, the
 //!   Python offsync's `verify: hash`
 //! - `faults`: randomized SIGKILL/SIGTERM/SIGINT/SIGHUP trials during apply and plan
+//! - `decisions`: saved plans holding `--delete`, `offsync show`, refusals before the
+//!   question, `apply --json` rows for unchanged targets, `extra: keep | delete`
 //! - `deletes`: hostile target-only trees in one `apply --delete`; the mass-delete guard
 //! - `confinement`: a tampered forced command is refused by every connecting command
 //! - `passes`: the rsync passes plan/apply/verify make (counted by an rsync wrapper on PATH),
@@ -40,6 +42,7 @@ mod apply;
 mod bad_input;
 mod cli;
 mod confinement;
+mod decisions;
 mod deletes;
 mod faults;
 mod hardening;

@@ -538,6 +538,7 @@ pub fn prelink(home: &Home, sshd: &Sshd, name: &str) {
         keep: None,
         ssh_options: Default::default(),
         exclude: Vec::new(),
+        extra: None,
     });
     config.save(&home.config()).unwrap();
 }
