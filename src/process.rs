@@ -422,6 +422,9 @@ impl Cmd {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let line = &stdout[start..];
+                        // A record ended by `\r` is a redraw (rsync's progress): `-vv` echoes
+                        // only the state a line ends in, not every redraw.
+                        let redraw = line.last() == Some(&b'\r');
                         let line = match line.last() {
                             Some(b) if ends.contains(b) => &line[..line.len() - 1],
                             _ => line,
@@ -429,7 +432,7 @@ impl Cmd {
                         if line.is_empty() && ends.len() > 1 {
                             continue;
                         }
-                        if let Some(n) = echo {
+                        if let (Some(n), false) = (echo, redraw) {
                             eprintln!(
                                 "offsync: run[{n}]: out: {}",
                                 sanitize::for_terminal(&String::from_utf8_lossy(line))
