@@ -4,22 +4,10 @@
 //! a `link --no-delete` one included.
 
 use crate::util::{
-    Home, World, all_output, last_record, skip_unless_tools, snapshot, snapshot_sans_marker, stdout,
+    Home, World, all_output, edit_target, last_record, skip_unless_tools, snapshot,
+    snapshot_sans_marker, stdout,
 };
-use offsync::config::{Config, TargetConfig};
 use offsync::plan::ExtraPolicy;
-
-/// Change one target's entry in config.yaml.
-fn edit_target(h: &Home, name: &str, f: impl FnOnce(&mut TargetConfig)) {
-    let mut c = Config::load(&h.config()).unwrap();
-    let t = c
-        .targets
-        .iter_mut()
-        .find(|t| t.name.as_deref() == Some(name))
-        .unwrap_or_else(|| panic!("no target {name}"));
-    f(t);
-    c.save(&h.config()).unwrap();
-}
 
 /// A source of three files, applied to every target of `w`.
 fn synced(n: usize) -> World {

@@ -12,10 +12,10 @@
 //! test can write directly: the sshd runs as the test's own user).
 
 use crate::util::{
-    Home, KillMatchingOnDrop, Prng, World, all_output, home_needle, kill_matching, oplog,
-    send_signal, set_config, skip_unless_tools, snapshot, stdout, wait_child, wait_no_procs, which,
+    Home, KillMatchingOnDrop, Prng, World, all_output, edit_target, home_needle, kill_matching,
+    oplog, send_signal, set_config, skip_unless_tools, snapshot, stdout, wait_child, wait_no_procs,
+    which,
 };
-use offsync::config::{Config, TargetConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
@@ -67,18 +67,6 @@ fn releases_world(n: usize) -> World {
     let w = World::fast(n);
     set_config(&w.home, "layout", "releases");
     w
-}
-
-/// Change one target's entry in config.yaml.
-fn edit_target(h: &Home, name: &str, f: impl FnOnce(&mut TargetConfig)) {
-    let mut c = Config::load(&h.config()).unwrap();
-    let t = c
-        .targets
-        .iter_mut()
-        .find(|t| t.name.as_deref() == Some(name))
-        .unwrap_or_else(|| panic!("no target {name}"));
-    f(t);
-    c.save(&h.config()).unwrap();
 }
 
 /// Make target `idx` of `w` a `--no-delete` target: the forced command gets rrsync's

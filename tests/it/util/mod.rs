@@ -1139,3 +1139,15 @@ pub fn http_body(method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, buf[split + 4..].to_vec())
 }
+
+/// Change one target's entry in config.yaml.
+pub fn edit_target(h: &Home, name: &str, f: impl FnOnce(&mut offsync::config::TargetConfig)) {
+    let mut c = offsync::config::Config::load(&h.config()).unwrap();
+    let t = c
+        .targets
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no target {name}"));
+    f(t);
+    c.save(&h.config()).unwrap();
+}
