@@ -41,7 +41,8 @@ const PARALLEL_THRESHOLD: u64 = 1 << 20;
 /// keeps memory flat: mapped pages count towards RSS (a 400 MB file hashed right after it was
 /// written peaked at 432 MB), and a cold file is read sequentially with readahead instead of
 /// page-faulted in by several threads at once. 4 MiB gives BLAKE3's rayon split enough to
-/// spread over the cores; measured no slower than the map, warm or cold (README, Mirrors).
+/// spread over the cores. Measured on a 1 GiB file (README, Performance, Mirrors): RSS 1 GiB →
+/// 18 MB; as fast as the map when cached, about 0.1 s slower per GiB when not.
 const HASH_CHUNK: usize = 4 << 20;
 
 /// What a manifest entry is.
