@@ -110,7 +110,15 @@ pub struct MirrorConfig {
     /// lines; its own key is always trusted). Managed with `offsync mirror writers`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub writers: Vec<String>,
+    /// Object uploads in flight at once (1..=[`MAX_UPLOADS`]); unset: the mirror kind's
+    /// default ([`crate::mirror::default_uploads`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploads: Option<usize>,
 }
+
+/// The most `mirrors[].uploads` accepts: each upload slot holds up to one object's
+/// ciphertext (8 MiB), so the bound keeps a typo from costing gigabytes.
+pub const MAX_UPLOADS: usize = 64;
 
 impl Default for Config {
     fn default() -> Self {
@@ -422,6 +430,15 @@ impl Config {
             }
             crate::location::Location::parse(&m.url)
                 .map_err(|e| anyhow::anyhow!("{}: mirror {:?}: {e}", path.display(), m.name))?;
+            if let Some(n) = m.uploads
+                && !(1..=MAX_UPLOADS).contains(&n)
+            {
+                return Err(crate::input_err!(
+                    "{}: mirror {}: uploads is {n}; set it to a number from 1 to {MAX_UPLOADS}, or remove the line for the default",
+                    path.display(),
+                    m.name
+                ));
+            }
         }
         let excludes = std::iter::once((String::new(), &self.exclude)).chain(
             self.targets
@@ -797,6 +814,35 @@ targets:
                 "{msg}"
             );
         }
+    }
+
+    #[test]
+    fn mirror_uploads_accepts_1_to_64_and_refuses_the_rest_as_bad_input() {
+        let parse = |n: &str| {
+            let text = format!("mirrors:\n  - {{name: m, url: \"file:///x\", uploads: {n}}}\n");
+            Config::parse(text.as_bytes(), Path::new("config.yaml"))
+        };
+        for ok in [1, 8, 64] {
+            let c = parse(&ok.to_string()).unwrap();
+            assert_eq!(c.mirrors[0].uploads, Some(ok));
+        }
+        for bad in ["0", "65", "1000"] {
+            let err = parse(bad).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(
+                err.downcast_ref::<crate::error::InputError>().is_some(),
+                "{msg}"
+            );
+            assert_eq!(
+                msg,
+                format!(
+                    "config.yaml: mirror m: uploads is {bad}; set it to a number from 1 to 64, or remove the line for the default"
+                )
+            );
+        }
+        // Not a number: refused with its line and column, like any mistyped value.
+        let msg = format!("{:#}", parse("many").unwrap_err());
+        assert!(msg.starts_with("config.yaml:2:"), "{msg}");
     }
 
     #[test]

@@ -178,6 +178,10 @@ pub const CONFIG_KEYS: &[(&str, &str)] = &[
         "mirrors[].writers",
         "Other controllers whose snapshot signatures this controller accepts (`ssh-ed25519 ...` lines; managed with `mirror writers`).",
     ),
+    (
+        "mirrors[].uploads",
+        "Object uploads in flight at once during apply, 1 to 64. Default 16 on S3, 8 for a directory. Objects over 1 MiB go at most 4 at a time and multipart objects (over 8 MiB) at most 2, which bounds memory.",
+    ),
 ];
 
 /// The sections of `offsync.1` that clap does not know about.
@@ -401,7 +405,7 @@ mod tests {
     fn every_config_key_is_documented() {
         use crate::config::Config;
         // A config with every optional key set, so that serialisation shows them all.
-        let text = "version: 1\nsource: /s\ndelete: true\noverwrite: false\nmax_delete: 3\nverify: false\nexclude: [a]\nconcurrency: 2\ncheck: quick\nlayout: releases\nkeep: 2\ntargets:\n  - name: t\n    login: u@h\n    user: u\n    host: h\n    port: 2\n    remote_path: /r\n    rrsync: /usr/bin/rrsync\n    fingerprint: SHA256:x\n    no_delete: true\n    check: quick\n    layout: releases\n    keep: 2\n    exclude: [b]\n    ssh_options: {ConnectTimeout: 5}\nmirrors:\n  - name: m\n    url: /m\n    endpoint: http://e\n    region: r\n    writers: [w]\n";
+        let text = "version: 1\nsource: /s\ndelete: true\noverwrite: false\nmax_delete: 3\nverify: false\nexclude: [a]\nconcurrency: 2\ncheck: quick\nlayout: releases\nkeep: 2\ntargets:\n  - name: t\n    login: u@h\n    user: u\n    host: h\n    port: 2\n    remote_path: /r\n    rrsync: /usr/bin/rrsync\n    fingerprint: SHA256:x\n    no_delete: true\n    check: quick\n    layout: releases\n    keep: 2\n    exclude: [b]\n    ssh_options: {ConnectTimeout: 5}\nmirrors:\n  - name: m\n    url: /m\n    endpoint: http://e\n    region: r\n    writers: [w]\n    uploads: 4\n";
         let config = Config::parse(text.as_bytes(), std::path::Path::new("config.yaml")).unwrap();
         let json = serde_json::to_value(&config).unwrap();
         let mut keys = Vec::new();

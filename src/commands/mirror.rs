@@ -188,6 +188,7 @@ fn add(ctx: &Context, args: MirrorAddArgs) -> Result<ExitCode> {
         endpoint: args.s3.endpoint,
         region: args.s3.region,
         writers: Vec::new(),
+        uploads: None,
     });
     config.save(&config_path)?;
     crate::outln!(

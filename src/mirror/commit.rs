@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::index::ObjectIndex;
 use super::snapshot::{SnapEntry, SnapSource, Snapshot};
-use super::{Mirror, SMALL_OBJECT, WORKERS};
+use super::{Mirror, SMALL_OBJECT};
 use crate::plan::Categories;
 use crate::plan::manifest::{Kind, Manifest};
 
@@ -184,9 +184,9 @@ fn missing_objects(
 
 /// Encrypt and store `jobs` (paths relative to `root`); returns id → stored size.
 ///
-/// Memory stays bounded whatever the sizes: each small upload holds one ciphertext, so files
-/// over 1 MiB go four at a time, and multipart uploads (one part buffer each) two at a time;
-/// everything else [`WORKERS`] at a time.
+/// [`Mirror::uploads`] objects are in flight at once. Memory stays bounded whatever the sizes:
+/// each small upload holds one ciphertext, so files over 1 MiB go at most four at a time, and
+/// multipart uploads (one part buffer each) at most two at a time.
 fn upload(
     mirror: &Mirror,
     root: &Path,
@@ -202,7 +202,12 @@ fn upload(
     let done = AtomicU64::new(0);
     let done_bytes = AtomicU64::new(0);
     let mut stored = HashMap::new();
-    for (batch, workers) in [(&mut small, WORKERS), (&mut medium, 4), (&mut large, 2)] {
+    let n = mirror.uploads();
+    for (batch, workers) in [
+        (&mut small, n),
+        (&mut medium, n.min(4)),
+        (&mut large, n.min(2)),
+    ] {
         let results = crate::parallel::parallel(batch, workers, |(id, (p, size, hash))| {
             if crate::interrupt::interrupted() {
                 anyhow::bail!("interrupted");

@@ -34,8 +34,16 @@ use std::path::{Component, Path, PathBuf};
 use super::excludes::Excludes;
 use crate::fsutil;
 
-/// Files at least this big are hashed with memory maps on all cores.
-const MMAP_THRESHOLD: u64 = 1 << 20;
+/// Files at least this big are hashed on all cores, [`HASH_CHUNK`] bytes at a time.
+const PARALLEL_THRESHOLD: u64 = 1 << 20;
+
+/// Read size for hashing a large file. Reading into one reused buffer, not mapping the file,
+/// keeps memory flat: mapped pages count towards RSS (a 400 MB file hashed right after it was
+/// written peaked at 432 MB), and a cold file is read sequentially with readahead instead of
+/// page-faulted in by several threads at once. 4 MiB gives BLAKE3's rayon split enough to
+/// spread over the cores. Measured on a 1 GiB file (README, Performance, Mirrors): RSS 1 GiB →
+/// 18 MB; as fast as the map when cached, about 0.1 s slower per GiB when not.
+const HASH_CHUNK: usize = 4 << 20;
 
 /// What a manifest entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -707,24 +715,77 @@ fn escapes(rel: &Path, target: &Path) -> bool {
 }
 
 fn hash_file(path: &Path, size: u64) -> Result<[u8; 32]> {
-    let mut hasher = blake3::Hasher::new();
-    if size >= MMAP_THRESHOLD {
-        hasher
-            .update_mmap_rayon(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let chunk = if size >= PARALLEL_THRESHOLD {
+        HASH_CHUNK
     } else {
-        let mut f =
-            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut buf = [0u8; 64 * 1024];
+        64 << 10
+    };
+    hash_reader(&mut f, chunk).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// BLAKE3 of everything `r` yields, read `chunk` bytes at a time. Chunks of [`HASH_CHUNK`]
+/// are hashed on all cores while a second thread reads the next one into the other of two
+/// buffers, so a large file costs two buffers of memory and about the longer of reading and
+/// hashing, not their sum.
+fn hash_reader(r: &mut (dyn Read + Send), chunk: usize) -> std::io::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    if chunk < HASH_CHUNK {
+        let mut buf = vec![0u8; chunk];
         loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
+            let n = read_full(r, &mut buf)?;
             hasher.update(&buf[..n]);
+            if n < buf.len() {
+                return Ok(*hasher.finalize().as_bytes());
+            }
         }
     }
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
+    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    for _ in 0..2 {
+        empty_tx
+            .send(vec![0u8; chunk])
+            .expect("the receiver is alive");
+    }
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || -> std::io::Result<()> {
+            // Ends when the file does (dropping `full_tx` ends the hashing loop) or when the
+            // hashing side is gone.
+            while let Ok(mut buf) = empty_rx.recv() {
+                let n = read_full(r, &mut buf)?;
+                let last = n < buf.len();
+                if full_tx.send((buf, n)).is_err() || last {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        for (buf, n) in full_rx {
+            hasher.update_rayon(&buf[..n]);
+            // Fails only once the reader has finished; the buffer is then just dropped.
+            let _ = empty_tx.send(buf);
+        }
+        reader
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })?;
     Ok(*hasher.finalize().as_bytes())
+}
+
+/// Fill `buf` from `r` (reads may come back short, which would narrow the parallel split);
+/// returns the bytes read, less than `buf.len()` only at the end of `r`.
+fn read_full(r: &mut (dyn Read + Send), buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// BLAKE3 over the canonical encoding of the entries.
@@ -934,6 +995,49 @@ mod tests {
 
     fn no_ex() -> Excludes {
         Excludes::new(&[]).unwrap()
+    }
+
+    /// A reader that returns at most `max` bytes per read, as pipes and some filesystems do.
+    struct Trickle<'a>(&'a [u8], usize);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.1).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// Chunked hashing is BLAKE3 of the whole content at every size around a chunk boundary,
+    /// through a file (small and parallel paths) and through short reads.
+    #[test]
+    fn chunked_hash_equals_blake3_of_the_whole_file_around_chunk_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = HASH_CHUNK;
+        let data: Vec<u8> = (0..3 * c + 5).map(|i| (i * 7 + i / 4093) as u8).collect();
+        let sizes = [
+            0,
+            1,
+            64 << 10,
+            (1 << 20) - 1,
+            1 << 20,
+            c - 1,
+            c,
+            c + 1,
+            3 * c + 5,
+        ];
+        for n in sizes {
+            let want = *blake3::hash(&data[..n]).as_bytes();
+            let p = dir.path().join("f");
+            std::fs::write(&p, &data[..n]).unwrap();
+            assert_eq!(hash_file(&p, n as u64).unwrap(), want, "file of {n} bytes");
+            let mut short = Trickle(&data[..n], 1 << 20 | 17);
+            assert_eq!(
+                hash_reader(&mut short, c).unwrap(),
+                want,
+                "short reads, {n} bytes"
+            );
+        }
     }
 
     fn set_old_mtime(p: &Path) {

@@ -31,6 +31,8 @@ pub struct MirrorTarget {
     home: std::path::PathBuf,
     /// Other trusted writers (config.yaml).
     writers: Vec<String>,
+    /// `mirrors[].uploads` (config.yaml).
+    uploads: Option<usize>,
     mirror: Option<Mirror>,
     /// The generation the last scan saw (`None`: the mirror is empty).
     base: Option<(Snapshot, String)>,
@@ -59,6 +61,7 @@ impl MirrorTarget {
             },
             home: ctx.home.clone(),
             writers: m.writers.clone(),
+            uploads: m.uploads,
             mirror: None,
             base: None,
             scanned: false,
@@ -84,7 +87,8 @@ impl MirrorTarget {
             let trust = mirror::controller_trust(&self.home, &self.info.name, &self.writers, true)?;
             let m = Mirror::open(store, &ids, &self.home.join("mirror-state"))?
                 .with_trust(trust)
-                .with_signer(mirror::own_signing_key(&self.home)?);
+                .with_signer(mirror::own_signing_key(&self.home)?)
+                .with_uploads(self.uploads);
             if m.rekey_pending().is_some() {
                 anyhow::bail!(
                     "a rekey of {} was interrupted; finish it with `offsync mirror rekey {}` before applying",
