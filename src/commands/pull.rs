@@ -72,6 +72,21 @@ fn open_mirror(ctx: &Context, args: &PullArgs) -> Result<Mirror> {
     Ok(Mirror::open(store, &ids, &ctx.home.join("mirror-state"))?.with_trust(trust))
 }
 
+/// The mirror and its newest verified snapshot; an empty mirror is an error (nothing to pull).
+fn open_latest(
+    ctx: &Context,
+    args: &PullArgs,
+) -> Result<(Mirror, crate::mirror::snapshot::Snapshot)> {
+    let mirror = open_mirror(ctx, args)?;
+    let Some((snap, _)) = mirror.latest()? else {
+        anyhow::bail!(
+            "{} has no snapshot yet; nothing to pull",
+            mirror.store.display()
+        );
+    };
+    Ok((mirror, snap))
+}
+
 /// Releases kept by default (`--keep`).
 const DEFAULT_KEEP: u64 = 5;
 
@@ -108,13 +123,7 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
             ReleaseDir::relative(g)
         ));
     }
-    let mirror = open_mirror(ctx, &args)?;
-    let Some((snap, _)) = mirror.latest()? else {
-        anyhow::bail!(
-            "{} has no snapshot yet; nothing to pull",
-            mirror.store.display()
-        );
-    };
+    let (mirror, snap) = open_latest(ctx, &args)?;
     let _lock = if args.dry_run {
         None
     } else {
@@ -207,13 +216,7 @@ fn pull_release(ctx: &Context, args: &PullArgs, dest: &Path) -> Result<ExitCode>
     } else {
         None
     };
-    let mirror = open_mirror(ctx, args)?;
-    let Some((snap, _)) = mirror.latest()? else {
-        anyhow::bail!(
-            "{} has no snapshot yet; nothing to pull",
-            mirror.store.display()
-        );
-    };
+    let (mirror, snap) = open_latest(ctx, args)?;
     let _lock = if args.dry_run {
         None
     } else {
