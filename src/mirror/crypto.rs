@@ -25,8 +25,10 @@ use std::str::FromStr;
 
 use crate::fsutil;
 
-/// age's payload chunk size.
-const CHUNK: u64 = 64 * 1024;
+/// age's payload chunk size (plaintext bytes per STREAM chunk).
+pub const CHUNK: u64 = 64 * 1024;
+/// A full STREAM chunk as stored: the plaintext plus its 16-byte Poly1305 tag.
+pub const ENCRYPTED_CHUNK: u64 = CHUNK + 16;
 
 /// A parsed X25519 identity plus the text form of its recipient.
 pub struct Identity {
@@ -210,8 +212,13 @@ impl MirrorKey {
         decrypt_with(&[&self.identity], data)
     }
 
-    /// A streaming decryptor over `input`.
-    pub fn decrypt_stream<R: Read>(&self, input: R) -> Result<impl Read, OpenError> {
+    /// A streaming decryptor over `input`. The reader is also `Seek` when `input` is: age
+    /// authenticates each 64 KiB chunk on its own, so a seek decrypts from the target chunk
+    /// without reading the chunks before it (what [`super::pack::read_member`] relies on).
+    pub fn decrypt_stream<R: Read>(
+        &self,
+        input: R,
+    ) -> Result<age::stream::StreamReader<R>, OpenError> {
         let dec = age::Decryptor::new(input).map_err(|_| OpenError::Corrupt)?;
         dec.decrypt(std::iter::once(&self.identity as &dyn age::Identity))
             .map_err(|e| match e {

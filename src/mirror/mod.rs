@@ -33,6 +33,7 @@ pub mod check;
 pub mod commit;
 pub mod crypto;
 pub mod index;
+pub mod pack;
 pub mod prune;
 pub mod rekey;
 pub mod restore;
