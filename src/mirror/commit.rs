@@ -23,6 +23,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::index::ObjectIndex;
+use super::packs::{PACK_TARGET, PACK_THRESHOLD, PackSink};
 use super::snapshot::{SnapEntry, SnapSource, Snapshot};
 use super::{Mirror, SMALL_OBJECT};
 use crate::plan::Categories;
@@ -30,6 +31,19 @@ use crate::plan::manifest::{Kind, Manifest};
 
 /// One object to upload: object id, source path, size, BLAKE3.
 type Upload = (String, (Vec<u8>, u64, [u8; 32]));
+
+/// Stored objects by id: the stored size of a single object, `None` for a pack member.
+type Known = HashMap<String, Option<u64>>;
+
+/// `mirror prune`'s default `--min-age`: it never deletes anything younger.
+pub const PRUNE_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// An apply reuses a stored object that no generation it builds on references (an orphan
+/// of a killed or losing apply) only while it is younger than this; an older one is stored
+/// again. A prune deletes only orphans older than its `--min-age` (default
+/// [`PRUNE_MIN_AGE`]), so an orphan this young cannot be deleted between this apply's
+/// listing and its publish unless the apply takes longer than the difference.
+pub const REUSE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1800);
 
 /// A generation ready to publish: every object it references is stored.
 #[derive(Debug, Clone)]
@@ -68,9 +82,9 @@ pub fn prepare(
     };
     // Objects already stored: those the base generation references, and (only when
     // something must be uploaded) whatever an interrupted apply left behind.
-    let mut known: HashMap<String, u64> = entries
+    let mut known: Known = entries
         .values()
-        .filter_map(|e| Some((e.object.clone()?, e.stored_size?)))
+        .filter_map(|e| Some((e.object.clone()?, e.stored_size)))
         .collect();
     let (mut changed, jobs) = missing_objects(mirror, source, changes, &mut known)?;
     known.extend(upload(mirror, &source.root, jobs, progress)?);
@@ -111,7 +125,7 @@ pub fn prepare(
 }
 
 /// The object id and stored size of the content with BLAKE3 `hash`, which must be stored.
-fn stored(mirror: &Mirror, known: &HashMap<String, u64>, hash: &[u8; 32]) -> Result<(String, u64)> {
+fn stored(mirror: &Mirror, known: &Known, hash: &[u8; 32]) -> Result<(String, Option<u64>)> {
     let id = mirror.key.object_id(hash);
     let n = *known
         .get(&id)
@@ -144,12 +158,15 @@ fn owned_entries(snap: &Snapshot) -> Result<BTreeMap<Vec<u8>, SnapEntry>> {
 }
 
 /// Dedupe: the paths `changes` writes, and one upload per object they need that is not in
-/// `known` (extended with the store's listing when anything is missing).
+/// `known` (extended with what the store holds when anything is missing).
+///
+/// What the store holds beyond the base generation is reused only when it is younger than
+/// [`REUSE_MAX_AGE`]: no kept generation references it, so a prune may delete it.
 fn missing_objects(
     mirror: &Mirror,
     source: &Manifest,
     changes: &Categories,
-    known: &mut HashMap<String, u64>,
+    known: &mut Known,
 ) -> Result<(Vec<Vec<u8>>, Vec<Upload>)> {
     let mut wanted: BTreeMap<String, (Vec<u8>, u64, [u8; 32])> = BTreeMap::new();
     let mut changed = Vec::new();
@@ -169,45 +186,108 @@ fn missing_objects(
         changed.push(p);
     }
     if !wanted.is_empty() {
-        known.extend(ObjectIndex::load(&mirror.store)?.sizes());
-        // Objects are written atomically (S3 PUT, temp file + rename locally), so a
-        // leftover of an interrupted apply is whole; the size check only rejects what
-        // cannot be an age file of that plaintext (tampering shows up in `verify --deep`).
+        let packs = mirror.pack_index()?;
+        let singles = ObjectIndex::load(&mirror.store)?;
         wanted.retain(|id, (_, size, _)| {
-            !known
-                .get(id)
-                .is_some_and(|n| super::crypto::plausible_len(*size, *n))
+            if let Some(at) = packs.locate(id)
+                && at.member.len == *size
+                && packs.age_of(id).is_some_and(|a| a < REUSE_MAX_AGE)
+            {
+                known.insert(id.clone(), None);
+                return false;
+            }
+            // Objects are written atomically (S3 PUT, temp file + rename locally), so a
+            // leftover of an interrupted apply is whole; the size check only rejects what
+            // cannot be an age file of that plaintext (tampering shows up in `verify --deep`).
+            if let Some(o) = singles.get(id)
+                && o.age < REUSE_MAX_AGE
+                && super::crypto::plausible_len(*size, o.size)
+            {
+                known.insert(id.clone(), Some(o.size));
+                return false;
+            }
+            true
         });
     }
     Ok((changed, wanted.into_iter().collect()))
 }
 
-/// Encrypt and store `jobs` (paths relative to `root`); returns id → stored size.
+/// Encrypt and store `jobs` (paths relative to `root`); returns what was stored, by id.
 ///
-/// [`Mirror::uploads`] objects are in flight at once. Memory stays bounded whatever the sizes:
-/// each small upload holds one ciphertext, so files over 1 MiB go at most four at a time, and
-/// multipart uploads (one part buffer each) at most two at a time.
+/// Files below [`PACK_THRESHOLD`] go into packs, in path order (a directory's files end up
+/// together, so restoring part of the tree reads few packs); at most two packs are filled at
+/// once, because each holds up to [`PACK_TARGET`] of ciphertext until its PUT. The others are
+/// single objects, [`Mirror::uploads`] at once; memory stays bounded whatever the sizes: each
+/// holds one ciphertext, so files over 1 MiB go at most four at a time, and multipart uploads
+/// (one part buffer each) at most two at a time.
 fn upload(
     mirror: &Mirror,
     root: &Path,
     jobs: Vec<Upload>,
     progress: &(dyn Fn(crate::engine::Sent) + Sync),
-) -> Result<HashMap<String, u64>> {
-    let (mut large, rest): (Vec<_>, Vec<_>) = jobs
+) -> Result<Known> {
+    let (mut packed, rest): (Vec<_>, Vec<_>) = jobs
+        .into_iter()
+        .partition(|(_, (_, size, _))| *size < PACK_THRESHOLD);
+    let (mut large, mut medium): (Vec<_>, Vec<_>) = rest
         .into_iter()
         .partition(|(_, (_, size, _))| *size > SMALL_OBJECT);
-    let (mut medium, mut small): (Vec<_>, Vec<_>) = rest
-        .into_iter()
-        .partition(|(_, (_, size, _))| *size > 1 << 20);
     let done = AtomicU64::new(0);
     let done_bytes = AtomicU64::new(0);
-    let mut stored = HashMap::new();
+    let report = |size: u64| {
+        let bytes = done_bytes.fetch_add(size, Ordering::Relaxed) + size;
+        progress(crate::engine::Sent {
+            bytes,
+            files: done.fetch_add(1, Ordering::Relaxed) + 1,
+        });
+    };
+    let mut stored: Known = HashMap::new();
+    if !packed.is_empty() {
+        packed.sort_by(|a, b| a.1.0.cmp(&b.1.0));
+        let mut groups: Vec<Vec<Upload>> = Vec::new();
+        let mut fill = PACK_TARGET;
+        for job in packed {
+            let size = job.1.1 + 512;
+            if fill + size > PACK_TARGET {
+                groups.push(Vec::new());
+                fill = 0;
+            }
+            fill += size;
+            groups.last_mut().expect("a group was started").push(job);
+        }
+        mirror.mark_current_format()?;
+        let sink = PackSink::new(&mirror.store, &mirror.key);
+        let results = crate::parallel::parallel(&mut groups, mirror.uploads().min(2), |group| {
+            let mut pack = sink.start()?;
+            for (id, (p, size, hash)) in group.iter() {
+                if crate::interrupt::interrupted() {
+                    anyhow::bail!("interrupted");
+                }
+                let src = root.join(OsStr::from_bytes(p));
+                let file = fs_err::File::open(&src)?;
+                let mut hashing = HashingReader {
+                    inner: file,
+                    hasher: blake3::Hasher::new(),
+                };
+                pack.add_reader(id, *size, &mut hashing)
+                    .map_err(|_| changed_error(&src))?;
+                if hashing.hasher.finalize().as_bytes() != hash {
+                    return Err(changed_error(&src));
+                }
+            }
+            sink.store(pack)?;
+            for (_, (_, size, _)) in group.iter() {
+                report(*size);
+            }
+            Ok(group.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>())
+        });
+        for r in results {
+            stored.extend(r?.into_iter().map(|id| (id, None)));
+        }
+        sink.finish()?;
+    }
     let n = mirror.uploads();
-    for (batch, workers) in [
-        (&mut small, n),
-        (&mut medium, n.min(4)),
-        (&mut large, n.min(2)),
-    ] {
+    for (batch, workers) in [(&mut medium, n.min(4)), (&mut large, n.min(2))] {
         let results = crate::parallel::parallel(batch, workers, |(id, (p, size, hash))| {
             if crate::interrupt::interrupted() {
                 anyhow::bail!("interrupted");
@@ -215,19 +295,36 @@ fn upload(
             let src = root.join(OsStr::from_bytes(p));
             let (got, n) = mirror.store_file(&src, *size, hash)?;
             debug_assert_eq!(&got, id);
-            let bytes = done_bytes.fetch_add(*size, Ordering::Relaxed) + *size;
-            progress(crate::engine::Sent {
-                bytes,
-                files: done.fetch_add(1, Ordering::Relaxed) + 1,
-            });
+            report(*size);
             Ok((got, n))
         });
         for r in results {
             let (id, n) = r?;
-            stored.insert(id, n);
+            stored.insert(id, Some(n));
         }
     }
     Ok(stored)
+}
+
+fn changed_error(src: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} changed while it was being uploaded; run `offsync plan` again",
+        src.display()
+    )
+}
+
+/// Hashes what passes through, so a file is read once to be both checked and packed.
+struct HashingReader<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// What [`sign_latest`] did.

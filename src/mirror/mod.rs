@@ -34,6 +34,7 @@ pub mod commit;
 pub mod crypto;
 pub mod index;
 pub mod pack;
+pub mod packs;
 pub mod prune;
 pub mod rekey;
 pub mod restore;
@@ -56,7 +57,21 @@ use store::{Location, Store};
 pub const KEY_FILE: &str = "keys/mirror-key.age";
 pub const NEXT_KEY_FILE: &str = "keys/mirror-key.next.age";
 pub const MARKER: &str = "offsync-mirror";
-const MARKER_TEXT: &str = "offsync-mirror/1\nAn offsync encrypted mirror. Format and manual recovery: `man offsync-mirror`, or the README section \"Mirror format\".\n";
+/// The format this offsync writes: `/2` stores small files in packs (see [`packs`]).
+pub const FORMAT: u32 = 2;
+const MARKER_TEXT: &str = "offsync-mirror/2\nAn offsync encrypted mirror. Format and manual recovery: `man offsync-mirror`, or the README section \"Mirror format\".\n";
+
+/// The format version a marker names: `offsync-mirror/N` on its first line (`None`: not a
+/// marker offsync wrote).
+pub fn marker_version(text: &[u8]) -> Option<u32> {
+    let first = text.split(|&b| b == b'\n').next()?;
+    std::str::from_utf8(first)
+        .ok()?
+        .strip_prefix("offsync-mirror/")?
+        .trim()
+        .parse()
+        .ok()
+}
 
 /// Parallel downloads per mirror, and re-encryptions of a rekey.
 pub const WORKERS: usize = 16;
@@ -239,6 +254,10 @@ pub struct Mirror {
     signer: Option<PrivateKey>,
     /// Object uploads in flight at once (see [`default_uploads`]).
     uploads: usize,
+    /// The format version the marker names (1 or 2).
+    format: std::sync::atomic::AtomicU32,
+    /// The pack index, loaded on first use (and again when a pack it names has gone).
+    packs: std::sync::Mutex<Option<std::sync::Arc<packs::PackIndex>>>,
 }
 
 /// What this machine remembers about a mirror, for rollback and downgrade protection.
@@ -292,6 +311,26 @@ fn open_key(
     }
 }
 
+/// The format version of the mirror in `store`, from its marker: a mirror without one is
+/// read as `/1` (every `/1` mirror has one, but it is not needed to read it); a version newer
+/// than this offsync knows is refused before anything is read or written.
+fn read_format(store: &Store) -> Result<u32> {
+    let Some(text) = store.get(MARKER)? else {
+        return Ok(1);
+    };
+    match marker_version(&text) {
+        Some(v) if v <= FORMAT => Ok(v.max(1)),
+        Some(v) => Err(crate::input_err!(
+            "{} is an offsync-mirror/{v} mirror, and this offsync reads formats up to /{FORMAT}; upgrade offsync on this machine (hosts upgrade together with the controller)",
+            store.display()
+        )),
+        None => Err(crate::input_err!(
+            "{} has an {MARKER} file that does not name a format (`offsync-mirror/N` on its first line); it is not an offsync mirror, or its marker was overwritten: check the URL",
+            store.display()
+        )),
+    }
+}
+
 impl Mirror {
     /// Initialise a mirror (or join an existing one this identity can open).
     /// Returns the mirror and whether it was created now.
@@ -328,6 +367,8 @@ impl Mirror {
         Ok((
             Mirror {
                 uploads: default_uploads(store.location()),
+                format: FORMAT.into(),
+                packs: Default::default(),
                 store,
                 key,
                 recipients,
@@ -348,11 +389,14 @@ impl Mirror {
                 store.display()
             ));
         };
+        let format = read_format(&store)?;
         let next_key = open_key(&store, NEXT_KEY_FILE, identities)?.map(|(k, _)| k);
         let state_path = state_path(state_dir, &store);
         let uploads = default_uploads(store.location());
         Ok(Mirror {
             uploads,
+            format: format.into(),
+            packs: Default::default(),
             store,
             key,
             recipients,
@@ -386,6 +430,50 @@ impl Mirror {
     /// Object uploads in flight at once.
     pub fn uploads(&self) -> usize {
         self.uploads
+    }
+
+    /// The format version the mirror's marker names (1 or [`FORMAT`]).
+    pub fn format(&self) -> u32 {
+        self.format.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Mark the mirror as `/2` before the first pack is written, so an older offsync refuses
+    /// it instead of finding packed objects "missing". Racing writers write the same bytes.
+    pub fn mark_current_format(&self) -> Result<()> {
+        if self.format() < FORMAT {
+            self.store.put(MARKER, MARKER_TEXT.as_bytes().to_vec())?;
+            self.format
+                .store(FORMAT, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The keys objects may be under: the mirror key and, during a rekey, the next one.
+    pub fn keys(&self) -> Vec<&MirrorKey> {
+        std::iter::once(&self.key)
+            .chain(self.next_key.as_ref())
+            .collect()
+    }
+
+    /// The pack index (loaded on first use; a `/1` mirror has an empty one).
+    pub fn pack_index(&self) -> Result<std::sync::Arc<packs::PackIndex>> {
+        let mut slot = self.packs.lock().expect("pack index lock");
+        if let Some(i) = &*slot {
+            return Ok(i.clone());
+        }
+        let i = std::sync::Arc::new(packs::PackIndex::load(&self.store, &self.keys())?);
+        *slot = Some(i.clone());
+        Ok(i)
+    }
+
+    /// Forget the loaded pack index (a pack it named has gone: a prune repacked it).
+    pub fn reload_pack_index(&self) {
+        *self.packs.lock().expect("pack index lock") = None;
+    }
+
+    /// The key whose id is `key_id`.
+    fn key_by_id(&self, key_id: &str) -> Option<&MirrorKey> {
+        self.keys().into_iter().find(|k| k.key_id() == key_id)
     }
 
     /// The key this writer signs with, if any.
@@ -822,12 +910,81 @@ impl Mirror {
     }
 
     /// Download, decrypt and verify one file's object into `out`. Nothing is trusted until
-    /// the BLAKE3 of the plaintext matches the snapshot.
+    /// the BLAKE3 of the plaintext matches the snapshot. A packed object is one ranged GET; a
+    /// pack that has gone since the index was loaded (a concurrent prune repacked it) makes
+    /// the index load again once.
     pub fn fetch_into(&self, e: &SnapEntry, out: &mut dyn Write) -> Result<()> {
         let object = e
             .object
             .as_deref()
             .with_context(|| format!("snapshot entry {:?} has no object", e.path))?;
+        for attempt in 0..2 {
+            let index = self.pack_index()?;
+            let Some(at) = index.locate(object) else {
+                break;
+            };
+            match self.read_packed(&index, at)? {
+                Some(bytes) => {
+                    self.check_content(e, &packs::pack_path(&at.pack), &bytes)?;
+                    return Ok(out.write_all(&bytes)?);
+                }
+                None if attempt == 0 => self.reload_pack_index(),
+                None => break,
+            }
+        }
+        self.fetch_single(e, object, out)
+    }
+
+    /// One packed object's bytes (unverified: the caller checks them against the snapshot);
+    /// `None` when its pack is not there any more.
+    fn read_packed(&self, index: &packs::PackIndex, at: &packs::PackedAt) -> Result<Option<Vec<u8>>> {
+        let meta = index
+            .packs
+            .get(&at.pack)
+            .context("a located pack is listed")?;
+        let p = meta.indexed.as_ref().context("a located pack is indexed")?;
+        let key = meta
+            .key_id
+            .as_deref()
+            .and_then(|k| self.key_by_id(k))
+            .context("the pack's key is not loaded")?;
+        let name = packs::pack_path(&at.pack);
+        let gone = std::cell::Cell::new(false);
+        let r = pack::read_member(key, &p.header_bytes()?, p.stored_size, &at.member, |range| {
+            match self.store.get_range(&name, range) {
+                Ok(Some(b)) => Ok(b),
+                Ok(None) => {
+                    gone.set(true);
+                    Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+                }
+                Err(e) => Err(std::io::Error::other(format!("{e:#}"))),
+            }
+        });
+        match r {
+            Ok(b) => Ok(Some(b)),
+            Err(_) if gone.get() => Ok(None),
+            Err(err) => Err(anyhow::anyhow!(
+                "{}: {name}: {err:#}; it was changed or truncated",
+                self.store.display()
+            )),
+        }
+    }
+
+    /// Check downloaded plaintext against the snapshot entry.
+    fn check_content(&self, e: &SnapEntry, name: &str, bytes: &[u8]) -> Result<()> {
+        let want = e.blake3.as_deref().unwrap_or("");
+        if blake3::hash(bytes).to_hex().as_str() != want || Some(bytes.len() as u64) != e.size {
+            anyhow::bail!(
+                "{}: {name} holds other content for {:?} than the snapshot's BLAKE3; it was tampered with",
+                self.store.display(),
+                e.path
+            );
+        }
+        Ok(())
+    }
+
+    /// A single (not packed) object, streamed and verified.
+    fn fetch_single(&self, e: &SnapEntry, object: &str, out: &mut dyn Write) -> Result<()> {
         let name = snapshot::object_path(object);
         let reader = self.store.reader(&name)?;
         let mut plain = self.key.decrypt_stream(reader).map_err(|err| {
@@ -865,6 +1022,149 @@ impl Mirror {
         }
         Ok(())
     }
+
+    /// Download, decrypt and verify the content of many file entries, `workers` at once, and
+    /// hand each to `deliver(item, bytes_or_stream)`: `open(item)` makes the writer for one
+    /// item and `done(item, writer)` finishes it once its content was verified and written.
+    ///
+    /// Requests: a pack of which several members are needed is streamed once (one GET); a
+    /// lone member of a pack is one ranged GET; a single object is one GET. Two entries with
+    /// the same content are served from one read.
+    pub fn fetch_each<T, W>(
+        &self,
+        items: &[T],
+        workers: usize,
+        entry: impl Fn(&T) -> &SnapEntry + Sync,
+        open: impl Fn(&T) -> Result<W> + Sync,
+        done: impl Fn(&T, W) -> Result<()> + Sync,
+    ) -> Result<()>
+    where
+        T: Sync,
+        W: Write,
+    {
+        enum Unit<'a> {
+            One(usize),
+            Pack(&'a str, Vec<(packs::PackedAt, Vec<usize>)>),
+        }
+        let index = self.pack_index()?;
+        let mut by_pack: std::collections::BTreeMap<&str, std::collections::BTreeMap<String, (packs::PackedAt, Vec<usize>)>> =
+            Default::default();
+        let mut units: Vec<Unit> = Vec::new();
+        for (i, t) in items.iter().enumerate() {
+            match entry(t).object.as_deref().and_then(|o| index.locate(o)) {
+                Some(at) => by_pack
+                    .entry(at.pack.as_str())
+                    .or_default()
+                    .entry(at.member.id.clone())
+                    .or_insert_with(|| (at.clone(), Vec::new()))
+                    .1
+                    .push(i),
+                None => units.push(Unit::One(i)),
+            }
+        }
+        for (pack, members) in by_pack {
+            let mut members: Vec<_> = members.into_values().collect();
+            members.sort_by_key(|(at, _)| at.member.offset);
+            let stored = index.packs.get(pack).map(|m| m.stored_size).unwrap_or(0);
+            let wanted: u64 = members.iter().map(|(at, _)| at.member.len + 512).sum();
+            // Streaming the whole pack is one request; a ranged read per member costs a
+            // request and up to two 64 KiB chunks each.
+            if members.len() >= 4 || wanted.saturating_mul(4) >= stored {
+                units.push(Unit::Pack(pack, members));
+            } else {
+                units.extend(members.iter().flat_map(|(_, is)| is.iter().map(|&i| Unit::One(i))));
+            }
+        }
+        let deliver = |i: usize, bytes: Option<&[u8]>| -> Result<()> {
+            let t = &items[i];
+            let mut w = open(t)?;
+            match bytes {
+                Some(b) => w.write_all(b)?,
+                None => self.fetch_into(entry(t), &mut w)?,
+            }
+            done(t, w)
+        };
+        let results = crate::parallel::parallel(&mut units, workers, |u| -> Result<()> {
+            if crate::interrupt::interrupted() {
+                anyhow::bail!("interrupted");
+            }
+            match u {
+                Unit::One(i) => deliver(*i, None),
+                Unit::Pack(pack, members) => {
+                    let streamed = self.stream_pack(&index, pack, members, &|is: &[usize], bytes: &[u8]| {
+                        for &i in is {
+                            self.check_content(entry(&items[i]), &packs::pack_path(pack), bytes)?;
+                            deliver(i, Some(bytes))?;
+                        }
+                        Ok(())
+                    })?;
+                    // Members a vanished pack could not give: read each on its own, which
+                    // reloads the index and finds where the prune put them.
+                    for (_, is) in &members[streamed..] {
+                        for &i in is {
+                            deliver(i, None)?;
+                        }
+                    }
+                    Ok(())
+                }
+            }
+        });
+        results.into_iter().collect()
+    }
+
+    /// Stream pack `pack` once and pass each member in `members` (sorted by offset) to
+    /// `each`; returns how many members were passed (fewer only when the pack is gone).
+    fn stream_pack(
+        &self,
+        index: &packs::PackIndex,
+        pack: &str,
+        members: &[(packs::PackedAt, Vec<usize>)],
+        each: &dyn Fn(&[usize], &[u8]) -> Result<()>,
+    ) -> Result<usize> {
+        let name = packs::pack_path(pack);
+        let Some(meta) = index.packs.get(pack) else {
+            return Ok(0);
+        };
+        let Some(key) = meta.key_id.as_deref().and_then(|k| self.key_by_id(k)) else {
+            return Ok(0);
+        };
+        let reader = match self.store.reader(&name) {
+            Ok(r) => r,
+            Err(_) if self.store.get_range(&name, 0..1)?.is_none() => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let bad = |why: String| {
+            anyhow::anyhow!(
+                "{}: {name}: {why}; it was changed or truncated",
+                self.store.display()
+            )
+        };
+        let mut plain = key.decrypt_stream(reader).map_err(|e| bad(e.to_string()))?;
+        let mut pos = 0u64;
+        let mut buf = Vec::new();
+        for (n, (at, is)) in members.iter().enumerate() {
+            let start = at.member.offset - 512;
+            if start < pos {
+                return Err(bad("its index lists overlapping members".into()));
+            }
+            std::io::copy(&mut (&mut plain).take(start - pos), &mut std::io::sink())
+                .map_err(|e| bad(e.to_string()))?;
+            buf.resize((512 + at.member.len) as usize, 0);
+            plain.read_exact(&mut buf).map_err(|e| bad(e.to_string()))?;
+            pos = at.member.offset + at.member.len;
+            let header = tar_header_matches(&buf[..512], &at.member.id, at.member.len);
+            if !header {
+                return Err(bad(format!("the index does not fit the pack at object {}", at.member.id)));
+            }
+            each(is, &buf[512..]).map(|_| n)?;
+        }
+        Ok(members.len())
+    }
+}
+
+/// Whether a 512-byte tar header names `id` with length `len`.
+fn tar_header_matches(block: &[u8], id: &str, len: u64) -> bool {
+    pack::header_names(block, id, len)
 }
 
 /// Copy `src` into `dst` in `chunk`-sized reads, hashing what passes; returns the byte count.

@@ -356,14 +356,25 @@ where
     plain.seek(SeekFrom::Start(start)).with_context(opened)?;
     let mut buf = vec![0u8; (end - start) as usize];
     plain.read_exact(&mut buf).with_context(opened)?;
-    let tar_header = tar::Header::from_byte_slice(&buf[..BLOCK as usize]);
     ensure!(
-        tar_header.path_bytes().as_ref() == id.as_bytes()
-            && tar_header.entry_size().ok() == Some(member.len),
+        header_names(&buf[..BLOCK as usize], id, member.len),
         "{}: the pack holds another member there",
         bad_index()
     );
     Ok(buf.split_off(BLOCK as usize))
+}
+
+/// Whether the 512-byte tar header `block` is a regular-file member named `id` of `len`
+/// bytes: an index that points at the wrong place fails here instead of returning another
+/// object's bytes.
+pub fn header_names(block: &[u8], id: &str, len: u64) -> bool {
+    if block.len() != BLOCK as usize {
+        return false;
+    }
+    let h = tar::Header::from_byte_slice(block);
+    h.path_bytes().as_ref() == id.as_bytes()
+        && h.entry_size().ok() == Some(len)
+        && h.entry_type() == tar::EntryType::Regular
 }
 
 /// Every member of a whole pack, read from its decrypted tar stream: how an index is rebuilt

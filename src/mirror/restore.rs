@@ -97,6 +97,21 @@ fn applied_mode(e: &SnapEntry, keep_special: bool) -> u32 {
     }
 }
 
+/// A file being downloaded into the holding directory, by its name there.
+struct Holding {
+    tmp: String,
+    f: std::fs::File,
+}
+
+impl std::io::Write for Holding {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.f.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.f.flush()
+    }
+}
+
 /// DEST, opened once; every path below it is resolved without following symlinks.
 struct Dest {
     fd: OwnedFd,
@@ -367,20 +382,43 @@ fn apply_inner(
     let counter = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let files = AtomicU64::new(0);
-    let results = crate::parallel::parallel(&mut items, workers, |(p, e)| -> Result<()> {
+    // Moves a finished holding entry into place and reports it (per file, once in place).
+    let place = |tmp: &str, p: &Vec<u8>| -> Result<()> {
+        let (dir, name) = dest.parent(p, true)?.context("parents are created")?;
+        clear_for_file(dest, &dir, name, p)?;
+        renameat(holding, tmp, &dir, name_of(name))
+            .with_context(|| format!("cannot move {} into place", dest.show(p)))?;
+        progress(crate::engine::Sent {
+            bytes: bytes.load(Ordering::Relaxed),
+            files: files.load(Ordering::Relaxed),
+        });
+        Ok(())
+    };
+    let (mut links, regular): (Vec<_>, Vec<_>) =
+        items.iter().copied().partition(|(_, e)| e.kind == "symlink");
+    let results = crate::parallel::parallel(&mut links, workers, |(p, e)| -> Result<()> {
         if crate::interrupt::interrupted() {
             anyhow::bail!("interrupted");
         }
-        let n = counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = format!("{n}");
-        if e.kind == "symlink" {
-            let target = super::snapshot::SnapEntry::to_entry(e)?;
-            let crate::plan::manifest::Kind::Symlink { target } = target.kind else {
-                unreachable!("kind checked above")
-            };
-            symlinkat(OsStr::from_bytes(&target), holding, tmp.as_str())
-                .context("cannot create a symlink in the holding directory")?;
-        } else {
+        let tmp = format!("{}", counter.fetch_add(1, Ordering::Relaxed));
+        let target = super::snapshot::SnapEntry::to_entry(e)?;
+        let crate::plan::manifest::Kind::Symlink { target } = target.kind else {
+            unreachable!("kind checked above")
+        };
+        symlinkat(OsStr::from_bytes(&target), holding, tmp.as_str())
+            .context("cannot create a symlink in the holding directory")?;
+        place(&tmp, p)
+    });
+    for r in results {
+        r?;
+    }
+    // File contents: the mirror reads each pack once and hands over verified bytes.
+    mirror.fetch_each(
+        &regular,
+        workers,
+        |(_, e)| e,
+        |_| -> Result<Holding> {
+            let tmp = format!("{}", counter.fetch_add(1, Ordering::Relaxed));
             let fd = openat(
                 holding,
                 tmp.as_str(),
@@ -392,29 +430,21 @@ fn apply_inner(
                 Mode::from_bits_truncate(0o600),
             )
             .context("cannot create a file in the holding directory")?;
-            let mut f = std::fs::File::from(fd);
-            mirror.fetch_into(e, &mut f)?;
+            Ok(Holding {
+                tmp,
+                f: std::fs::File::from(fd),
+            })
+        },
+        |(p, e), Holding { tmp, f }| -> Result<()> {
             f.set_permissions(std::fs::Permissions::from_mode(applied_mode(e, keep)))?;
             f.set_modified(mtime(e))
                 .with_context(|| format!("cannot set the mtime of {}", dest.show(p)))?;
             drop(f);
             bytes.fetch_add(e.size.unwrap_or(0), Ordering::Relaxed);
             files.fetch_add(1, Ordering::Relaxed);
-        }
-        let (dir, name) = dest.parent(p, true)?.context("parents are created")?;
-        clear_for_file(dest, &dir, name, p)?;
-        renameat(holding, tmp.as_str(), &dir, name_of(name))
-            .with_context(|| format!("cannot move {} into place", dest.show(p)))?;
-        // Per file: a download is reported once it is in place.
-        progress(crate::engine::Sent {
-            bytes: bytes.load(Ordering::Relaxed),
-            files: files.load(Ordering::Relaxed),
-        });
-        Ok(())
-    });
-    for r in results {
-        r?;
-    }
+            place(&tmp, p)
+        },
+    )?;
     done.changed.extend(items.iter().map(|(p, _)| p.clone()));
     for (p, e) in &work.metadata {
         if e.kind == "symlink" {

@@ -90,7 +90,9 @@ pub struct SnapEntry {
     /// Object id (`objects/<id[0..2]>/<id>`), files only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<String>,
-    /// Size of the stored (encrypted) object.
+    /// Size of the stored (encrypted) object when the content was stored as a single
+    /// object; absent when it went into a pack (`offsync-mirror/2`). Informational: where an
+    /// object is stored is answered by the pack index and the listing, never by a snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_size: Option<u64>,
     /// Symlink target, as text or hex when not UTF-8.
@@ -110,7 +112,7 @@ fn exact(text: &str, hex: &Option<String>) -> Result<Vec<u8>> {
 }
 
 impl SnapEntry {
-    pub fn from_entry(path: &[u8], e: &Entry, object: Option<(String, u64)>) -> SnapEntry {
+    pub fn from_entry(path: &[u8], e: &Entry, object: Option<(String, Option<u64>)>) -> SnapEntry {
         let (p, ph) = text_and_hex(path);
         let mut s = SnapEntry {
             path: p,
@@ -132,7 +134,7 @@ impl SnapEntry {
                 s.blake3 = e.hash_hex();
                 if let Some((id, stored)) = object {
                     s.object = Some(id);
-                    s.stored_size = Some(stored);
+                    s.stored_size = stored;
                 }
             }
             Kind::Symlink { target } => {
@@ -372,8 +374,8 @@ impl Snapshot {
                     if has_target {
                         return Err(refuse(raw, "is a file with a symlink target"));
                     }
-                    let (Some(size), Some(stored)) = (e.size, e.stored_size) else {
-                        return Err(refuse(raw, "is a file without a size or stored size"));
+                    let Some(size) = e.size else {
+                        return Err(refuse(raw, "is a file without a size"));
                     };
                     if !e.blake3.as_deref().is_some_and(is_hex64) {
                         return Err(refuse(raw, "is a file without a valid BLAKE3"));
@@ -384,7 +386,10 @@ impl Snapshot {
                     if size > MAX_FILE_SIZE {
                         return Err(refuse(raw, "claims an impossible size"));
                     }
-                    if !super::crypto::plausible_len(size, stored) {
+                    if e
+                        .stored_size
+                        .is_some_and(|stored| !super::crypto::plausible_len(size, stored))
+                    {
                         return Err(refuse(
                             raw,
                             "has a stored size that cannot be an age file of its size",

@@ -168,6 +168,17 @@ impl Store {
         }
     }
 
+    /// Read bytes `range` of an object (one ranged GET); `Ok(None)` when it does not exist.
+    /// Fewer bytes than asked come back only when the object is shorter.
+    pub fn get_range(&self, path: &str, range: std::ops::Range<u64>) -> Result<Option<Vec<u8>>> {
+        let p = ObjPath::from(path);
+        match block_on(self.inner.get_range(&p, range)) {
+            Ok(b) => Ok(Some(b.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.explain(e, &format!("cannot read {path}"))),
+        }
+    }
+
     /// Stream an object into `sink`, chunk by chunk (constant memory).
     pub fn get_into(&self, path: &str, sink: &mut dyn std::io::Write) -> Result<u64> {
         let p = ObjPath::from(path);
