@@ -104,11 +104,13 @@ impl TestMirror {
     }
 }
 
-/// Every object id in the mirror.
+/// Every object id in the mirror: single objects and indexed pack members.
 pub fn object_ids(m: &Mirror) -> std::collections::BTreeSet<String> {
+    let packs = super::packs::PackIndex::load(&m.store, &m.keys()).unwrap();
     super::index::ObjectIndex::load(&m.store)
         .unwrap()
         .iter()
         .map(|o| o.id.clone())
+        .chain(packs.ids().map(|(id, _)| id.clone()))
         .collect()
 }
