@@ -1151,7 +1151,7 @@ impl Mirror {
         index: &packs::PackIndex,
         pack: &str,
         members: &[(packs::PackedAt, Vec<usize>)],
-        each: &dyn Fn(&[usize], &[u8]) -> Result<()>,
+        each: &MemberSink,
     ) -> Result<usize> {
         let name = packs::pack_path(pack);
         let Some(meta) = index.packs.get(pack) else {
@@ -1184,8 +1184,7 @@ impl Mirror {
             buf.resize((512 + at.member.len) as usize, 0);
             plain.read_exact(&mut buf).map_err(|e| bad(e.to_string()))?;
             pos = at.member.offset + at.member.len;
-            let header = tar_header_matches(&buf[..512], &at.member.id, at.member.len);
-            if !header {
+            if !pack::header_names(&buf[..512], &at.member.id, at.member.len) {
                 return Err(bad(format!(
                     "the index does not fit the pack at object {}",
                     at.member.id
@@ -1197,10 +1196,8 @@ impl Mirror {
     }
 }
 
-/// Whether a 512-byte tar header names `id` with length `len`.
-fn tar_header_matches(block: &[u8], id: &str, len: u64) -> bool {
-    pack::header_names(block, id, len)
-}
+/// Takes one verified-to-be-read pack member: the items that need it and its bytes.
+type MemberSink<'a> = dyn Fn(&[usize], &[u8]) -> Result<()> + 'a;
 
 /// Copy `src` into `dst` in `chunk`-sized reads, hashing what passes; returns the byte count.
 fn copy_hashing(
