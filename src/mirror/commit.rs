@@ -458,6 +458,58 @@ mod tests {
         crate::mirror::check::check_objects(&reader, &latest, true).unwrap();
     }
 
+    /// A reader that loaded the pack index before a newer generation was published (a
+    /// long-running agent, say) finds the new generation's packed files: a miss reloads it.
+    #[test]
+    fn a_reader_with_an_older_pack_index_reads_a_newer_generation() {
+        let t = TestMirror::new();
+        let (w, r) = (t.open(0), t.open(1));
+        TestMirror::commit(&w, &t.source("a", &[("x", b"first")]));
+        assert!(
+            r.pack_index()
+                .unwrap()
+                .locate(&object_of(&w, "x"))
+                .is_some()
+        );
+        TestMirror::commit(&w, &t.source("b", &[("x", b"first"), ("y", b"second")]));
+        let (snap, _) = r.latest().unwrap().unwrap();
+        let y = snap.entries.iter().find(|e| e.path == "y").unwrap();
+        let mut out = Vec::new();
+        r.fetch_into(y, &mut out).unwrap();
+        assert_eq!(out, b"second");
+        // And the bulk path (restore, verify --deep) too.
+        let r2 = t.open(1);
+        TestMirror::commit(&w, &t.source("c", &[("z", b"third")]));
+        r2.pack_index().unwrap();
+        let (snap, _) = r2.latest().unwrap().unwrap();
+        let files: Vec<&SnapEntry> = snap.entries.iter().filter(|e| e.kind == "file").collect();
+        let got = std::sync::Mutex::new(Vec::new());
+        r2.fetch_each(
+            &files,
+            4,
+            |e| e,
+            |_| Ok(Vec::new()),
+            |e, v| {
+                got.lock().unwrap().push((e.path.clone(), v));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            got.into_inner().unwrap(),
+            [("z".to_string(), b"third".to_vec())]
+        );
+    }
+
+    fn object_of(m: &Mirror, path: &str) -> String {
+        let (snap, _) = m.latest().unwrap().unwrap();
+        snap.entries
+            .iter()
+            .find(|e| e.path == path)
+            .and_then(|e| e.object.clone())
+            .unwrap()
+    }
+
     /// A commit changes exactly the planned paths, uploads each content once, and reuses what
     /// is stored.
     #[test]

@@ -918,28 +918,36 @@ impl Mirror {
             .object
             .as_deref()
             .with_context(|| format!("snapshot entry {:?} has no object", e.path))?;
+        // The index may be older than the snapshot (a long-running reader): a miss, or a
+        // pack that has gone (a prune repacked it), loads it again once.
         for attempt in 0..2 {
             let index = self.pack_index()?;
-            let Some(at) = index.locate(object) else {
-                break;
-            };
-            match self.read_packed(&index, at).with_context(|| {
-                format!(
-                    "{}: {} for {:?}",
-                    self.store.display(),
-                    packs::pack_path(&at.pack),
-                    e.path
-                )
-            })? {
-                Some(bytes) => {
+            if let Some(at) = index.locate(object) {
+                let read = self.read_packed(&index, at).with_context(|| {
+                    format!(
+                        "{}: {} for {:?}",
+                        self.store.display(),
+                        packs::pack_path(&at.pack),
+                        e.path
+                    )
+                })?;
+                if let Some(bytes) = read {
                     self.check_content(e, &packs::pack_path(&at.pack), &bytes)?;
                     return Ok(out.write_all(&bytes)?);
                 }
-                None if attempt == 0 => self.reload_pack_index(),
-                None => break,
+            } else if self.fetch_single(e, object, out)? {
+                return Ok(());
+            }
+            if attempt == 0 {
+                self.reload_pack_index();
             }
         }
-        self.fetch_single(e, object, out)
+        anyhow::bail!(
+            "{}: object {object} for {:?} is missing (in no pack, and no {}); run `offsync verify --deep`",
+            self.store.display(),
+            e.path,
+            snapshot::object_path(object)
+        )
     }
 
     /// One packed object's bytes (unverified: the caller checks them against the snapshot);
@@ -995,10 +1003,12 @@ impl Mirror {
         Ok(())
     }
 
-    /// A single (not packed) object, streamed and verified.
-    fn fetch_single(&self, e: &SnapEntry, object: &str, out: &mut dyn Write) -> Result<()> {
+    /// A single (not packed) object, streamed and verified; `Ok(false)` when there is none.
+    fn fetch_single(&self, e: &SnapEntry, object: &str, out: &mut dyn Write) -> Result<bool> {
         let name = snapshot::object_path(object);
-        let reader = self.store.reader(&name)?;
+        let Some(reader) = self.store.reader_opt(&name)? else {
+            return Ok(false);
+        };
         let mut plain = self.key.decrypt_stream(reader).map_err(|err| {
             anyhow::anyhow!(
                 "{}: object {name} for {:?}: {err}",
@@ -1032,7 +1042,7 @@ impl Mirror {
                 e.path
             );
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Download, decrypt and verify the content of many file entries, `workers` at once, and
@@ -1160,10 +1170,8 @@ impl Mirror {
         let Some(key) = meta.key_id.as_deref().and_then(|k| self.key_by_id(k)) else {
             return Ok(0);
         };
-        let reader = match self.store.reader(&name) {
-            Ok(r) => r,
-            Err(_) if self.store.get_range(&name, 0..1)?.is_none() => return Ok(0),
-            Err(e) => return Err(e),
+        let Some(reader) = self.store.reader_opt(&name)? else {
+            return Ok(0);
         };
         let bad = |why: String| {
             anyhow::anyhow!(

@@ -201,9 +201,18 @@ impl Store {
 
     /// Stream an object through a bounded channel: constant memory, readable with `Read`.
     pub fn reader(&self, path: &str) -> Result<ObjectReader> {
+        self.reader_opt(path)?
+            .with_context(|| format!("cannot read {path} in {}: it does not exist", self.display))
+    }
+
+    /// [`Store::reader`], `Ok(None)` when the object does not exist.
+    pub fn reader_opt(&self, path: &str) -> Result<Option<ObjectReader>> {
         let p = ObjPath::from(path);
-        let r = block_on(self.inner.get(&p))
-            .map_err(|e| self.explain(e, &format!("cannot read {path}")))?;
+        let r = match block_on(self.inner.get(&p)) {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.explain(e, &format!("cannot read {path}"))),
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let store = self.clone();
         let name = path.to_string();
@@ -217,10 +226,10 @@ impl Store {
                 }
             }
         });
-        Ok(ObjectReader {
+        Ok(Some(ObjectReader {
             rx,
             current: bytes::Bytes::new(),
-        })
+        }))
     }
 
     /// Write an object, replacing any previous one (atomic).
