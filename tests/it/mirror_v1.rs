@@ -258,6 +258,12 @@ fn b_a_v1_mirror_takes_an_apply_and_chains_to_it() {
     let out = m.apply(&["--delete"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert_eq!(generations(&m), [1, 2, 3]);
+    // This offsync writes `/2`: the marker says so (before the first pack was stored), and
+    // the new small contents went into a pack while the old objects stay where they were.
+    let dir = m.dir.as_ref().unwrap();
+    let marker = std::fs::read(dir.join("offsync-mirror")).unwrap();
+    assert!(marker.starts_with(b"offsync-mirror/2\n"), "{marker:?}");
+    assert_eq!(walk_files(&dir.join("packs")), 1);
 
     let expected = [
         (1, gen1.as_path()),
@@ -273,6 +279,22 @@ fn b_a_v1_mirror_takes_an_apply_and_chains_to_it() {
     //   that the small objects of generation 3 now live in packs, then run
     //   assert_all_generations(&m, &host, &expected) again (every generation restores
     //   byte-identical, verify --deep passes, the host's pull stays in sync).
+}
+
+/// Regular files below `dir` (0 when it does not exist).
+fn walk_files(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| {
+            if e.file_type().unwrap().is_dir() {
+                walk_files(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
 }
 
 /// Every generation in `expected` restores byte-identical, verify --deep finds the newest in
@@ -293,4 +315,32 @@ fn assert_all_generations(m: &Mirror, host: &Host, expected: &[(u64, &Path)]) {
         stderr(&out)
     );
     host.pull(m, expected.last().unwrap().1);
+}
+
+/// (c) A mirror whose marker names a newer format than this offsync knows is refused before
+/// anything is read or written, naming the version and the fix; a marker that names no format
+/// is refused too. The target fails (exit 1, like any target that cannot be read), the
+/// mirror is byte-identical.
+#[test]
+fn c_a_mirror_of_an_unknown_format_is_refused_and_left_alone() {
+    let (m, _fx) = v1_mirror();
+    let dir = m.dir.clone().unwrap();
+    std::fs::write(m.source.join("new.txt"), b"would be uploaded\n").unwrap();
+    for (marker, needle) in [
+        (
+            &b"offsync-mirror/3\nfrom the future\n"[..],
+            "offsync-mirror/3",
+        ),
+        (b"something else\n", "does not name a format"),
+    ] {
+        std::fs::write(dir.join("offsync-mirror"), marker).unwrap();
+        let before = crate::util::listing(&dir);
+        for args in [&["plan"][..], &["apply", "--yes"], &["verify"]] {
+            let out = m.off(args).output().unwrap();
+            let said = format!("{}{}", stdout(&out), stderr(&out));
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+            assert!(said.contains(needle), "{args:?}: {said}");
+        }
+        assert_eq!(crate::util::listing(&dir), before, "the mirror was changed");
+    }
 }
