@@ -488,6 +488,8 @@ pub fn prune(mirror: &Mirror, plan: &PrunePlan) -> Result<Pruned> {
     let index_paths: Vec<String> = drop_indexes.iter().map(|i| packs::index_path(i)).collect();
     mirror.store.delete(&index_paths)?;
 
+    // This mirror's own cached index names packs that are gone now.
+    mirror.reload_pack_index();
     done.generations = names.len();
     done.objects = doomed.len() + removed.iter().map(|p| p.dead_members).sum::<usize>();
     let freed = doomed.iter().map(|o| o.size).sum::<u64>()
@@ -574,6 +576,60 @@ mod tests {
         NonZeroUsize::new(k).unwrap()
     }
 
+    /// Incompressible-looking content, different per `seed`.
+    fn content(seed: usize, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 32);
+        let mut i = 0u64;
+        while out.len() < len {
+            let h = blake3::hash(format!("{seed}/{i}").as_bytes());
+            out.extend_from_slice(h.as_bytes());
+            i += 1;
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// `count` files `f00…` of 20 KiB, from `start`.
+    fn files(start: usize, count: usize) -> Vec<(String, Vec<u8>)> {
+        (start..start + count)
+            .map(|i| (format!("f{i:02}"), content(i, 20 << 10)))
+            .collect()
+    }
+
+    fn source(t: &TestMirror, name: &str, files: &[(String, Vec<u8>)]) -> std::path::PathBuf {
+        let v: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (p.as_str(), c.as_slice())).collect();
+        t.source(name, &v)
+    }
+
+    /// Stored bytes and count of the packs in the mirror's directory.
+    fn packs_on_disk(t: &TestMirror) -> (u64, usize) {
+        let mut bytes = 0;
+        let mut count = 0;
+        for d in std::fs::read_dir(t.root().join("packs")).unwrap() {
+            for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+                bytes += f.unwrap().metadata().unwrap().len();
+                count += 1;
+            }
+        }
+        (bytes, count)
+    }
+
+    fn index_objects(t: &TestMirror) -> usize {
+        std::fs::read_dir(t.root().join("index"))
+            .map(|r| {
+                r.map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Every file of the newest generation reads back, through a fresh reader.
+    fn check_latest(t: &TestMirror) {
+        let m = t.open(1);
+        let (latest, _) = m.latest().unwrap().unwrap();
+        check_objects(&m, &latest, true).unwrap();
+    }
+
     #[test]
     fn prune_plans_then_deletes_old_generations_and_only_their_objects() {
         let t = TestMirror::new();
@@ -590,31 +646,69 @@ mod tests {
             (young.keep.as_slice(), young.delete_generations.as_slice()),
             (&[2, 3][..], &[1][..])
         );
-        assert!(young.delete_objects.is_empty());
+        assert!(young.delete_packs.is_empty() && young.repack.is_empty());
         assert_eq!(young.young_unreferenced_objects, 1);
 
+        // B shares generation 1's pack with A, which generation 2 still references: with
+        // --max-unused 100 the pack stays as it is.
+        let lazy = prune_plan(&m, n(2), Duration::ZERO, 100).unwrap();
+        assert!(lazy.repack.is_empty() && lazy.delete_packs.is_empty());
+        assert!(lazy.unused_bytes > 0);
+
         let plan = prune_plan(&m, n(2), Duration::ZERO, 0).unwrap();
-        assert_eq!(plan.delete_objects.len(), 1, "only B's object");
-        assert_eq!(plan.delete_bytes(), plan.delete_objects[0].size);
+        assert_eq!(plan.repack.len(), 1, "generation 1's pack");
+        assert_eq!(plan.unreferenced_objects(), 1, "only B");
+        assert_eq!(plan.repack[0].live.len(), 1);
+        assert_eq!(plan.rewrite_indexes.len(), 1);
+        assert_eq!(plan.unused_after, 0);
         // Planning changed nothing.
         assert_eq!(m.generations().unwrap(), [1, 2, 3]);
         assert_eq!(object_ids(&m), ids);
 
         let done = prune(&m, &plan).unwrap();
-        assert_eq!((done.generations, done.objects, done.spared), (1, 1, 0));
+        assert_eq!(
+            (done.generations, done.objects, done.spared, done.packs_repacked),
+            (1, 1, 0, 1)
+        );
+        assert!(done.damaged.is_empty());
         assert_eq!(m.generations().unwrap(), [2, 3]);
         let left = object_ids(&m);
         assert_eq!(left.len(), 3);
-        assert!(!left.contains(&plan.delete_objects[0].id));
+        assert!(left.is_subset(&ids));
         // What is kept still walks, verifies and decrypts.
-        m.walk_verified(2, |s, _| check_objects(&m, s, true))
-            .unwrap();
-        // Nothing left to prune.
+        let r = t.open(1);
+        r.walk_verified(2, |s, _| check_objects(&r, s, true)).unwrap();
+        // Nothing left to prune: the superseded index object went with its pack.
         assert!(prune_plan(&m, n(2), Duration::ZERO, 0).unwrap().is_empty());
+        assert_eq!(index_objects(&t), 3);
     }
 
-    /// The plan lists the objects of an apply that has uploaded but not yet published; when
-    /// that apply publishes before the plan is executed, prune spares them.
+    /// The case: half of the files deleted, prune repacks and frees about half.
+    #[test]
+    fn prune_after_deleting_half_of_the_files_repacks_and_frees_space() {
+        let t = TestMirror::new();
+        let m = t.open(0);
+        let all = files(0, 40);
+        TestMirror::commit(&m, &source(&t, "s", &all));
+        TestMirror::commit(&m, &source(&t, "s", &all[..20]));
+        let (before, packs_before) = packs_on_disk(&t);
+        assert_eq!(packs_before, 1);
+        // At the default 10 % a half-unused pack is repacked.
+        let plan = prune_plan(&m, n(1), Duration::ZERO, DEFAULT_MAX_UNUSED).unwrap();
+        assert_eq!(plan.repack.len(), 1);
+        assert!(plan.unused_bytes * 100 / plan.total_bytes >= 45, "{plan:?}");
+        let done = prune(&m, &plan).unwrap();
+        assert_eq!((done.objects, done.packs_repacked, done.packs_written), (20, 1, 1));
+        let (after, packs_after) = packs_on_disk(&t);
+        assert_eq!(packs_after, 1);
+        assert!(after < before * 52 / 100, "{before} → {after}");
+        assert_eq!(done.bytes, before - after);
+        assert_eq!(object_ids(&m).len(), 20);
+        check_latest(&t);
+    }
+
+    /// The plan lists the pack of an apply that has uploaded but not yet published; when that
+    /// apply publishes before the plan is executed, prune spares it.
     #[test]
     fn prune_never_deletes_what_a_generation_published_after_the_plan_references() {
         let t = TestMirror::new();
@@ -622,16 +716,137 @@ mod tests {
         TestMirror::commit(&w0, &t.source("1", &[("a", b"A")]));
         let pending = TestMirror::prepare(&w1, &t.source("2", &[("a", b"A"), ("b", b"B")]));
         let plan = prune_plan(&w0, n(1), Duration::ZERO, 0).unwrap();
-        assert_eq!(
-            plan.delete_objects.len(),
-            1,
-            "B's object, not yet referenced"
-        );
+        assert_eq!(plan.delete_packs.len(), 1, "B's pack, not yet referenced");
+        assert_eq!(plan.unreferenced_objects(), 1);
         assert_eq!(commit::publish(&w1, &pending).unwrap(), Published::Written);
         let done = prune(&w0, &plan).unwrap();
-        assert_eq!((done.objects, done.spared), (0, 1));
+        assert_eq!((done.packs_deleted, done.spared), (0, 1));
         let (latest, _) = w0.latest().unwrap().unwrap();
         assert_eq!(latest.generation, 2);
-        check_objects(&w0, &latest, true).unwrap();
+        check_latest(&t);
+    }
+
+    /// An apply reuses an unreferenced member of a young pack; a prune (here with --min-age 0,
+    /// so it may touch that pack) planned before the apply publishes must not repack it away.
+    #[test]
+    fn a_member_a_concurrent_apply_reused_survives_a_repack() {
+        let t = TestMirror::new();
+        let (w0, w1) = (t.open(0), t.open(1));
+        TestMirror::commit(&w0, &t.source("1", &[("a", b"A"), ("b", b"B")]));
+        TestMirror::commit(&w0, &t.source("2", &[("a", b"A")]));
+        let packs = packs_on_disk(&t).1;
+        let pending = TestMirror::prepare(&w1, &t.source("3", &[("a", b"A"), ("b", b"B")]));
+        assert_eq!(packs_on_disk(&t).1, packs, "B was reused, not uploaded");
+        let plan = prune_plan(&w0, n(1), Duration::ZERO, 0).unwrap();
+        assert_eq!(plan.repack.len(), 1, "generation 1's pack: A used, B not");
+        assert_eq!(commit::publish(&w1, &pending).unwrap(), Published::Written);
+        let done = prune(&w0, &plan).unwrap();
+        assert_eq!((done.packs_deleted, done.spared), (0, 1));
+        check_latest(&t);
+        // The copy of A the spared repack made is a duplicate: the next prune removes one of
+        // the two, and then nothing is left to do.
+        let again = prune_plan(&w0, n(1), Duration::ZERO, 0).unwrap();
+        assert_eq!(again.unreferenced_objects(), 1, "{again:?}");
+        prune(&w0, &again).unwrap();
+        check_latest(&t);
+        assert!(prune_plan(&w0, n(1), Duration::ZERO, 0).unwrap().is_empty());
+    }
+
+    /// A reader that loaded the pack index before a repack finds the moved objects: a read of
+    /// a pack that is gone loads the index again. Never other bytes.
+    #[test]
+    fn a_restore_that_loaded_the_index_before_a_repack_still_reads_every_file() {
+        let t = TestMirror::new();
+        let m = t.open(0);
+        let all = files(0, 12);
+        TestMirror::commit(&m, &source(&t, "s", &all));
+        TestMirror::commit(&m, &source(&t, "s", &all[..6]));
+        let reader = t.open(1);
+        let (latest, _) = reader.latest().unwrap().unwrap();
+        let stale = reader.pack_index().unwrap();
+        let plan = prune_plan(&m, n(1), Duration::ZERO, 0).unwrap();
+        assert_eq!(plan.repack.len(), 1);
+        prune(&m, &plan).unwrap();
+        let old = &plan.repack[0].pack;
+        assert!(stale.packs.contains_key(old), "the reader still has the old index");
+        let files: Vec<&crate::mirror::snapshot::SnapEntry> =
+            latest.entries.iter().filter(|e| e.kind == "file").collect();
+        // One at a time (a ranged read of the vanished pack) …
+        for (e, (_, want)) in files.iter().zip(&all) {
+            let mut got = Vec::new();
+            reader.fetch_into(e, &mut got).unwrap();
+            assert_eq!(&got, want, "{}", e.path);
+        }
+        // … and all at once (streaming the vanished pack), on a reader with the stale index.
+        let reader = t.open(1);
+        reader.latest().unwrap();
+        let _ = reader.pack_index().unwrap();
+        std::fs::remove_dir_all(t.root().join("packs")).unwrap();
+        let gone = reader.fetch_each(&files, 2, |e| e, |_| Ok(Vec::new()), |_, _| Ok(()));
+        assert!(gone.is_err(), "no pack left: an error, not other bytes");
+    }
+
+    /// Orphans go (an unindexed pack of a killed apply, a superseded index object, an index
+    /// whose pack is gone), and more than [`MAX_INDEXES`] index objects become one.
+    #[test]
+    fn prune_deletes_orphans_and_consolidates_many_index_objects() {
+        let t = TestMirror::new();
+        let m = t.open(0);
+        TestMirror::commit(&m, &t.source("1", &[("a", b"A")]));
+        let index = PackIndex::load(&m.store, &m.keys()).unwrap();
+        let (pack, meta) = index.packs.iter().next().unwrap();
+        let entry = meta.indexed.clone().unwrap();
+        // A pack no index lists (an apply killed between the pack and its index).
+        let sink = PackSink::new(&m.store, &m.key);
+        let mut w = sink.start().unwrap();
+        w.add(&"0".repeat(64), b"orphan").unwrap();
+        let (bytes, _) = w.finish().unwrap();
+        let orphan = packs::random_name();
+        m.store.put_object(&packs::pack_path(&orphan), bytes).unwrap();
+        // An index naming a pack that is gone, and 70 more copies of the real one's entry.
+        let mut ghost = entry.clone();
+        ghost.pack = packs::random_name();
+        sink.write_index(vec![ghost], Vec::new()).unwrap();
+        for _ in 0..70 {
+            sink.write_index(vec![entry.clone()], Vec::new()).unwrap();
+        }
+        assert_eq!(index_objects(&t), 72);
+        let young = prune_plan(&m, n(1), Duration::from_secs(3600), 0).unwrap();
+        assert!(young.delete_packs.is_empty() && young.delete_indexes.is_empty());
+        let plan = prune_plan(&m, n(1), Duration::ZERO, 0).unwrap();
+        assert_eq!(plan.delete_packs.len(), 1);
+        assert!(!plan.delete_packs[0].indexed);
+        assert_eq!(plan.delete_indexes.len(), 1, "the ghost's");
+        assert_eq!(plan.rewrite_indexes.len(), 71, "consolidated");
+        prune(&m, &plan).unwrap();
+        assert_eq!(index_objects(&t), 1);
+        assert_eq!(packs_on_disk(&t).1, 1);
+        let index = PackIndex::load(&m.store, &m.keys()).unwrap();
+        assert_eq!(index.pack(pack), Some(&entry), "re-listed unchanged");
+        check_latest(&t);
+        assert!(prune_plan(&m, n(1), Duration::ZERO, 0).unwrap().is_empty());
+    }
+
+    /// A pack whose referenced member does not decrypt or does not match is neither repacked
+    /// nor deleted, and stays indexed; the prune says so.
+    #[test]
+    fn a_damaged_pack_is_kept_and_reported() {
+        let t = TestMirror::new();
+        let m = t.open(0);
+        let all = files(0, 4);
+        TestMirror::commit(&m, &source(&t, "s", &all));
+        TestMirror::commit(&m, &source(&t, "s", &all[..2]));
+        let plan = prune_plan(&m, n(1), Duration::ZERO, 0).unwrap();
+        let path = t.root().join(packs::pack_path(&plan.repack[0].pack));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let done = prune(&m, &plan).unwrap();
+        assert_eq!(done.damaged.len(), 1, "{done:?}");
+        assert_eq!(done.packs_deleted, 0);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "left as it was");
+        let index = PackIndex::load(&m.store, &m.keys()).unwrap();
+        assert!(index.pack(&plan.repack[0].pack).is_some(), "still indexed");
     }
 }
