@@ -46,12 +46,28 @@ use clap::Parser;
 use std::process::ExitCode;
 
 /// Parse the process arguments, run, print at most one error, and return the exit code.
+/// Keep glibc from retaining freed large buffers. Mirror uploads allocate and free buffers
+/// of up to 17 MiB (a pack's ciphertext, a multipart part) from several threads; glibc's
+/// default raises its mmap threshold to the largest buffer freed, after which such buffers
+/// come from per-thread heaps that are not returned to the system, and the peak RSS of a
+/// 1 GiB apply of small files grew from 60 to 120 MB. A fixed threshold keeps every buffer of
+/// 1 MiB or more an `mmap` that `free` unmaps. (musl already does this.)
+#[allow(unsafe_code)]
+fn fixed_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before any thread starts.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 pub fn main_entry() -> ExitCode {
     // rsync starts ssh through offsync itself, so that ssh dies with rsync (see `process`).
     let mut args = std::env::args_os();
     if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(process::EXEC_DYING_WITH_PARENT)) {
         return process::exec_dying_with_parent(args.collect());
     }
+    fixed_mmap_threshold();
     // A Tab in a shell that sourced `offsync completions SHELL`: answer and exit, before
     // anything else can print (see `commands::completions`).
     clap_complete::CompleteEnv::with_factory(<cli::Cli as clap::CommandFactory>::command)

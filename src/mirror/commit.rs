@@ -285,6 +285,8 @@ fn upload(
             stored.extend(r?.into_iter().map(|id| (id, None)));
         }
         sink.finish()?;
+        // The index loaded for dedup does not know the packs just written.
+        mirror.reload_pack_index();
     }
     let n = mirror.uploads();
     for (batch, workers) in [(&mut medium, n.min(4)), (&mut large, n.min(2))] {

@@ -923,7 +923,14 @@ impl Mirror {
             let Some(at) = index.locate(object) else {
                 break;
             };
-            match self.read_packed(&index, at)? {
+            match self.read_packed(&index, at).with_context(|| {
+                format!(
+                    "{}: {} for {:?}",
+                    self.store.display(),
+                    packs::pack_path(&at.pack),
+                    e.path
+                )
+            })? {
                 Some(bytes) => {
                     self.check_content(e, &packs::pack_path(&at.pack), &bytes)?;
                     return Ok(out.write_all(&bytes)?);
@@ -937,7 +944,11 @@ impl Mirror {
 
     /// One packed object's bytes (unverified: the caller checks them against the snapshot);
     /// `None` when its pack is not there any more.
-    fn read_packed(&self, index: &packs::PackIndex, at: &packs::PackedAt) -> Result<Option<Vec<u8>>> {
+    fn read_packed(
+        &self,
+        index: &packs::PackIndex,
+        at: &packs::PackedAt,
+    ) -> Result<Option<Vec<u8>>> {
         let meta = index
             .packs
             .get(&at.pack)
@@ -950,23 +961,24 @@ impl Mirror {
             .context("the pack's key is not loaded")?;
         let name = packs::pack_path(&at.pack);
         let gone = std::cell::Cell::new(false);
-        let r = pack::read_member(key, &p.header_bytes()?, p.stored_size, &at.member, |range| {
-            match self.store.get_range(&name, range) {
+        let r = pack::read_member(
+            key,
+            &p.header_bytes()?,
+            p.stored_size,
+            &at.member,
+            |range| match self.store.get_range(&name, range) {
                 Ok(Some(b)) => Ok(b),
                 Ok(None) => {
                     gone.set(true);
                     Err(std::io::Error::from(std::io::ErrorKind::NotFound))
                 }
                 Err(e) => Err(std::io::Error::other(format!("{e:#}"))),
-            }
-        });
+            },
+        );
         match r {
             Ok(b) => Ok(Some(b)),
             Err(_) if gone.get() => Ok(None),
-            Err(err) => Err(anyhow::anyhow!(
-                "{}: {name}: {err:#}; it was changed or truncated",
-                self.store.display()
-            )),
+            Err(err) => Err(err),
         }
     }
 
@@ -1047,8 +1059,10 @@ impl Mirror {
             Pack(&'a str, Vec<(packs::PackedAt, Vec<usize>)>),
         }
         let index = self.pack_index()?;
-        let mut by_pack: std::collections::BTreeMap<&str, std::collections::BTreeMap<String, (packs::PackedAt, Vec<usize>)>> =
-            Default::default();
+        let mut by_pack: std::collections::BTreeMap<
+            &str,
+            std::collections::BTreeMap<String, (packs::PackedAt, Vec<usize>)>,
+        > = Default::default();
         let mut units: Vec<Unit> = Vec::new();
         for (i, t) in items.iter().enumerate() {
             match entry(t).object.as_deref().and_then(|o| index.locate(o)) {
@@ -1072,7 +1086,11 @@ impl Mirror {
             if members.len() >= 4 || wanted.saturating_mul(4) >= stored {
                 units.push(Unit::Pack(pack, members));
             } else {
-                units.extend(members.iter().flat_map(|(_, is)| is.iter().map(|&i| Unit::One(i))));
+                units.extend(
+                    members
+                        .iter()
+                        .flat_map(|(_, is)| is.iter().map(|&i| Unit::One(i))),
+                );
             }
         }
         let deliver = |i: usize, bytes: Option<&[u8]>| -> Result<()> {
@@ -1091,15 +1109,29 @@ impl Mirror {
             match u {
                 Unit::One(i) => deliver(*i, None),
                 Unit::Pack(pack, members) => {
-                    let streamed = self.stream_pack(&index, pack, members, &|is: &[usize], bytes: &[u8]| {
-                        for &i in is {
-                            self.check_content(entry(&items[i]), &packs::pack_path(pack), bytes)?;
-                            deliver(i, Some(bytes))?;
-                        }
-                        Ok(())
-                    })?;
-                    // Members a vanished pack could not give: read each on its own, which
-                    // reloads the index and finds where the prune put them.
+                    let delivered = std::cell::Cell::new(0usize);
+                    let failed = std::cell::Cell::new(false);
+                    let r =
+                        self.stream_pack(&index, pack, members, &|is: &[usize], bytes: &[u8]| {
+                            for &i in is {
+                                let r = self
+                                    .check_content(entry(&items[i]), &packs::pack_path(pack), bytes)
+                                    .and_then(|()| deliver(i, Some(bytes)));
+                                failed.set(r.is_err());
+                                r?;
+                            }
+                            delivered.set(delivered.get() + 1);
+                            Ok(())
+                        });
+                    let streamed = match r {
+                        Ok(n) => n,
+                        Err(e) if failed.get() => return Err(e),
+                        // The pack did not read as its index says: each member on its own,
+                        // so the error names the path.
+                        Err(_) => delivered.get(),
+                    };
+                    // Members a vanished (or unreadable) pack could not give: read each on
+                    // its own, which reloads the index and finds where a prune put them.
                     for (_, is) in &members[streamed..] {
                         for &i in is {
                             deliver(i, None)?;
@@ -1119,7 +1151,7 @@ impl Mirror {
         index: &packs::PackIndex,
         pack: &str,
         members: &[(packs::PackedAt, Vec<usize>)],
-        each: &dyn Fn(&[usize], &[u8]) -> Result<()>,
+        each: &MemberSink,
     ) -> Result<usize> {
         let name = packs::pack_path(pack);
         let Some(meta) = index.packs.get(pack) else {
@@ -1152,9 +1184,11 @@ impl Mirror {
             buf.resize((512 + at.member.len) as usize, 0);
             plain.read_exact(&mut buf).map_err(|e| bad(e.to_string()))?;
             pos = at.member.offset + at.member.len;
-            let header = tar_header_matches(&buf[..512], &at.member.id, at.member.len);
-            if !header {
-                return Err(bad(format!("the index does not fit the pack at object {}", at.member.id)));
+            if !pack::header_names(&buf[..512], &at.member.id, at.member.len) {
+                return Err(bad(format!(
+                    "the index does not fit the pack at object {}",
+                    at.member.id
+                )));
             }
             each(is, &buf[512..]).map(|_| n)?;
         }
@@ -1162,10 +1196,8 @@ impl Mirror {
     }
 }
 
-/// Whether a 512-byte tar header names `id` with length `len`.
-fn tar_header_matches(block: &[u8], id: &str, len: u64) -> bool {
-    pack::header_names(block, id, len)
-}
+/// Takes one verified-to-be-read pack member: the items that need it and its bytes.
+type MemberSink<'a> = dyn Fn(&[usize], &[u8]) -> Result<()> + 'a;
 
 /// Copy `src` into `dst` in `chunk`-sized reads, hashing what passes; returns the byte count.
 fn copy_hashing(

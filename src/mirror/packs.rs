@@ -135,7 +135,11 @@ impl IndexFile {
         let pt = key
             .decrypt(sealed)
             .map_err(|e| anyhow!("index object {name} does not decrypt ({e})"))?;
-        let bad = |why: &str| anyhow!("index object {name} {why}; it was tampered with, or written under another key: run `offsync mirror check --deep`");
+        let bad = |why: &str| {
+            anyhow!(
+                "index object {name} {why}; it was tampered with, or written under another key: run `offsync mirror check --deep`"
+            )
+        };
         let text = std::str::from_utf8(&pt).map_err(|_| bad("is not text"))?;
         let (json, mac) = text
             .trim_end_matches('\n')
@@ -163,14 +167,19 @@ impl IndexFile {
                 );
             }
         }
-        ensure!(f.supersedes.iter().all(|s| is_name(s)), bad("names an invalid index"));
+        ensure!(
+            f.supersedes.iter().all(|s| is_name(s)),
+            bad("names an invalid index")
+        );
         Ok(f)
     }
 }
 
 /// 64 lowercase hex characters.
 pub fn is_name(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Where a packed object is: its pack and its place in it.

@@ -11,6 +11,8 @@
 //! - `bad_input`: every rejected input exits 64 and changes no file
 //! - `apply`: `plan`, `apply`, `verify` against two targets
 //! - `mirror`: encrypted mirrors on moto (real S3 on loopback) and a local directory
+//! - `mirror_v1`: a committed `offsync-mirror/1` mirror (tests/fixtures/mirror-v1) is read,
+//!   restored, pulled and applied to by today's binary
 //! - `trust`: the mirror's trust model: forged snapshots (a reader holding the mirror key, a
 //!   compromised writer, a removed writer), hostile entries, symlinks planted in DEST,
 //!   `ssh-keygen -Y verify` by hand, migration of unsigned mirrors and downgrade
@@ -48,6 +50,7 @@ mod faults;
 mod hardening;
 mod history;
 mod mirror;
+mod mirror_v1;
 mod passes;
 mod progress;
 mod pull_releases;

@@ -460,18 +460,42 @@ fn nothing_in_the_mirror_is_plaintext_and_age_alone_recovers_a_file() {
             );
         }
     }
-    // Identical content is stored once: 7 files, 6 distinct contents.
-    let objects = files
-        .iter()
-        .filter(|(n, c)| n.starts_with("objects/") && c != b"<dir>")
-        .count();
-    assert_eq!(objects, 6);
+    // Identical content is stored once: 7 files, 6 distinct contents. The big file (over the
+    // 1 MiB pack threshold) is a single object; the 5 small contents are in one pack.
+    let count = |prefix: &str| {
+        files
+            .iter()
+            .filter(|(n, c)| n.starts_with(prefix) && c != b"<dir>")
+            .count()
+    };
+    assert_eq!(
+        (count("objects/"), count("packs/"), count("index/")),
+        (1, 1, 1)
+    );
 
-    // By hand: mirror key first, then the snapshot, then the object.
+    // By hand, with the real age and tar: mirror key first, then the snapshot, then every
+    // pack through `tar -x`, whose members are named by object id.
     let mk = m.home.tmp.path().join("mirror-key.txt");
     std::fs::write(&mk, age_d(&m.identity(), &dir.join("keys/mirror-key.age"))).unwrap();
     let snap = age_d(&mk, &dir.join("snapshots/0000000001.age"));
     let snap = json(snap.split(|b| *b == b'\n').next().unwrap());
+    let out = m.home.tmp.path().join("unpacked");
+    std::fs::create_dir_all(&out).unwrap();
+    for (name, c) in &files {
+        if !name.starts_with("packs/") || c == b"<dir>" {
+            continue;
+        }
+        let tar = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("age -d -i \"$1\" \"$2\" | tar -x -C \"$3\"")
+            .arg("sh")
+            .arg(&mk)
+            .arg(dir.join(name))
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(tar.status.success(), "{}", stderr(&tar));
+    }
     let object_of = |path: &str| {
         let e = snap["entries"]
             .as_array()
@@ -479,15 +503,22 @@ fn nothing_in_the_mirror_is_plaintext_and_age_alone_recovers_a_file() {
             .iter()
             .find(|e| e["path"] == path)
             .unwrap();
-        object_file(&dir, e["object"].as_str().unwrap())
+        e["object"].as_str().unwrap().to_string()
     };
+    for path in ["secret-plan name.txt", "index.html", "dir/nested/deep.txt"] {
+        assert_eq!(
+            std::fs::read(out.join(object_of(path))).unwrap(),
+            std::fs::read(m.source.join(path)).unwrap(),
+            "{path}"
+        );
+    }
     assert_eq!(
-        age_d(&mk, &object_of("secret-plan name.txt")),
+        std::fs::read(out.join(object_of("secret-plan name.txt"))).unwrap(),
         b"top secret contents"
     );
-    // The big file too (multipart on S3, one file locally: same age format).
+    // The big file is one age file (multipart on S3, one file locally: same age format).
     assert_eq!(
-        age_d(&mk, &object_of("big.bin")),
+        age_d(&mk, &object_file(&dir, &object_of("big.bin"))),
         std::fs::read(m.source.join("big.bin")).unwrap()
     );
 }
@@ -616,17 +647,23 @@ fn tampering_is_detected_named_and_nothing_is_written() {
         return;
     };
     let dir = m.dir.clone().unwrap();
-    let obj = object_file(&dir, &m.object_id("secret-plan name.txt"));
-    // Read before anything is tampered with (ls itself reads only the snapshot).
-    let other_obj = object_file(&dir, &m.object_id("dir/nested/deep.txt"));
-    let mut bytes = std::fs::read(&obj).unwrap();
-    let n = bytes.len();
-    bytes[n - 5] ^= 0x40;
-    std::fs::write(&obj, &bytes).unwrap();
+    // The small files are members of one pack; big.bin is a single object.
+    let only = |sub: &str| {
+        let found: Vec<PathBuf> = listing(&dir.join(sub))
+            .into_iter()
+            .filter(|(_, _, c)| c != b"<dir>")
+            .map(|(p, _, _)| dir.join(sub).join(String::from_utf8(p).unwrap()))
+            .collect();
+        assert_eq!(found.len(), 1, "{sub}: {found:?}");
+        found[0].clone()
+    };
+    let pack = only("packs");
+    let index = only("index");
+    let big = object_file(&dir, &m.object_id("big.bin"));
+    let pristine = std::fs::read(&pack).unwrap();
 
-    // A missing object: the default verify (listing + sizes, no download) names it.
-    let saved = std::fs::read(&other_obj).unwrap();
-    std::fs::remove_file(&other_obj).unwrap();
+    // A missing pack: the default verify (listings + sizes, no download) names its files.
+    std::fs::remove_file(&pack).unwrap();
     let out = m.off(&["verify"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -635,9 +672,14 @@ fn tampering_is_detected_named_and_nothing_is_written() {
         stdout(&out)
     );
     assert!(stdout(&out).contains("missing"), "{}", stdout(&out));
-    std::fs::write(&other_obj, saved).unwrap();
+    std::fs::write(&pack, &pristine).unwrap();
 
-    // The tampered object keeps its size: the cheap verify passes, --deep finds and names it.
+    // A changed byte in the pack keeps its size: the cheap verify passes, --deep finds and
+    // names the files whose STREAM chunk fails authentication.
+    let mut bytes = pristine.clone();
+    let n = bytes.len();
+    bytes[n - 40] ^= 0x40;
+    std::fs::write(&pack, &bytes).unwrap();
     m.off(&["verify"]).assert().code(0);
     let out = m.off(&["verify", "--deep"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -647,7 +689,7 @@ fn tampering_is_detected_named_and_nothing_is_written() {
         stdout(&out)
     );
 
-    // Restore stops, and the tampered path never appears at its final name.
+    // Restore stops naming a file of that pack, which never appears at its final name.
     let dest = m.home.tmp.path().join("restore");
     let out = m
         .off(&["mirror", "restore", "m", dest.to_str().unwrap()])
@@ -655,17 +697,55 @@ fn tampering_is_detected_named_and_nothing_is_written() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("secret-plan name.txt"),
+        [
+            "secret-plan name.txt",
+            "deep.txt",
+            "index.html",
+            "line\"",
+            "byte\""
+        ]
+        .iter()
+        .any(|p| stderr(&out).contains(p)),
         "{}",
         stderr(&out)
     );
     assert!(!dest.join("secret-plan name.txt").exists());
     assert!(!dest.join(".~tmp~").exists(), "no leftovers");
 
-    // A truncated object (torn write) fails authentication too.
-    std::fs::write(&obj, &bytes[..n / 2]).unwrap();
+    // A truncated pack (torn write) is not taken for the indexed one.
+    std::fs::write(&pack, &pristine[..n / 2]).unwrap();
     let out = m.off(&["verify", "--deep"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
+    std::fs::write(&pack, &pristine).unwrap();
+    m.off(&["verify", "--deep"]).assert().code(0);
+
+    // A changed single object: --deep names its file.
+    let saved = std::fs::read(&big).unwrap();
+    let mut b = saved.clone();
+    let k = b.len() - 5;
+    b[k] ^= 0x40;
+    std::fs::write(&big, &b).unwrap();
+    let out = m.off(&["verify", "--deep"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("big.bin"), "{}", stdout(&out));
+    std::fs::write(&big, &saved).unwrap();
+
+    // A forged or changed index object fails its authentication, named.
+    let saved = std::fs::read(&index).unwrap();
+    let mut b = saved.clone();
+    let k = b.len() - 3;
+    b[k] ^= 1;
+    std::fs::write(&index, &b).unwrap();
+    let out = m.off(&["verify"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        format!("{}{}", stdout(&out), stderr(&out)).contains("index/"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    std::fs::write(&index, &saved).unwrap();
+    m.off(&["verify", "--deep"]).assert().code(0);
 
     // A tampered snapshot: plan fails naming it, and apply writes no generation.
     let snap = dir.join("snapshots/0000000001.age");
@@ -724,8 +804,12 @@ fn target_check_proves_a_mirror_usable_changes_nothing_and_names_what_is_wrong()
     );
     assert_eq!(listing(&dir), before, "check changed the mirror");
 
-    // A missing object fails the check, named; the other rows still print.
-    let obj = object_file(&dir, &m.object_id("dir/nested/deep.txt"));
+    // A missing pack fails the check, naming its files; the other rows still print.
+    let obj = listing(&dir.join("packs"))
+        .into_iter()
+        .find(|(_, _, c)| c != b"<dir>")
+        .map(|(p, _, _)| dir.join("packs").join(String::from_utf8(p).unwrap()))
+        .unwrap();
     let saved = std::fs::read(&obj).unwrap();
     let saved_mode = std::fs::metadata(&obj).unwrap().permissions();
     std::fs::remove_file(&obj).unwrap();
@@ -1064,7 +1148,8 @@ fn an_apply_killed_half_way_leaves_the_previous_generation_and_the_next_finishes
             .unwrap(),
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while walk_count(&dir.join("objects")) < 20 {
+    // 120 MB of 300 kB files: about 8 packs of 16 MiB; kill once two are stored.
+    while walk_count(&dir.join("packs")) < 2 {
         assert!(
             std::time::Instant::now() < deadline,
             "apply never started uploading"
