@@ -710,8 +710,8 @@ pub struct MirrorPruneArgs {
     /// How many of the newest generations to keep (at least 1)
     #[arg(long, value_name = "N")]
     pub keep: u64,
-    /// Only delete unreferenced objects older than this many seconds, so an apply that is
-    /// still uploading is never robbed of its objects
+    /// Only delete or repack what is older than this many seconds, so an apply that is still
+    /// uploading is never robbed of its objects
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     pub min_age: u64,
     /// Repack partly used packs, emptiest first, until at most this share of the stored bytes
@@ -719,7 +719,7 @@ pub struct MirrorPruneArgs {
     #[arg(long, value_name = "PERCENT", default_value_t = crate::mirror::prune::DEFAULT_MAX_UNUSED,
           value_parser = clap::value_parser!(u8).range(0..=100))]
     pub max_unused: u8,
-    /// Delete (without it, only list what would be deleted)
+    /// Delete and repack (without it, only list what would be done)
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Print JSON

@@ -537,12 +537,7 @@ fn prune(ctx: &Context, args: MirrorPruneArgs) -> Result<ExitCode> {
     let keep = NonZeroUsize::new(args.keep as usize)
         .ok_or_else(|| input_err!("--keep 0 would delete every snapshot; keep at least 1"))?;
     let m = open_named(ctx, &args.name, None)?;
-    let plan = prune::prune_plan(
-        &m,
-        keep,
-        Duration::from_secs(args.min_age),
-        args.max_unused,
-    )?;
+    let plan = prune::prune_plan(&m, keep, Duration::from_secs(args.min_age), args.max_unused)?;
     let done = if args.yes {
         Some(prune::prune(&m, &plan)?)
     } else {
@@ -619,7 +614,10 @@ fn print_prune(
             )?;
         }
         if list.len() > SHOWN {
-            crate::outln!("  … and {} more pack(s) to {what} (--json lists all)", list.len() - SHOWN)?;
+            crate::outln!(
+                "  … and {} more pack(s) to {what} (--json lists all)",
+                list.len() - SHOWN
+            )?;
         }
     }
     crate::outln!(

@@ -451,14 +451,20 @@ mod tests {
             .collect();
         assert_eq!(loser_only.len(), 1);
         // It went into a pack of its own, which nothing references.
-        let plan = prune::prune_plan(&reader, NonZeroUsize::new(1).unwrap(), Duration::ZERO, 0)
-            .unwrap();
+        let plan =
+            prune::prune_plan(&reader, NonZeroUsize::new(1).unwrap(), Duration::ZERO, 0).unwrap();
         assert_eq!(plan.delete_packs.len(), 1);
         assert_eq!(plan.unreferenced_objects(), 1);
         assert!(plan.repack.is_empty() && plan.delete_objects.is_empty());
         let doomed = &plan.delete_packs[0].pack;
         let index = crate::mirror::packs::PackIndex::load(&reader.store, &reader.keys()).unwrap();
-        let members: Vec<&String> = index.pack(doomed).unwrap().members.iter().map(|m| &m.0).collect();
+        let members: Vec<&String> = index
+            .pack(doomed)
+            .unwrap()
+            .members
+            .iter()
+            .map(|m| &m.0)
+            .collect();
         assert_eq!(members, loser_only.iter().collect::<Vec<_>>());
         prune::prune(&reader, &plan).unwrap();
         assert!(!object_ids(&reader).contains(&loser_only[0]));

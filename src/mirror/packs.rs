@@ -277,8 +277,10 @@ impl PackIndex {
             if out.superseded.contains(&name) {
                 continue;
             }
-            out.contents
-                .insert(name.clone(), f.packs.iter().map(|p| p.pack.clone()).collect());
+            out.contents.insert(
+                name.clone(),
+                f.packs.iter().map(|p| p.pack.clone()).collect(),
+            );
             for p in f.packs {
                 let Some(meta) = out.packs.get_mut(&p.pack) else {
                     // Deleted by a prune whose index is not yet gone, or stored after the

@@ -355,7 +355,10 @@ fn plan_indexes(
             delete.insert(name.clone());
         }
     }
-    let deleted_live = delete.iter().filter(|n| index.contents.contains_key(*n)).count();
+    let deleted_live = delete
+        .iter()
+        .filter(|n| index.contents.contains_key(*n))
+        .count();
     let remaining = live - rewrite.len() - deleted_live + usize::from(!rewrite.is_empty());
     if remaining > MAX_INDEXES {
         rewrite = index
@@ -466,12 +469,17 @@ pub fn prune(mirror: &Mirror, plan: &PrunePlan) -> Result<Pruned> {
         .chain(&plan.repack)
         .map(|p| p.pack.as_str())
         .collect();
-    drop_indexes.extend(plan.delete_indexes.iter().cloned().filter(|i| {
-        plan.index_packs.get(i).is_none_or(|ps| {
-            ps.iter()
-                .all(|p| gone.contains(p.as_str()) || !planned.contains(p.as_str()))
-        })
-    }));
+    drop_indexes.extend(
+        plan.delete_indexes
+            .iter()
+            .filter(|i| {
+                plan.index_packs.get(*i).is_none_or(|ps| {
+                    ps.iter()
+                        .all(|p| gone.contains(p.as_str()) || !planned.contains(p.as_str()))
+                })
+            })
+            .cloned(),
+    );
 
     let names: Vec<String> = plan
         .delete_generations
@@ -555,9 +563,8 @@ fn live_from(mirror: &Mirror, from: u64) -> Result<Live> {
         for e in &s.entries {
             if let Some(o) = &e.object {
                 // An entry without a hash still keeps its object; nothing copies it unchecked.
-                live.entry(o.clone()).or_insert_with(|| {
-                    (e.blake3.clone().unwrap_or_default(), e.size.unwrap_or(0))
-                });
+                live.entry(o.clone())
+                    .or_insert_with(|| (e.blake3.clone().unwrap_or_default(), e.size.unwrap_or(0)));
             }
         }
         Ok(())
@@ -597,7 +604,10 @@ mod tests {
     }
 
     fn source(t: &TestMirror, name: &str, files: &[(String, Vec<u8>)]) -> std::path::PathBuf {
-        let v: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (p.as_str(), c.as_slice())).collect();
+        let v: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_slice()))
+            .collect();
         t.source(name, &v)
     }
 
@@ -667,7 +677,12 @@ mod tests {
 
         let done = prune(&m, &plan).unwrap();
         assert_eq!(
-            (done.generations, done.objects, done.spared, done.packs_repacked),
+            (
+                done.generations,
+                done.objects,
+                done.spared,
+                done.packs_repacked
+            ),
             (1, 1, 0, 1)
         );
         assert!(done.damaged.is_empty());
@@ -677,7 +692,8 @@ mod tests {
         assert!(left.is_subset(&ids));
         // What is kept still walks, verifies and decrypts.
         let r = t.open(1);
-        r.walk_verified(2, |s, _| check_objects(&r, s, true)).unwrap();
+        r.walk_verified(2, |s, _| check_objects(&r, s, true))
+            .unwrap();
         // Nothing left to prune: the superseded index object went with its pack.
         assert!(prune_plan(&m, n(2), Duration::ZERO, 0).unwrap().is_empty());
         assert_eq!(index_objects(&t), 3);
@@ -698,7 +714,10 @@ mod tests {
         assert_eq!(plan.repack.len(), 1);
         assert!(plan.unused_bytes * 100 / plan.total_bytes >= 45, "{plan:?}");
         let done = prune(&m, &plan).unwrap();
-        assert_eq!((done.objects, done.packs_repacked, done.packs_written), (20, 1, 1));
+        assert_eq!(
+            (done.objects, done.packs_repacked, done.packs_written),
+            (20, 1, 1)
+        );
         let (after, packs_after) = packs_on_disk(&t);
         assert_eq!(packs_after, 1);
         assert!(after < before * 52 / 100, "{before} → {after}");
@@ -768,7 +787,10 @@ mod tests {
         assert_eq!(plan.repack.len(), 1);
         prune(&m, &plan).unwrap();
         let old = &plan.repack[0].pack;
-        assert!(stale.packs.contains_key(old), "the reader still has the old index");
+        assert!(
+            stale.packs.contains_key(old),
+            "the reader still has the old index"
+        );
         let files: Vec<&crate::mirror::snapshot::SnapEntry> =
             latest.entries.iter().filter(|e| e.kind == "file").collect();
         // One at a time (a ranged read of the vanished pack) …
@@ -802,7 +824,9 @@ mod tests {
         w.add(&"0".repeat(64), b"orphan").unwrap();
         let (bytes, _) = w.finish().unwrap();
         let orphan = packs::random_name();
-        m.store.put_object(&packs::pack_path(&orphan), bytes).unwrap();
+        m.store
+            .put_object(&packs::pack_path(&orphan), bytes)
+            .unwrap();
         // An index naming a pack that is gone, and 70 more copies of the real one's entry.
         let mut ghost = entry.clone();
         ghost.pack = packs::random_name();

@@ -1457,16 +1457,27 @@ fn prune_repacks(backend: Backend) {
     assert_eq!(plan["repack_packs"].as_array().unwrap().len(), 1, "{plan}");
     assert_eq!(plan["delete_objects"], 20, "{plan}");
     assert_eq!(plan["max_unused"], 10);
-    assert_eq!(packs_dir.as_deref().map(bytes_under), before, "a plan changes nothing");
+    assert_eq!(
+        packs_dir.as_deref().map(bytes_under),
+        before,
+        "a plan changes nothing"
+    );
     let (text, _) = prune(true);
-    assert!(text.starts_with("deleted 1 generation(s) [1] and 20 unreferenced object(s)"), "{text}");
+    assert!(
+        text.starts_with("deleted 1 generation(s) [1] and 20 unreferenced object(s)"),
+        "{text}"
+    );
     if let (Some(dir), Some(before)) = (&packs_dir, before) {
         let after = bytes_under(dir);
         assert!(after < before * 52 / 100, "{before} → {after}");
     }
     // The second run (its JSON half) found nothing left.
     let (_, again) = prune(false);
-    assert_eq!(again["repack_packs"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(
+        again["repack_packs"].as_array().unwrap().len(),
+        0,
+        "{again}"
+    );
     assert_eq!(again["delete_objects"], 0, "{again}");
     m.off(&["verify", "--deep"]).assert().code(0);
     let dest = m.home.tmp.path().join("restored");
