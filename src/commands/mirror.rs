@@ -502,6 +502,7 @@ struct PruneReport {
     unused_bytes_after: u64,
     max_unused: u8,
     young_unreferenced_objects: usize,
+    missing_objects: usize,
     deleted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     spared: Option<usize>,
@@ -564,6 +565,7 @@ fn prune(ctx: &Context, args: MirrorPruneArgs) -> Result<ExitCode> {
         unused_bytes_after: plan.unused_after,
         max_unused: plan.max_unused,
         young_unreferenced_objects: plan.young_unreferenced_objects,
+        missing_objects: plan.missing_objects,
         deleted: args.yes,
         spared: done.as_ref().map(|d| d.spared),
         damaged: done.as_ref().map(|d| d.damaged.clone()).unwrap_or_default(),
@@ -576,7 +578,7 @@ fn prune(ctx: &Context, args: MirrorPruneArgs) -> Result<ExitCode> {
     }
     if damaged {
         return Err(anyhow::anyhow!(
-            "{} pack(s) were kept because an object in them failed its check ({}); run `offsync mirror check {} --deep`",
+            "{} pack(s) were kept because an object in them failed its check ({}); run `offsync verify --target {} --deep`",
             report.damaged.len(),
             crate::sanitize::for_terminal(&report.damaged.join("; ")),
             args.name
@@ -640,6 +642,13 @@ fn print_prune(
             "{} unreferenced object(s) are younger than --min-age {}s and were kept (an apply may still be writing them)",
             plan.young_unreferenced_objects,
             args.min_age
+        )?;
+    }
+    if plan.missing_objects > 0 {
+        crate::outln!(
+            "warning: {} referenced object(s) are in no index and no object file; packs no index lists were kept (they may hold them); run `offsync verify --target {} --deep`",
+            plan.missing_objects,
+            args.name
         )?;
     }
     if let Some(d) = done.filter(|d| d.spared > 0) {

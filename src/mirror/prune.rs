@@ -107,6 +107,9 @@ pub struct PrunePlan {
     pub entries: BTreeMap<String, IndexedPack>,
     /// Unreferenced objects (single or packed) kept because they are younger than `min_age`.
     pub young_unreferenced_objects: usize,
+    /// Referenced objects found in no index and no single object (the mirror is damaged):
+    /// while there are any, packs no index lists are kept, since they may hold them.
+    pub missing_objects: usize,
     /// Stored bytes of the packs and single objects that stay.
     pub total_bytes: u64,
     /// Unused bytes in packs older than `min_age` that stay, before and after the repack.
@@ -202,7 +205,8 @@ pub fn prune_plan(
     let mut young = 0usize;
     let mut total = 0u64;
     let mut delete_objects = Vec::new();
-    for o in ObjectIndex::load(&mirror.store)?.iter() {
+    let singles = ObjectIndex::load(&mirror.store)?;
+    for o in singles.iter() {
         if live.contains_key(&o.id) {
             total += o.size;
         } else if o.age < min_age {
@@ -217,6 +221,12 @@ pub fn prune_plan(
         }
     }
     let index = PackIndex::load(&mirror.store, &mirror.keys())?;
+    // A referenced object in no index and no single object may be in a pack no index lists
+    // (an index object lost or wrongly superseded): then no unindexed pack is deleted.
+    let missing = live
+        .keys()
+        .filter(|id| index.locate(id).is_none() && singles.get(id).is_none())
+        .count();
     let mut names: Vec<&String> = index.packs.keys().collect();
     names.sort();
     let mut delete_packs = Vec::new();
@@ -235,7 +245,7 @@ pub fn prune_plan(
             indexed: meta.indexed.is_some(),
         };
         let Some(p) = &meta.indexed else {
-            if old {
+            if old && missing == 0 {
                 u.dead_bytes = meta.stored_size;
                 delete_packs.push(u);
             } else {
@@ -313,6 +323,7 @@ pub fn prune_plan(
         index_packs,
         entries,
         young_unreferenced_objects: young,
+        missing_objects: missing,
         total_bytes: total,
         unused_bytes: unused_before,
         unused_after: unused,
@@ -532,7 +543,7 @@ fn copy_live(
         data.take(m.len).read_to_end(&mut bytes)?;
         ensure!(
             bytes.len() as u64 == *size && blake3::hash(&bytes).to_hex().as_str() == blake3,
-            "object {} does not match the snapshot's BLAKE3 and size; run `offsync mirror check --deep`",
+            "object {} does not match the snapshot's BLAKE3 and size",
             m.id
         );
         let w = match current {
@@ -549,7 +560,7 @@ fn copy_live(
     })?;
     ensure!(
         want.is_empty(),
-        "{} referenced object(s) its index lists are not in it; run `offsync mirror check --deep`",
+        "{} referenced object(s) its index lists are not in it",
         want.len()
     );
     Ok(written)
@@ -849,6 +860,21 @@ mod tests {
         assert_eq!(index.pack(pack), Some(&entry), "re-listed unchanged");
         check_latest(&t);
         assert!(prune_plan(&m, n(1), Duration::ZERO, 0).unwrap().is_empty());
+    }
+
+    /// With its index object lost, a pack holding referenced objects looks like an orphan;
+    /// prune sees that referenced objects are missing and keeps every unindexed pack.
+    #[test]
+    fn unindexed_packs_are_kept_while_referenced_objects_are_missing() {
+        let t = TestMirror::new();
+        let m = t.open(0);
+        TestMirror::commit(&m, &t.source("1", &[("a", b"A")]));
+        std::fs::remove_dir_all(t.root().join("index")).unwrap();
+        let plan = prune_plan(&m, n(1), Duration::ZERO, 0).unwrap();
+        assert_eq!(plan.missing_objects, 1);
+        assert!(plan.delete_packs.is_empty(), "{plan:?}");
+        prune(&m, &plan).unwrap();
+        assert_eq!(packs_on_disk(&t).1, 1);
     }
 
     /// A pack whose referenced member does not decrypt or does not match is neither repacked
