@@ -862,6 +862,46 @@ mod tests {
         assert!(prune_plan(&m, n(1), Duration::ZERO, 0).unwrap().is_empty());
     }
 
+    /// An apply may store a pack after prune listed `packs/` and index it before prune
+    /// listed `index/`. When prune supersedes that index object (here: consolidation), the
+    /// new one still lists the pack prune never saw.
+    #[test]
+    fn superseding_keeps_a_pack_stored_after_the_listing() {
+        let t = TestMirror::new();
+        let m = t.open(0);
+        TestMirror::commit(&m, &t.source("1", &[("a", b"A")]));
+        let index = PackIndex::load(&m.store, &m.keys()).unwrap();
+        let entry = index
+            .packs
+            .values()
+            .next()
+            .unwrap()
+            .indexed
+            .clone()
+            .unwrap();
+        let sink = PackSink::new(&m.store, &m.key);
+        for _ in 0..MAX_INDEXES {
+            sink.write_index(vec![entry.clone()], Vec::new()).unwrap();
+        }
+        let mut w = sink.start().unwrap();
+        w.add(&"c".repeat(64), b"late").unwrap();
+        let (bytes, info) = w.finish().unwrap();
+        let late = packs::random_name();
+        sink.write_index(vec![IndexedPack::from_info(&late, &info)], Vec::new())
+            .unwrap();
+        // (At --min-age 0 that index, naming only a pack not listed, would count as one
+        // whose packs are gone: the min-age rule is what protects it.)
+        let plan = prune_plan(&m, n(1), Duration::from_secs(3600), 0).unwrap();
+        assert_eq!(plan.rewrite_indexes.len(), MAX_INDEXES + 2, "consolidated");
+        // The pack lands after the plan's listing (its index was already there).
+        m.store.put_object(&packs::pack_path(&late), bytes).unwrap();
+        prune(&m, &plan).unwrap();
+        assert_eq!(index_objects(&t), 1);
+        let index = PackIndex::load(&m.store, &m.keys()).unwrap();
+        assert!(index.pack(&late).is_some(), "still indexed");
+        assert!(index.locate(&"c".repeat(64)).is_some());
+    }
+
     /// With its index object lost, a pack holding referenced objects looks like an orphan;
     /// prune sees that referenced objects are missing and keeps every unindexed pack.
     #[test]
