@@ -529,11 +529,6 @@ impl PackReport {
     }
 }
 
-/// Share of `total` that `part` is, in percent with one decimal.
-fn percent(part: u64, total: u64) -> String {
-    format!("{:.1} %", part as f64 * 100.0 / total.max(1) as f64)
-}
-
 fn prune(ctx: &Context, args: MirrorPruneArgs) -> Result<ExitCode> {
     let keep = NonZeroUsize::new(args.keep as usize)
         .ok_or_else(|| input_err!("--keep 0 would delete every snapshot; keep at least 1"))?;
@@ -622,12 +617,11 @@ fn print_prune(
             )?;
         }
     }
+    let (before, after) = plan.unused_shares();
     crate::outln!(
-        "unused: {} of {} ({}) in packs older than --min-age; after the repack {} (--max-unused {} %)",
+        "unused: {} of {} ({before:.1} %) in packs older than --min-age; after the repack {after:.1} % (--max-unused {} %)",
         human_bytes(plan.unused_bytes),
         human_bytes(plan.total_bytes),
-        percent(plan.unused_bytes, plan.total_bytes),
-        percent(plan.unused_after, plan.total_bytes),
         plan.max_unused
     )?;
     if !plan.rewrite_indexes.is_empty() || !plan.delete_indexes.is_empty() {
@@ -658,7 +652,7 @@ fn print_prune(
         )?;
     }
     if !args.yes && !plan.is_empty() {
-        crate::outln!("run again with --yes to delete")?;
+        crate::outln!("run again with --yes to do this")?;
     }
     Ok(())
 }

@@ -110,7 +110,7 @@ pub struct PrunePlan {
     /// Referenced objects found in no index and no single object (the mirror is damaged):
     /// while there are any, packs no index lists are kept, since they may hold them.
     pub missing_objects: usize,
-    /// Stored bytes of the packs and single objects that stay.
+    /// Stored bytes of the packs and single objects that stay, before the repack.
     pub total_bytes: u64,
     /// Unused bytes in packs older than `min_age` that stay, before and after the repack.
     pub unused_bytes: u64,
@@ -132,6 +132,18 @@ impl PrunePlan {
     /// Bytes a repack frees, about: the unused tar bytes of the repacked packs.
     pub fn repack_bytes(&self) -> u64 {
         self.repack.iter().map(|p| p.dead_bytes).sum()
+    }
+
+    /// The unused share (percent) before and after the repack.
+    pub fn unused_shares(&self) -> (f64, f64) {
+        let share = |part: u64, total: u64| part as f64 * 100.0 / total.max(1) as f64;
+        (
+            share(self.unused_bytes, self.total_bytes),
+            share(
+                self.unused_after,
+                self.total_bytes.saturating_sub(self.repack_bytes()),
+            ),
+        )
     }
 
     /// Unreferenced objects removed: single objects and the dead members of the packs.
@@ -283,7 +295,7 @@ pub fn prune_plan(
         let ((la, ta), (lb, tb)) = (share(a), share(b));
         (la * tb).cmp(&(lb * ta)).then_with(|| a.pack.cmp(&b.pack))
     });
-    let unused_before = unused;
+    let (unused_before, total_before) = (unused, total);
     let mut repack = Vec::new();
     for c in candidates {
         if unused * 100 <= u64::from(max_unused) * total {
@@ -324,7 +336,7 @@ pub fn prune_plan(
         entries,
         young_unreferenced_objects: young,
         missing_objects: missing,
-        total_bytes: total,
+        total_bytes: total_before,
         unused_bytes: unused_before,
         unused_after: unused,
         min_age,
@@ -723,7 +735,9 @@ mod tests {
         // At the default 10 % a half-unused pack is repacked.
         let plan = prune_plan(&m, n(1), Duration::ZERO, DEFAULT_MAX_UNUSED).unwrap();
         assert_eq!(plan.repack.len(), 1);
-        assert!(plan.unused_bytes * 100 / plan.total_bytes >= 45, "{plan:?}");
+        let (before_share, after_share) = plan.unused_shares();
+        assert!((45.0..55.0).contains(&before_share), "{plan:?}");
+        assert_eq!(after_share, 0.0);
         let done = prune(&m, &plan).unwrap();
         assert_eq!(
             (done.objects, done.packs_repacked, done.packs_written),
