@@ -1454,7 +1454,10 @@ fn prune_repacks(backend: Backend) {
     let (text, plan) = prune(false);
     assert!(text.contains("  repack packs/"), "{text}");
     assert!(text.contains("run again with --yes"), "{text}");
-    assert!(text.contains("after the repack 0.0 % (--max-unused 10 %)"), "{text}");
+    assert!(
+        text.contains("after the repack 0.0 % (--max-unused 10 %)"),
+        "{text}"
+    );
     assert_eq!(plan["repack_packs"].as_array().unwrap().len(), 1, "{plan}");
     assert_eq!(plan["delete_objects"], 20, "{plan}");
     assert_eq!(plan["max_unused"], 10);
