@@ -527,9 +527,22 @@ pub enum MirrorCommand {
     /// Sign a mirror written before snapshots were signed (writes one signed generation)
     #[command(long_about = SIGN_HELP)]
     Sign(MirrorSignArgs),
-    /// Remove old generations and the objects no kept generation references
+    /// Remove old generations and the objects no kept generation references; repack packs
+    #[command(long_about = PRUNE_HELP)]
     Prune(MirrorPruneArgs),
 }
+
+const PRUNE_HELP: &str = "\
+Remove old generations and the objects no kept generation references; repack packs.
+
+Lists what it would do; with --yes it does it. Keeps the newest --keep generations and every
+object they reference. Deletes single objects and packs that no kept generation references,
+packs no index lists (left by a killed apply) and index objects that are superseded or whose
+packs are gone. Packs still partly used are repacked, emptiest first, until at most
+--max-unused percent of the stored bytes is unused: their referenced objects are downloaded,
+checked against the snapshots' BLAKE3 and written unchanged into new packs, then the old packs
+go. Nothing younger than --min-age is deleted or repacked, and whatever a generation written
+during the prune references is kept.";
 
 const REKEY_HELP: &str = "\
 Re-encrypt every object and snapshot under a fresh mirror key, then delete the old objects.
@@ -697,11 +710,16 @@ pub struct MirrorPruneArgs {
     /// How many of the newest generations to keep (at least 1)
     #[arg(long, value_name = "N")]
     pub keep: u64,
-    /// Only delete unreferenced objects older than this many seconds, so an apply that is
-    /// still uploading is never robbed of its objects
+    /// Only delete or repack what is older than this many seconds, so an apply that is still
+    /// uploading is never robbed of its objects
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     pub min_age: u64,
-    /// Delete (without it, only list what would be deleted)
+    /// Repack partly used packs, emptiest first, until at most this share of the stored bytes
+    /// is unused (0: repack every pack with an unused member; 100: never repack)
+    #[arg(long, value_name = "PERCENT", default_value_t = crate::mirror::prune::DEFAULT_MAX_UNUSED,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_unused: u8,
+    /// Delete and repack (without it, only list what would be done)
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Print JSON

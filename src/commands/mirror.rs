@@ -489,17 +489,51 @@ impl Includes {
 struct PruneReport {
     keep: Vec<u64>,
     delete_generations: Vec<u64>,
+    /// Unreferenced objects removed: single objects and dead pack members.
     delete_objects: usize,
+    /// Stored bytes freed (planned: deleted objects and packs plus the repacks' unused bytes).
     delete_bytes: u64,
+    delete_packs: Vec<PackReport>,
+    repack_packs: Vec<PackReport>,
+    delete_indexes: usize,
+    rewrite_indexes: usize,
+    total_bytes: u64,
+    unused_bytes: u64,
+    unused_bytes_after: u64,
+    max_unused: u8,
     young_unreferenced_objects: usize,
+    missing_objects: usize,
     deleted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spared: Option<usize>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    damaged: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct PackReport {
+    pack: String,
+    stored_size: u64,
+    live_bytes: u64,
+    dead_bytes: u64,
+}
+
+impl PackReport {
+    fn from(p: &prune::PackUse) -> PackReport {
+        PackReport {
+            pack: p.pack.clone(),
+            stored_size: p.stored_size,
+            live_bytes: p.live_bytes,
+            dead_bytes: p.dead_bytes,
+        }
+    }
 }
 
 fn prune(ctx: &Context, args: MirrorPruneArgs) -> Result<ExitCode> {
     let keep = NonZeroUsize::new(args.keep as usize)
         .ok_or_else(|| input_err!("--keep 0 would delete every snapshot; keep at least 1"))?;
     let m = open_named(ctx, &args.name, None)?;
-    let plan = prune::prune_plan(&m, keep, Duration::from_secs(args.min_age))?;
+    let plan = prune::prune_plan(&m, keep, Duration::from_secs(args.min_age), args.max_unused)?;
     let done = if args.yes {
         Some(prune::prune(&m, &plan)?)
     } else {
@@ -507,29 +541,96 @@ fn prune(ctx: &Context, args: MirrorPruneArgs) -> Result<ExitCode> {
     };
     let (objects, bytes) = match &done {
         Some(d) => (d.objects, d.bytes),
-        None => (plan.delete_objects.len(), plan.delete_bytes()),
+        None => (
+            plan.unreferenced_objects(),
+            plan.delete_bytes() + plan.repack_bytes(),
+        ),
     };
     let report = PruneReport {
         keep: plan.keep.clone(),
         delete_generations: plan.delete_generations.clone(),
         delete_objects: objects,
         delete_bytes: bytes,
+        delete_packs: plan.delete_packs.iter().map(PackReport::from).collect(),
+        repack_packs: plan.repack.iter().map(PackReport::from).collect(),
+        delete_indexes: plan.delete_indexes.len(),
+        rewrite_indexes: plan.rewrite_indexes.len(),
+        total_bytes: plan.total_bytes,
+        unused_bytes: plan.unused_bytes,
+        unused_bytes_after: plan.unused_after,
+        max_unused: plan.max_unused,
         young_unreferenced_objects: plan.young_unreferenced_objects,
+        missing_objects: plan.missing_objects,
         deleted: args.yes,
+        spared: done.as_ref().map(|d| d.spared),
+        damaged: done.as_ref().map(|d| d.damaged.clone()).unwrap_or_default(),
     };
+    let damaged = !report.damaged.is_empty();
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        print_prune(&plan, &report, done.as_ref(), &args)?;
     }
+    if damaged {
+        return Err(anyhow::anyhow!(
+            "{} pack(s) were kept because an object in them failed its check ({}); run `offsync verify --target {} --deep`",
+            report.damaged.len(),
+            crate::sanitize::for_terminal(&report.damaged.join("; ")),
+            args.name
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_prune(
+    plan: &prune::PrunePlan,
+    report: &PruneReport,
+    done: Option<&prune::Pruned>,
+    args: &MirrorPruneArgs,
+) -> Result<()> {
+    /// Packs listed one per line; the rest are counted (`--json` lists all).
+    const SHOWN: usize = 20;
     let verb = if args.yes { "deleted" } else { "would delete" };
     crate::outln!(
-        "{verb} {} generation(s) {:?} and {} unreferenced object(s) ({}); keeping generation(s) {:?}",
+        "{verb} {} generation(s) {:?} and {} unreferenced object(s), freeing {}; keeping generation(s) {:?}",
         report.delete_generations.len(),
         report.delete_generations,
-        objects,
-        human_bytes(bytes),
+        report.delete_objects,
+        human_bytes(report.delete_bytes),
         report.keep
     )?;
+    for (what, list) in [("delete", &plan.delete_packs), ("repack", &plan.repack)] {
+        for p in list.iter().take(SHOWN) {
+            let state = if p.indexed { "" } else { ", in no index" };
+            crate::outln!(
+                "  {what} {} ({}: {} used, {} unused{state})",
+                mirror::packs::pack_path(&p.pack),
+                human_bytes(p.stored_size),
+                human_bytes(p.live_bytes),
+                human_bytes(p.dead_bytes)
+            )?;
+        }
+        if list.len() > SHOWN {
+            crate::outln!(
+                "  … and {} more pack(s) to {what} (--json lists all)",
+                list.len() - SHOWN
+            )?;
+        }
+    }
+    let (before, after) = plan.unused_shares();
+    crate::outln!(
+        "unused: {} of {} ({before:.1} %) in packs older than --min-age; after the repack {after:.1} % (--max-unused {} %)",
+        human_bytes(plan.unused_bytes),
+        human_bytes(plan.total_bytes),
+        plan.max_unused
+    )?;
+    if !plan.rewrite_indexes.is_empty() || !plan.delete_indexes.is_empty() {
+        crate::outln!(
+            "index objects: {} replaced by one new, {} deleted",
+            plan.rewrite_indexes.len(),
+            plan.delete_indexes.len()
+        )?;
+    }
     if plan.young_unreferenced_objects > 0 {
         crate::outln!(
             "{} unreferenced object(s) are younger than --min-age {}s and were kept (an apply may still be writing them)",
@@ -537,16 +638,23 @@ fn prune(ctx: &Context, args: MirrorPruneArgs) -> Result<ExitCode> {
             args.min_age
         )?;
     }
-    if let Some(d) = done.as_ref().filter(|d| d.spared > 0) {
+    if plan.missing_objects > 0 {
         crate::outln!(
-            "{} object(s) are referenced by a generation written during the prune and were kept",
+            "warning: {} referenced object(s) are in no index and no object file; packs no index lists were kept (they may hold them); run `offsync verify --target {} --deep`",
+            plan.missing_objects,
+            args.name
+        )?;
+    }
+    if let Some(d) = done.filter(|d| d.spared > 0) {
+        crate::outln!(
+            "{} object(s) or pack(s) are referenced by a generation written during the prune and were kept",
             d.spared
         )?;
     }
     if !args.yes && !plan.is_empty() {
-        crate::outln!("run again with --yes to delete")?;
+        crate::outln!("run again with --yes to do this")?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn rekey(ctx: &Context, args: MirrorRekeyArgs) -> Result<ExitCode> {

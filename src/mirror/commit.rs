@@ -450,11 +450,24 @@ mod tests {
             })
             .collect();
         assert_eq!(loser_only.len(), 1);
+        // It went into a pack of its own, which nothing references.
         let plan =
-            prune::prune_plan(&reader, NonZeroUsize::new(1).unwrap(), Duration::ZERO).unwrap();
-        let doomed: Vec<&str> = plan.delete_objects.iter().map(|o| o.id.as_str()).collect();
-        assert_eq!(doomed, loser_only);
+            prune::prune_plan(&reader, NonZeroUsize::new(1).unwrap(), Duration::ZERO, 0).unwrap();
+        assert_eq!(plan.delete_packs.len(), 1);
+        assert_eq!(plan.unreferenced_objects(), 1);
+        assert!(plan.repack.is_empty() && plan.delete_objects.is_empty());
+        let doomed = &plan.delete_packs[0].pack;
+        let index = crate::mirror::packs::PackIndex::load(&reader.store, &reader.keys()).unwrap();
+        let members: Vec<&String> = index
+            .pack(doomed)
+            .unwrap()
+            .members
+            .iter()
+            .map(|m| &m.0)
+            .collect();
+        assert_eq!(members, loser_only.iter().collect::<Vec<_>>());
         prune::prune(&reader, &plan).unwrap();
+        assert!(!object_ids(&reader).contains(&loser_only[0]));
         crate::mirror::check::check_objects(&reader, &latest, true).unwrap();
     }
 
@@ -508,6 +521,60 @@ mod tests {
             .find(|e| e.path == path)
             .and_then(|e| e.object.clone())
             .unwrap()
+    }
+
+    /// The [`REUSE_MAX_AGE`] rule: an unreferenced pack member (a losing apply's) is reused
+    /// while its pack is young, and stored again once the pack is older than a prune may
+    /// delete, whatever the listing says about it.
+    #[test]
+    fn an_orphan_member_is_reused_only_while_its_pack_is_young() {
+        let t = TestMirror::new();
+        let (w0, w1) = (t.open(0), t.open(1));
+        TestMirror::commit(&w0, &t.source("base", &[("a", b"A")]));
+        // A losing apply leaves B in a pack no generation references.
+        let _lost = TestMirror::prepare(&w1, &t.source("lost", &[("a", b"A"), ("b", b"B")]));
+        let packs = || {
+            crate::mirror::packs::PackIndex::load(&w0.store, &w0.keys())
+                .unwrap()
+                .packs
+                .into_iter()
+                .map(|(name, m)| (name, m.age))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let before = packs();
+        assert_eq!(before.len(), 2);
+        // w0 loaded the pack index for its first commit: have it see w1's pack.
+        w0.reload_pack_index();
+        let young = TestMirror::prepare(&w0, &t.source("young", &[("a", b"A"), ("b", b"B")]));
+        assert_eq!(packs().len(), 2, "the young orphan is reused");
+        // Age every pack past REUSE_MAX_AGE (the listing's age is the file's mtime).
+        let old = std::time::SystemTime::now() - REUSE_MAX_AGE - Duration::from_secs(60);
+        for name in before.keys() {
+            let path = t.root().join(crate::mirror::packs::pack_path(name));
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        w0.reload_pack_index();
+        let again = TestMirror::prepare(&w0, &t.source("old", &[("a", b"A"), ("b", b"B")]));
+        let after = packs();
+        assert_eq!(after.len(), 3, "the old orphan is stored again");
+        let new: Vec<&String> = after.keys().filter(|p| !before.contains_key(*p)).collect();
+        let index = crate::mirror::packs::PackIndex::load(&w0.store, &w0.keys()).unwrap();
+        let b = young
+            .snapshot
+            .entries
+            .iter()
+            .find(|e| e.path == "b")
+            .and_then(|e| e.object.clone())
+            .unwrap();
+        let members = &index.pack(new[0]).unwrap().members;
+        assert_eq!(members.iter().map(|m| &m.0).collect::<Vec<_>>(), [&b]);
+        assert_eq!(publish(&w0, &again).unwrap(), Published::Written);
+        crate::mirror::check::check_objects(&w0, &again.snapshot, true).unwrap();
     }
 
     /// A commit changes exactly the planned paths, uploads each content once, and reuses what

@@ -380,23 +380,38 @@ pub fn header_names(block: &[u8], id: &str, len: u64) -> bool {
 /// Every member of a whole pack, read from its decrypted tar stream: how an index is rebuilt
 /// from the packs alone (and how tests check what [`PackWriter`] recorded).
 pub fn scan(key: &MirrorKey, pack: impl Read) -> Result<Vec<Member>> {
+    let mut members = Vec::new();
+    read_members(key, pack, |m, _| {
+        members.push(m.clone());
+        Ok(())
+    })?;
+    Ok(members)
+}
+
+/// Decrypt a whole pack as it streams and hand each member, with a reader of its data, to
+/// `each` (what a repack copies from). Data `each` does not read is skipped.
+pub fn read_members(
+    key: &MirrorKey,
+    pack: impl Read,
+    mut each: impl FnMut(&Member, &mut dyn Read) -> Result<()>,
+) -> Result<()> {
     let plain = key
         .decrypt_stream(pack)
         .map_err(|e| anyhow!("the pack does not decrypt: {e}"))?;
     let mut archive = tar::Archive::new(plain);
-    let mut members = Vec::new();
     for entry in archive.entries()? {
-        let entry = entry.context("the pack is not a valid tar archive")?;
+        let mut entry = entry.context("the pack is not a valid tar archive")?;
         let id = String::from_utf8(entry.path_bytes().into_owned())
             .map_err(|_| anyhow!("a pack member name is not an object id"))?;
         check_id(&id)?;
-        members.push(Member {
+        let member = Member {
             offset: entry.raw_file_position(),
             len: entry.size(),
             id,
-        });
+        };
+        each(&member, &mut entry)?;
     }
-    Ok(members)
+    Ok(())
 }
 
 #[cfg(test)]

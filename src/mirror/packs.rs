@@ -214,6 +214,12 @@ pub struct PackIndex {
     pub indexes: HashMap<String, Duration>,
     /// Index objects another one supersedes (still listed: a prune was interrupted).
     pub superseded: HashSet<String>,
+    /// Every live (not superseded) index object: the packs it names, listed or not. A prune
+    /// that supersedes one re-lists the packs it does not delete.
+    pub contents: HashMap<String, Vec<String>>,
+    /// Packs a live index object names that `packs/` did not list: stored after the listing
+    /// (a concurrent apply), or deleted by a prune that had not yet deleted the index.
+    pub unlisted: HashMap<String, IndexedPack>,
 }
 
 impl PackIndex {
@@ -271,9 +277,16 @@ impl PackIndex {
             if out.superseded.contains(&name) {
                 continue;
             }
+            out.contents.insert(
+                name.clone(),
+                f.packs.iter().map(|p| p.pack.clone()).collect(),
+            );
             for p in f.packs {
                 let Some(meta) = out.packs.get_mut(&p.pack) else {
-                    continue; // deleted by a prune whose index is not yet gone
+                    // Deleted by a prune whose index is not yet gone, or stored after the
+                    // listing: not a location, but kept for a prune's re-listing.
+                    out.unlisted.entry(p.pack.clone()).or_insert(p);
+                    continue;
                 };
                 if meta.stored_size != p.stored_size || meta.indexed.is_some() {
                     continue;
@@ -345,8 +358,10 @@ impl<'a> PackSink<'a> {
     }
 
     /// Store a finished pack; its members become findable with the next index object.
-    pub fn store(&self, pack: PackWriter<Vec<u8>>) -> Result<()> {
+    /// Returns the pack's stored size.
+    pub fn store(&self, pack: PackWriter<Vec<u8>>) -> Result<u64> {
         let (bytes, info) = pack.finish()?;
+        let stored = info.stored_len;
         let name = random_name();
         self.store.put_object(&pack_path(&name), bytes)?;
         let full = {
@@ -361,7 +376,7 @@ impl<'a> PackSink<'a> {
         if !full.is_empty() {
             self.write_index(full, Vec::new())?;
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// Write the index of every pack stored since the last index object.
@@ -371,6 +386,19 @@ impl<'a> PackSink<'a> {
             self.write_index(rest, Vec::new())?;
         }
         Ok(())
+    }
+
+    /// Write one index object for every pack stored since the last index object and `extra`
+    /// (packs already stored and indexed elsewhere), replacing the index objects `supersedes`:
+    /// what a prune writes once its new packs are stored.
+    pub fn finish_superseding(
+        &self,
+        extra: Vec<IndexedPack>,
+        supersedes: Vec<String>,
+    ) -> Result<String> {
+        let mut packs = std::mem::take(&mut *self.pending.lock().expect("pack sink lock"));
+        packs.extend(extra);
+        self.write_index(packs, supersedes)
     }
 
     /// Write one index object describing `packs` (already stored), replacing `supersedes`.

@@ -1401,3 +1401,104 @@ fn applies_and_pulls_of_more_than_a_hundred_paths_log_counts_and_a_paths_file() 
         );
     }
 }
+
+/// Stored bytes of every file under `dir` (0 when it does not exist).
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.map(|e| {
+        let e = e.unwrap();
+        let meta = e.metadata().unwrap();
+        if meta.is_dir() {
+            bytes_under(&e.path())
+        } else {
+            meta.len()
+        }
+    })
+    .sum()
+}
+
+/// Half of the files deleted: `mirror prune` lists the pack to repack, repacks it with
+/// `--yes` (the directory's packs shrink to about half), the mirror still verifies and
+/// restores byte-identical, and a second prune has nothing left to do.
+fn prune_repacks(backend: Backend) {
+    let Some(m) = Mirror::new(backend) else {
+        return;
+    };
+    for i in 0..40u32 {
+        let content: Vec<u8> = (0..20_000u32)
+            .map(|j| (j.wrapping_mul(2654435761).wrapping_add(i * 7919) >> 11) as u8)
+            .collect();
+        write_raw(&m.source, format!("f/{i:02}").as_bytes(), &content);
+    }
+    let out = m.apply(&[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    for i in 0..20 {
+        std::fs::remove_file(m.source.join(format!("f/{i:02}"))).unwrap();
+    }
+    let out = m.apply(&["--delete", "--max-delete", "100"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let packs_dir = m.dir.as_ref().map(|d| d.join("packs"));
+    let before = packs_dir.as_deref().map(bytes_under);
+    let prune = |yes: bool| {
+        let mut args = vec!["mirror", "prune", "m", "--keep", "1", "--min-age", "0"];
+        if yes {
+            args.push("--yes");
+        }
+        let text = m.off(&args).output().unwrap();
+        assert!(text.status.success(), "{}", stderr(&text));
+        args.push("--json");
+        (stdout(&text), json(&m.off(&args).output().unwrap().stdout))
+    };
+    let (text, plan) = prune(false);
+    assert!(text.contains("  repack packs/"), "{text}");
+    assert!(text.contains("run again with --yes"), "{text}");
+    assert!(
+        text.contains("after the repack 0.0 % (--max-unused 10 %)"),
+        "{text}"
+    );
+    assert_eq!(plan["repack_packs"].as_array().unwrap().len(), 1, "{plan}");
+    assert_eq!(plan["delete_objects"], 20, "{plan}");
+    assert_eq!(plan["max_unused"], 10);
+    assert_eq!(
+        packs_dir.as_deref().map(bytes_under),
+        before,
+        "a plan changes nothing"
+    );
+    let (text, _) = prune(true);
+    assert!(
+        text.starts_with("deleted 1 generation(s) [1] and 20 unreferenced object(s)"),
+        "{text}"
+    );
+    if let (Some(dir), Some(before)) = (&packs_dir, before) {
+        let after = bytes_under(dir);
+        assert!(after < before * 52 / 100, "{before} → {after}");
+    }
+    // The second run (its JSON half) found nothing left.
+    let (_, again) = prune(false);
+    assert_eq!(
+        again["repack_packs"].as_array().unwrap().len(),
+        0,
+        "{again}"
+    );
+    assert_eq!(again["delete_objects"], 0, "{again}");
+    m.off(&["verify", "--deep"]).assert().code(0);
+    let dest = m.home.tmp.path().join("restored");
+    let out = m
+        .off(&["mirror", "restore", "m", dest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(full_listing(&dest), full_listing(&m.source));
+}
+
+#[test]
+fn prune_after_deleting_half_of_the_files_repacks_a_directory_mirror() {
+    prune_repacks(Backend::Local);
+}
+
+#[test]
+fn prune_after_deleting_half_of_the_files_repacks_an_s3_mirror() {
+    prune_repacks(Backend::S3);
+}
