@@ -137,7 +137,7 @@ impl IndexFile {
             .map_err(|e| anyhow!("index object {name} does not decrypt ({e})"))?;
         let bad = |why: &str| {
             anyhow!(
-                "index object {name} {why}; it was tampered with, or written under another key: run `offsync mirror check --deep`"
+                "index object {name} {why}; it was tampered with, or written under another key: run `offsync verify --deep` on the controller"
             )
         };
         let text = std::str::from_utf8(&pt).map_err(|_| bad("is not text"))?;
