@@ -40,7 +40,8 @@ pub fn check_objects(mirror: &Mirror, snap: &Snapshot, deep: bool) -> Result<()>
                 snapshot::object_path(id)
             )),
             Some(n)
-                if e.stored_size.map_or(!super::crypto::plausible_len(size, n), |s| s != n) =>
+                if e.stored_size
+                    .map_or(!super::crypto::plausible_len(size, n), |s| s != n) =>
             {
                 problems.push(format!(
                     "{:?}: object {} has {n} bytes, which does not fit the snapshot's {size}",
@@ -56,7 +57,13 @@ pub fn check_objects(mirror: &Mirror, snap: &Snapshot, deep: bool) -> Result<()>
         // each bad object names its path and the rest still run.
         let mut one_by_one: Vec<&SnapEntry> = Vec::new();
         if mirror
-            .fetch_each(&files, WORKERS, |e| e, |_| Ok(std::io::sink()), |_, _| Ok(()))
+            .fetch_each(
+                &files,
+                WORKERS,
+                |e| e,
+                |_| Ok(std::io::sink()),
+                |_, _| Ok(()),
+            )
             .is_err()
         {
             one_by_one = files.clone();

@@ -937,7 +937,11 @@ impl Mirror {
 
     /// One packed object's bytes (unverified: the caller checks them against the snapshot);
     /// `None` when its pack is not there any more.
-    fn read_packed(&self, index: &packs::PackIndex, at: &packs::PackedAt) -> Result<Option<Vec<u8>>> {
+    fn read_packed(
+        &self,
+        index: &packs::PackIndex,
+        at: &packs::PackedAt,
+    ) -> Result<Option<Vec<u8>>> {
         let meta = index
             .packs
             .get(&at.pack)
@@ -950,16 +954,20 @@ impl Mirror {
             .context("the pack's key is not loaded")?;
         let name = packs::pack_path(&at.pack);
         let gone = std::cell::Cell::new(false);
-        let r = pack::read_member(key, &p.header_bytes()?, p.stored_size, &at.member, |range| {
-            match self.store.get_range(&name, range) {
+        let r = pack::read_member(
+            key,
+            &p.header_bytes()?,
+            p.stored_size,
+            &at.member,
+            |range| match self.store.get_range(&name, range) {
                 Ok(Some(b)) => Ok(b),
                 Ok(None) => {
                     gone.set(true);
                     Err(std::io::Error::from(std::io::ErrorKind::NotFound))
                 }
                 Err(e) => Err(std::io::Error::other(format!("{e:#}"))),
-            }
-        });
+            },
+        );
         match r {
             Ok(b) => Ok(Some(b)),
             Err(_) if gone.get() => Ok(None),
@@ -1047,8 +1055,10 @@ impl Mirror {
             Pack(&'a str, Vec<(packs::PackedAt, Vec<usize>)>),
         }
         let index = self.pack_index()?;
-        let mut by_pack: std::collections::BTreeMap<&str, std::collections::BTreeMap<String, (packs::PackedAt, Vec<usize>)>> =
-            Default::default();
+        let mut by_pack: std::collections::BTreeMap<
+            &str,
+            std::collections::BTreeMap<String, (packs::PackedAt, Vec<usize>)>,
+        > = Default::default();
         let mut units: Vec<Unit> = Vec::new();
         for (i, t) in items.iter().enumerate() {
             match entry(t).object.as_deref().and_then(|o| index.locate(o)) {
@@ -1072,7 +1082,11 @@ impl Mirror {
             if members.len() >= 4 || wanted.saturating_mul(4) >= stored {
                 units.push(Unit::Pack(pack, members));
             } else {
-                units.extend(members.iter().flat_map(|(_, is)| is.iter().map(|&i| Unit::One(i))));
+                units.extend(
+                    members
+                        .iter()
+                        .flat_map(|(_, is)| is.iter().map(|&i| Unit::One(i))),
+                );
             }
         }
         let deliver = |i: usize, bytes: Option<&[u8]>| -> Result<()> {
@@ -1091,13 +1105,18 @@ impl Mirror {
             match u {
                 Unit::One(i) => deliver(*i, None),
                 Unit::Pack(pack, members) => {
-                    let streamed = self.stream_pack(&index, pack, members, &|is: &[usize], bytes: &[u8]| {
-                        for &i in is {
-                            self.check_content(entry(&items[i]), &packs::pack_path(pack), bytes)?;
-                            deliver(i, Some(bytes))?;
-                        }
-                        Ok(())
-                    })?;
+                    let streamed =
+                        self.stream_pack(&index, pack, members, &|is: &[usize], bytes: &[u8]| {
+                            for &i in is {
+                                self.check_content(
+                                    entry(&items[i]),
+                                    &packs::pack_path(pack),
+                                    bytes,
+                                )?;
+                                deliver(i, Some(bytes))?;
+                            }
+                            Ok(())
+                        })?;
                     // Members a vanished pack could not give: read each on its own, which
                     // reloads the index and finds where the prune put them.
                     for (_, is) in &members[streamed..] {
@@ -1154,7 +1173,10 @@ impl Mirror {
             pos = at.member.offset + at.member.len;
             let header = tar_header_matches(&buf[..512], &at.member.id, at.member.len);
             if !header {
-                return Err(bad(format!("the index does not fit the pack at object {}", at.member.id)));
+                return Err(bad(format!(
+                    "the index does not fit the pack at object {}",
+                    at.member.id
+                )));
             }
             each(is, &buf[512..]).map(|_| n)?;
         }

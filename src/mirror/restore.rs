@@ -394,8 +394,10 @@ fn apply_inner(
         });
         Ok(())
     };
-    let (mut links, regular): (Vec<_>, Vec<_>) =
-        items.iter().copied().partition(|(_, e)| e.kind == "symlink");
+    let (mut links, regular): (Vec<_>, Vec<_>) = items
+        .iter()
+        .copied()
+        .partition(|(_, e)| e.kind == "symlink");
     let results = crate::parallel::parallel(&mut links, workers, |(p, e)| -> Result<()> {
         if crate::interrupt::interrupted() {
             anyhow::bail!("interrupted");

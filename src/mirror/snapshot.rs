@@ -386,8 +386,7 @@ impl Snapshot {
                     if size > MAX_FILE_SIZE {
                         return Err(refuse(raw, "claims an impossible size"));
                     }
-                    if e
-                        .stored_size
+                    if e.stored_size
                         .is_some_and(|stored| !super::crypto::plausible_len(size, stored))
                     {
                         return Err(refuse(
