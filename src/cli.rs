@@ -529,7 +529,24 @@ pub enum MirrorCommand {
     Sign(MirrorSignArgs),
     /// Remove old generations and the objects no kept generation references
     Prune(MirrorPruneArgs),
+    /// Convert an offsync-mirror/1 mirror to /2 in place (packs its small objects)
+    #[command(long_about = UPGRADE_HELP)]
+    Upgrade(MirrorUpgradeArgs),
 }
+
+const UPGRADE_HELP: &str = "\
+Convert an offsync-mirror/1 mirror to offsync-mirror/2 in place.
+
+A /1 mirror stores one object per file content; /2 stores contents below 1 MiB in packs \
+(see `offsync mirror --help`). offsync reads and applies to a /1 mirror as it is (new small \
+files go into packs from the first apply on); `upgrade` also packs what is already there. \
+Without --yes it lists what it would do: the marker to rewrite, and the single objects below \
+1 MiB that a generation references (count and bytes). With --yes it writes the \
+`offsync-mirror/2` marker (older offsync versions then refuse the mirror: upgrade hosts with \
+the controller), reads each of those objects (checked against the snapshot's BLAKE3), writes \
+them into packs under the same ids with their index objects, and only then deletes the single \
+objects an index now covers. Snapshots are not rewritten. An interrupted upgrade is finished \
+by running it again. Applies and prunes may run at the same time.";
 
 const REKEY_HELP: &str = "\
 Re-encrypt every object and snapshot under a fresh mirror key, then delete the old objects.
@@ -663,6 +680,19 @@ pub struct MirrorRekeyArgs {
     /// Don't ask for confirmation (required without a terminal)
     #[arg(long, short = 'y')]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorUpgradeArgs {
+    /// Mirror name
+    #[arg(add = mirror_names())]
+    pub name: String,
+    /// Convert (without it, only list what would be done)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

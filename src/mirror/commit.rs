@@ -285,6 +285,9 @@ fn upload(
             stored.extend(r?.into_iter().map(|id| (id, None)));
         }
         sink.finish()?;
+        // The index loaded for the dedup predates these packs: a verification of this
+        // generation through the same mirror must find them.
+        mirror.reload_pack_index();
     }
     let n = mirror.uploads();
     for (batch, workers) in [(&mut medium, n.min(4)), (&mut large, n.min(2))] {
