@@ -1139,7 +1139,7 @@ impl Mirror {
         index: &packs::PackIndex,
         pack: &str,
         members: &[(packs::PackedAt, Vec<usize>)],
-        each: &dyn Fn(&[usize], &[u8]) -> Result<()>,
+        each: &MemberSink,
     ) -> Result<usize> {
         let name = packs::pack_path(pack);
         let Some(meta) = index.packs.get(pack) else {
@@ -1184,6 +1184,9 @@ impl Mirror {
         Ok(members.len())
     }
 }
+
+/// Receives the items that want one pack member, and its verified bytes.
+type MemberSink<'a> = dyn Fn(&[usize], &[u8]) -> Result<()> + 'a;
 
 /// Whether a 512-byte tar header names `id` with length `len`.
 fn tar_header_matches(block: &[u8], id: &str, len: u64) -> bool {

@@ -42,6 +42,9 @@ use super::{KEY_FILE, Mirror, NEXT_KEY_FILE, WORKERS};
 /// Stored objects by id: the stored size of a single object, `None` for a pack member.
 type Stored = HashMap<String, Option<u64>>;
 
+/// Plaintext BLAKE3 → (object id under the next key, stored size of a single object).
+type NewIds = HashMap<String, (String, Option<u64>)>;
+
 /// What a rekey rewrites.
 #[derive(Debug, Clone)]
 pub struct RekeyPlan {
@@ -249,7 +252,7 @@ fn rewrite_snapshots(
     mirror: &Mirror,
     plan: &RekeyPlan,
     next: &MirrorKey,
-    new_ids: &HashMap<String, (String, Option<u64>)>,
+    new_ids: &NewIds,
 ) -> Result<BTreeSet<String>> {
     let signer = mirror.signer().context("a writer has a signing key")?;
     let mut prev: Option<String> = None;
@@ -288,7 +291,7 @@ fn reencrypt(
     plan: &RekeyPlan,
     next: &MirrorKey,
     scratch: &Path,
-) -> Result<(HashMap<String, (String, Option<u64>)>, usize)> {
+) -> Result<(NewIds, usize)> {
     let mut out = HashMap::new();
     let mut small: Vec<(&SnapEntry, String)> = Vec::new();
     let mut large: Vec<(&String, &SnapEntry, [u8; 32])> = Vec::new();

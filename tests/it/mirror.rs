@@ -561,7 +561,8 @@ fn nothing_in_the_mirror_is_plaintext_and_age_and_tar_alone_recover_every_file()
     // then `mac <hex>`; the member's offset and length are its bytes in the tar stream.
     let index = files_under(&dir, "index");
     assert_eq!(index.len(), 1);
-    let text = String::from_utf8(age_d(&mk, &index[0])).unwrap();
+    let index_file = index[0].clone();
+    let text = String::from_utf8(age_d(&mk, &index_file)).unwrap();
     let (line, mac) = text.split_once('\n').unwrap();
     assert!(mac.starts_with("mac "), "{mac}");
     let index = json(line.as_bytes());
@@ -591,6 +592,26 @@ fn nothing_in_the_mirror_is_plaintext_and_age_and_tar_alone_recover_every_file()
         &[mk.as_os_str(), pack_file.as_os_str(), id.as_ref()],
     );
     assert_eq!(one, b"top secret contents");
+    if crate::util::which("jq").is_some() {
+        // The README's jq lines: the path → id map, and the pack that holds one id.
+        let snapshot_txt = m.home.tmp.path().join("snapshot.txt");
+        std::fs::write(
+            &snapshot_txt,
+            age_d(&mk, &dir.join("snapshots/0000000001.age")),
+        )
+        .unwrap();
+        let map = sh(
+            r#"head -n 1 "$1" | jq -r '.entries[] | select(.kind=="file") | "\(.object) \(.path)"'"#,
+            &[snapshot_txt.as_os_str()],
+        );
+        let line = format!("{id} secret-plan name.txt\n");
+        assert!(String::from_utf8_lossy(&map).contains(&line), "{map:?}");
+        let found = sh(
+            r#"age -d -i "$1" "$2" | head -n 1 | jq -r --arg id "$3" '.packs[] | select(any(.members[]; .[0]==$id)) | .pack'"#,
+            &[mk.as_os_str(), index_file.as_os_str(), id.as_ref()],
+        );
+        assert_eq!(String::from_utf8(found).unwrap().trim(), name);
+    }
     let tar = age_d(&mk, &pack_file);
     let (off, len) = (
         member[1].as_u64().unwrap() as usize,
