@@ -609,6 +609,13 @@ struct UpgradeReport {
 
 fn upgrade_cmd(ctx: &Context, args: MirrorUpgradeArgs) -> Result<ExitCode> {
     let m = open_named(ctx, &args.name, None)?;
+    if m.rekey_pending().is_some() {
+        anyhow::bail!(
+            "a rekey of {} was interrupted; finish it with `offsync mirror rekey {}` first (it packs the mirror too)",
+            args.name,
+            args.name
+        );
+    }
     let plan = upgrade::upgrade_plan(&m)?;
     let done = if args.yes && !plan.is_empty() {
         Some(upgrade::upgrade(&m, &plan)?)

@@ -569,6 +569,40 @@ mod tests {
         assert_eq!(listed(&t, "index").len(), 1);
     }
 
+    /// The small single objects of a `/1` mirror go into packs under the new key.
+    #[test]
+    fn rekey_packs_the_small_single_objects_of_a_v1_mirror() {
+        let t = TestMirror::new();
+        let m = t.open(0);
+        let src = t.source("1", &[("a", b"A"), ("b", b"B")]);
+        for (p, c) in [("a", b"A"), ("b", b"B")] {
+            m.store_file(&src.join(p), 1, blake3::hash(c).as_bytes())
+                .unwrap();
+        }
+        TestMirror::commit(&m, &src);
+        m.store
+            .put(crate::mirror::MARKER, b"offsync-mirror/1\n".to_vec())
+            .unwrap();
+        assert_eq!(
+            (listed(&t, "objects").len(), listed(&t, "packs").len()),
+            (2, 0)
+        );
+        let m = t.open(0);
+        assert_eq!(m.format(), 1);
+        let plan = rekey_plan(&m).unwrap();
+        assert_eq!(plan.delete_objects.len(), 2);
+        let scratch = tempfile::tempdir().unwrap();
+        let done = rekey(&m, &plan, scratch.path()).unwrap();
+        assert_eq!((done.packed, done.deleted_objects), (2, 2));
+        assert_eq!(
+            (listed(&t, "objects").len(), listed(&t, "packs").len()),
+            (0, 1)
+        );
+        let m = t.open(0);
+        assert_eq!(m.format(), crate::mirror::FORMAT);
+        assert_whole(&m);
+    }
+
     /// An old pack is read once however many of its members are rewritten: the rekey of a
     /// pack of many members makes one GET of it, never one ranged read per member.
     #[test]

@@ -65,10 +65,10 @@ pub struct Upgraded {
 /// generation present, walked through the verified chain).
 pub fn upgrade_plan(mirror: &Mirror) -> Result<UpgradePlan> {
     if mirror.rekey_pending().is_some() {
-        return Err(crate::input_err!(
-            "a rekey of {} was interrupted; finish it with `offsync mirror rekey NAME` first (it packs the mirror too)",
+        anyhow::bail!(
+            "a rekey of {} was interrupted; finish it with `offsync mirror rekey` first (it packs the mirror too)",
             mirror.store.display()
-        ));
+        );
     }
     let mut wanted: BTreeMap<String, SnapEntry> = BTreeMap::new();
     match mirror.generations()?.first() {
