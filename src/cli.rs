@@ -576,7 +576,8 @@ by running it again. Applies and prunes may run at the same time.";
 const REKEY_HELP: &str = "\
 Re-encrypt every pack, object and snapshot under a fresh mirror key, then delete the old packs, \
 index objects and objects. Object ids depend on the key, so packs are rewritten with their \
-members renamed (each old pack is read once) and new index objects are written.
+members renamed (an old pack is streamed with one GET unless only a few of its members are \
+still needed) and new index objects are written.
 
 `mirror recipients remove` only stops a recipient from opening the key file from now on: \
 anyone who could open the mirror before may have kept the old mirror key, and with it can \
