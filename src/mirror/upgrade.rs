@@ -271,6 +271,28 @@ mod tests {
         assert_whole(&m);
     }
 
+    /// An apply prepared on the `/1` generation (its base names A's single object, so it
+    /// uploads only the new content) and published after the upgrade moved A into a pack:
+    /// every generation stays whole, because generations name ids, never locations.
+    #[test]
+    fn an_apply_that_straddles_the_upgrade_publishes_a_whole_generation() {
+        let t = TestMirror::new();
+        v1_mirror(&t);
+        let m = t.open(0);
+        let plan = upgrade_plan(&m).unwrap();
+        let w = t.open(1);
+        let src = t.source("2", &[("a", b"A"), ("c", b"C")]);
+        let prepared = TestMirror::prepare(&w, &src);
+        upgrade(&m, &plan).unwrap();
+        assert_eq!(
+            crate::mirror::commit::publish(&w, &prepared).unwrap(),
+            crate::mirror::commit::Published::Written
+        );
+        let m = t.open(0);
+        assert_eq!(m.generations().unwrap(), [1, 2]);
+        assert_whole(&m);
+    }
+
     /// A single whose content does not match the snapshot's BLAKE3 is not packed, the run
     /// fails naming it, and no single is deleted.
     #[test]
