@@ -567,7 +567,7 @@ A /1 mirror stores one object per file content; /2 stores contents below 1 MiB i
 files go into packs from the first apply on); `upgrade` also packs what is already there. \
 Without --yes it lists what it would do: the marker to rewrite, and the single objects below \
 1 MiB that a generation references (count and bytes). With --yes it writes the \
-`offsync-mirror/2` marker (older offsync versions then refuse the mirror: upgrade hosts with \
+`offsync-mirror/2` marker (offsync versions before /2 cannot read packs: upgrade hosts with \
 the controller), reads each of those objects (checked against the snapshot's BLAKE3), writes \
 them into packs under the same ids with their index objects, and only then deletes the single \
 objects an index now covers. Snapshots are not rewritten. An interrupted upgrade is finished \

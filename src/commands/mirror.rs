@@ -650,7 +650,7 @@ fn upgrade_cmd(ctx: &Context, args: MirrorUpgradeArgs) -> Result<ExitCode> {
     }
     let marker = if plan.format < mirror::FORMAT {
         format!(
-            "mark it {current} (it is offsync-mirror/{}; older offsync versions then refuse it), ",
+            "mark it {current} (it is offsync-mirror/{}; offsync before /2 cannot read it then), ",
             plan.format
         )
     } else {

@@ -308,7 +308,7 @@ fn reencrypt(
     }
     let packed = small.len();
     if !small.is_empty() {
-        // An older offsync must refuse the mirror before it holds packs it cannot read.
+        // The marker names /2 before the mirror holds packs a /1 reader cannot read.
         mirror.mark_current_format()?;
         let filler = PackFiller::new(&mirror.store, next);
         let read = mirror.fetch_each(
