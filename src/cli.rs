@@ -100,7 +100,7 @@ pub enum Command {
     /// Compare every target with the source (exit 0 in sync, 2 drifted, 1 error)
     Verify(VerifyArgs),
     /// Encrypted mirrors (S3 or a directory): add, inspect, restore, prune, recipients,
-    /// writers, sign, rekey
+    /// writers, sign, rekey, upgrade
     #[command(subcommand, after_long_help = MIRROR_HELP)]
     Mirror(MirrorCommand),
     /// Host: bring DEST up to date from a mirror's newest snapshot (needs only read access)
@@ -448,22 +448,40 @@ A mirror is one more target: `offsync plan`, `apply` and `verify` treat it like 
 then writes the next snapshot generation create-only; hosts bring a directory up to date with \
 `offsync pull URL DEST`.
 
-Format (offsync-mirror/1), under the mirror root:
-  offsync-mirror                 plaintext marker
+Format (offsync-mirror/2; `offsync mirror snapshots NAME` prints a mirror's version), under \
+the mirror root:
+  offsync-mirror                 plaintext marker, first line `offsync-mirror/N`; offsync
+                                 refuses a version newer than it knows
   keys/mirror-key.age            the mirror key (an age X25519 identity file whose
                                  `# recipient:` comments list who can open it), encrypted
                                  to every recipient
-  objects/<id[0..2]>/<id>        one age file per distinct content, encrypted to the mirror
-                                 key; id = BLAKE3-keyed(K_id, BLAKE3(plaintext)), K_id derived
-                                 from the mirror key
+  packs/<p[0..2]>/<p>            a pack: one age file, encrypted to the mirror key, whose
+                                 plaintext is a POSIX ustar archive of file contents below
+                                 1 MiB, one member per content, named by its object id
+                                 (mode 0600, mtime 0); packs close at 16 MiB; p is random
+  index/<i[0..2]>/<i>.age        an index object, encrypted to the mirror key: line 1 is
+                                 JSON {format: offsync-mirror-index/1, key_id, supersedes:
+                                 [index names], packs: [{pack, stored_size, header (hex of
+                                 the age header and nonce), members: [[id, offset, len]]}]}
+                                 (offset/len: the member's data in the tar stream), line 2
+                                 is `mac <hex>`; not signed: a read checks the tar header
+                                 and the snapshot's BLAKE3
+  objects/<id[0..2]>/<id>        one age file per content of 1 MiB or more (and every
+                                 content of an offsync-mirror/1 mirror), encrypted to the
+                                 mirror key
   snapshots/<generation>.age     10-digit generation; encrypted to the mirror key; line 1 is
                                  JSON (offsync-mirror-snapshot/1: generation, created, previous
                                  chain digest, source digest, key_id, entries with path[,
                                  path_hex], kind, mode, mtime_s, mtime_ns, size, blake3, object,
-                                 stored_size, target), line 2 is `mac <hex>` (BLAKE3-keyed
-                                 with a key derived from the mirror key), then the writer's
-                                 signature (below)
+                                 stored_size (single objects only), target), line 2 is `mac
+                                 <hex>` (BLAKE3-keyed with a key derived from the mirror key),
+                                 then the writer's signature (below)
   keys/mirror-key.next.age       only while a rekey is unfinished
+Object ids: id = BLAKE3-keyed(K_id, BLAKE3(plaintext)), K_id derived from the mirror key; \
+identical contents have one id wherever they are stored, and snapshots name ids, never \
+locations. An offsync-mirror/1 mirror (no packs, no index) is read as it is; the first apply \
+that packs a file marks it /2, and `offsync mirror upgrade NAME` packs its small objects in \
+place.
 No path or content is visible in plaintext. The chain digest of a generation is BLAKE3 of its \
 decrypted bytes; each machine remembers the newest generation it saw per mirror \
 ($OFFSYNC_HOME/mirror-state/) and refuses an older one, a rewritten one or a broken chain.
@@ -486,12 +504,19 @@ directory entry (never a symlink), modes within 07777, sane sizes and counts. Re
 pull never follow a symlink inside DEST, and strip setuid/setgid/sticky bits (restore keeps \
 them with --keep-special-modes).
 
-Manual recovery with the age CLI alone:
+Manual recovery with the age and tar CLIs alone (jq to read the JSON):
   age -d -i ~/.offsync/age-identity.txt -o mirror-key.txt keys/mirror-key.age
   age -d -i mirror-key.txt -o snapshot.txt snapshots/0000000042.age
   head -n 1 snapshot.txt > snapshot.json
-  (each entry of snapshot.json names its object id and BLAKE3)
-  age -d -i mirror-key.txt -o FILE objects/ab/abcd…
+  jq -r '.entries[] | select(.kind==\"file\") | \"\\(.object) \\(.path)\"' snapshot.json
+  (path → object id; a name that is not UTF-8 has path_hex)
+  mkdir objs; for p in packs/*/*; do age -d -i mirror-key.txt \"$p\" | tar -x -C objs; done
+  for o in objects/*/*; do age -d -i mirror-key.txt -o \"objs/${o##*/}\" \"$o\"; done
+  (objs/ID is the content of every entry whose object is ID; b3sum equals its blake3)
+One file: find its id's pack in the index, then extract just that member:
+  age -d -i mirror-key.txt index/ab/ab….age | head -n 1 | \\
+      jq -r --arg id ID '.packs[] | select(any(.members[]; .[0]==$id)) | .pack'
+  age -d -i mirror-key.txt packs/cd/cd… | tar -x -O ID > FILE
 
 Manual signature check with ssh-keygen (WRITER.pub: the writer's id_ed25519.pub):
   sed -n '/^-----BEGIN SSH SIGNATURE-----$/,$p' snapshot.txt > snapshot.sig
@@ -530,6 +555,9 @@ pub enum MirrorCommand {
     /// Remove old generations and the objects no kept generation references; repack packs
     #[command(long_about = PRUNE_HELP)]
     Prune(MirrorPruneArgs),
+    /// Convert an offsync-mirror/1 mirror to /2 in place (packs its small objects)
+    #[command(long_about = UPGRADE_HELP)]
+    Upgrade(MirrorUpgradeArgs),
 }
 
 const PRUNE_HELP: &str = "\
@@ -544,14 +572,32 @@ checked against the snapshots' BLAKE3 and written unchanged into new packs, then
 go. Nothing younger than --min-age is deleted or repacked, and whatever a generation written
 during the prune references is kept.";
 
+const UPGRADE_HELP: &str = "\
+Convert an offsync-mirror/1 mirror to offsync-mirror/2 in place.
+
+A /1 mirror stores one object per file content; /2 stores contents below 1 MiB in packs \
+(see `offsync mirror --help`). offsync reads and applies to a /1 mirror as it is (new small \
+files go into packs from the first apply on); `upgrade` also packs what is already there. \
+Without --yes it lists what it would do: the marker to rewrite, and the single objects below \
+1 MiB that a generation references (count and bytes). With --yes it writes the \
+`offsync-mirror/2` marker (offsync versions before /2 cannot read packs: upgrade hosts with \
+the controller), reads each of those objects (checked against the snapshot's BLAKE3), writes \
+them into packs under the same ids with their index objects, and only then deletes the single \
+objects an index now covers. Snapshots are not rewritten. An interrupted upgrade is finished \
+by running it again. Applies and prunes may run at the same time.";
+
 const REKEY_HELP: &str = "\
-Re-encrypt every object and snapshot under a fresh mirror key, then delete the old objects.
+Re-encrypt every pack, object and snapshot under a fresh mirror key, then delete the old packs, \
+index objects and objects. Object ids depend on the key, so packs are rewritten with their \
+members renamed (an old pack is streamed with one GET unless only a few of its members are \
+still needed) and new index objects are written.
 
 `mirror recipients remove` only stops a recipient from opening the key file from now on: \
 anyone who could open the mirror before may have kept the old mirror key, and with it can \
 decrypt every object written under that key. Run `rekey` after removing a recipient so that \
 future data, and past data still in the mirror, is under a key they never had. Copies they \
-already downloaded cannot be taken back. An interrupted rekey is finished by running it again.";
+already downloaded cannot be taken back. An interrupted rekey is finished by running it again: \
+it reuses what is already stored under the new key.";
 
 const SIGN_HELP: &str = "\
 Sign a mirror written before offsync signed snapshots.
@@ -676,6 +722,19 @@ pub struct MirrorRekeyArgs {
     /// Don't ask for confirmation (required without a terminal)
     #[arg(long, short = 'y')]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorUpgradeArgs {
+    /// Mirror name
+    #[arg(add = mirror_names())]
+    pub name: String,
+    /// Convert (without it, only list what would be done)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

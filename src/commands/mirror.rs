@@ -1,13 +1,13 @@
 //! `offsync mirror …`: create, inspect, restore, prune and re-key encrypted mirrors.
 //!
 //! Each subcommand turns its arguments into a call on [`crate::mirror`] and renders the
-//! result: `prune` and `rekey` compute a plan there ([`prune::PrunePlan`],
-//! [`rekey::RekeyPlan`]), show it and execute that same value; `sign` is
+//! result: `prune`, `rekey` and `upgrade` compute a plan there ([`prune::PrunePlan`],
+//! [`rekey::RekeyPlan`], [`upgrade::UpgradePlan`]), show it and execute that same value; `sign` is
 //! [`commit::sign_latest`]. No mirror protocol lives here.
 //!
 //! Invariants: `add` checks the store (credentials, bucket, reachability) before it writes
-//! anything, and saves config.yaml only after the mirror is initialised; `prune` and `rekey`
-//! change nothing without `--yes`; every read goes through the rollback check and the writer
+//! anything, and saves config.yaml only after the mirror is initialised; `prune`, `rekey` and
+//! `upgrade` change nothing without `--yes`; every read goes through the rollback check and the writer
 //! check (the newest generation signed by this controller or a writer added with `mirror
 //! writers add`); every generation read is validated before anything is printed or written.
 
@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use crate::cli::{
     MirrorAddArgs, MirrorCommand, MirrorLsArgs, MirrorPruneArgs, MirrorRekeyArgs,
-    MirrorRestoreArgs, MirrorShowArgs, MirrorSignArgs, RecipientArgs, RecipientsCommand,
-    WriterArgs, WritersCommand,
+    MirrorRestoreArgs, MirrorShowArgs, MirrorSignArgs, MirrorUpgradeArgs, RecipientArgs,
+    RecipientsCommand, WriterArgs, WritersCommand,
 };
 use crate::config::{Config, MirrorConfig};
 use crate::context::Context;
@@ -34,7 +34,7 @@ use crate::mirror::commit::{self, Signed};
 use crate::mirror::crypto::{self, Identity};
 use crate::mirror::snapshot::{SnapEntry, Snapshot};
 use crate::mirror::store::{Location, S3Settings, Store};
-use crate::mirror::{self, Mirror, prune, rekey};
+use crate::mirror::{self, Mirror, prune, rekey, upgrade};
 use crate::plan::human_bytes;
 use crate::{fsutil, input_err, prompt, sanitize};
 
@@ -53,6 +53,7 @@ pub fn dispatch(ctx: &Context, cmd: MirrorCommand) -> Result<ExitCode> {
         MirrorCommand::Writers(WritersCommand::Add(a)) => writers_change(ctx, a, true),
         MirrorCommand::Writers(WritersCommand::Remove(a)) => writers_change(ctx, a, false),
         MirrorCommand::Sign(a) => sign(ctx, a),
+        MirrorCommand::Upgrade(a) => upgrade_cmd(ctx, a),
     }
 }
 
@@ -235,7 +236,10 @@ fn snapshots(ctx: &Context, args: MirrorShowArgs) -> Result<ExitCode> {
     }
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&rows)?)?;
-    } else if rows.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    crate::outln!("format: offsync-mirror/{}", m.format())?;
+    if rows.is_empty() {
         eprintln!(
             "no snapshots yet; run `offsync apply --target {}`",
             args.name
@@ -683,13 +687,102 @@ fn rekey(ctx: &Context, args: MirrorRekeyArgs) -> Result<ExitCode> {
     // Read the rewritten newest generation once, so this machine remembers the new chain.
     open_named_as(ctx, &args.name, None, true)?.latest()?;
     crate::outln!(
-        "re-encrypted {} object(s) and {} snapshot(s) of {} under mirror key {}; deleted {} old object(s)",
+        "re-encrypted {} object(s) ({} of them into new packs) and {} snapshot(s) of {} under mirror key {}; deleted {} old object(s), {} old pack(s) and {} old index object(s)",
         done.objects,
+        done.packed,
         done.snapshots,
         args.name,
         done.key_id,
-        done.deleted_objects
+        done.deleted_objects,
+        done.deleted_packs,
+        done.deleted_indexes
     )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mirror upgrade --json` (a documented wire format).
+#[derive(Serialize)]
+struct UpgradeReport {
+    /// The format the marker named before.
+    format_before: u32,
+    /// The format it names after (unchanged without --yes).
+    format: u32,
+    /// Small single objects packed (or to pack), and their plaintext bytes.
+    pack_objects: usize,
+    pack_bytes: u64,
+    /// Single objects deleted (or to delete) because a pack now holds them.
+    delete_objects: usize,
+    upgraded: bool,
+}
+
+fn upgrade_cmd(ctx: &Context, args: MirrorUpgradeArgs) -> Result<ExitCode> {
+    let m = open_named(ctx, &args.name, None)?;
+    if m.rekey_pending().is_some() {
+        anyhow::bail!(
+            "a rekey of {} was interrupted; finish it with `offsync mirror rekey {}` first (it packs the mirror too)",
+            args.name,
+            args.name
+        );
+    }
+    let plan = upgrade::upgrade_plan(&m)?;
+    let done = if args.yes && !plan.is_empty() {
+        Some(upgrade::upgrade(&m, &plan)?)
+    } else {
+        None
+    };
+    let report = UpgradeReport {
+        format_before: plan.format,
+        format: if done.is_some() {
+            mirror::FORMAT
+        } else {
+            plan.format
+        },
+        pack_objects: plan.pack.len(),
+        pack_bytes: plan.bytes(),
+        delete_objects: done
+            .as_ref()
+            .map_or(plan.pack.len() + plan.delete.len(), |d| d.deleted),
+        upgraded: done.is_some(),
+    };
+    if args.json {
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let current = format!("offsync-mirror/{}", mirror::FORMAT);
+    if plan.is_empty() {
+        crate::outln!(
+            "{} is {current} and holds no single object to pack; nothing to do",
+            args.name
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let marker = if plan.format < mirror::FORMAT {
+        format!(
+            "mark it {current} (it is offsync-mirror/{}; offsync before /2 cannot read it then), ",
+            plan.format
+        )
+    } else {
+        String::new()
+    };
+    match &done {
+        None => {
+            crate::outln!(
+                "upgrade of {} would {marker}pack {} single object(s) below 1 MiB ({}) and then delete {} single object(s) a pack holds",
+                args.name,
+                report.pack_objects,
+                human_bytes(report.pack_bytes),
+                report.delete_objects
+            )?;
+            crate::outln!("run again with --yes to convert")?;
+        }
+        Some(d) => crate::outln!(
+            "upgraded {} to {current}: packed {} object(s) ({}), deleted {} single object(s) now in packs",
+            args.name,
+            d.packed,
+            human_bytes(d.bytes),
+            d.deleted
+        )?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -285,7 +285,8 @@ fn upload(
             stored.extend(r?.into_iter().map(|id| (id, None)));
         }
         sink.finish()?;
-        // The index loaded for dedup does not know the packs just written.
+        // The index loaded for the dedup predates these packs: a verification of this
+        // generation through the same mirror must find them.
         mirror.reload_pack_index();
     }
     let n = mirror.uploads();

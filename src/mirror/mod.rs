@@ -42,6 +42,7 @@ pub mod snapshot;
 pub mod store;
 #[cfg(test)]
 mod testutil;
+pub mod upgrade;
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};

@@ -411,3 +411,69 @@ impl<'a> PackSink<'a> {
         Ok(name)
     }
 }
+
+/// Packs verified contents that arrive from many threads in any order (a rekey or an upgrade
+/// reading packs and objects with [`super::Mirror::fetch_each`]) into new packs through a
+/// [`PackSink`]. One pack is filled at a time; a full pack is stored while the next fills, and
+/// a second full pack waits (holding up the filling) until the first is stored, so at most two
+/// packs are held, as in an apply's upload slot.
+pub struct PackFiller<'a> {
+    sink: PackSink<'a>,
+    filling: Mutex<Option<PackWriter<Vec<u8>>>>,
+    storing: Mutex<()>,
+    /// Ids in packs stored so far (indexed at the latest by [`PackFiller::finish`]).
+    stored: Mutex<Vec<String>>,
+}
+
+impl<'a> PackFiller<'a> {
+    pub fn new(store: &'a Store, key: &'a MirrorKey) -> PackFiller<'a> {
+        PackFiller {
+            sink: PackSink::new(store, key),
+            filling: Mutex::new(None),
+            storing: Mutex::new(()),
+            stored: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Add object `id` with (verified) content `data`; stores the pack once it is full.
+    pub fn add(&self, id: &str, data: &[u8]) -> Result<()> {
+        let full = {
+            let mut slot = self.filling.lock().expect("pack filler lock");
+            let pack = match slot.as_mut() {
+                Some(p) => p,
+                None => slot.insert(self.sink.start()?),
+            };
+            pack.add(id, data)?;
+            if pack.len() < PACK_TARGET {
+                return Ok(());
+            }
+            let full = slot.take().expect("a pack is being filled");
+            // Taken while the filling is still held: no third pack starts before one is stored.
+            let turn = self.storing.lock().expect("pack filler lock");
+            (full, turn)
+        };
+        let (pack, _turn) = full;
+        self.store(pack)
+    }
+
+    fn store(&self, pack: PackWriter<Vec<u8>>) -> Result<()> {
+        let ids: Vec<String> = pack.members().iter().map(|m| m.id.clone()).collect();
+        self.sink.store(pack)?;
+        self.stored.lock().expect("pack filler lock").extend(ids);
+        Ok(())
+    }
+
+    /// Store the last pack and write the index of every stored pack; returns the ids now
+    /// indexed. Call it also after an error, so what was packed is found by the next run.
+    pub fn finish(self) -> Result<Vec<String>> {
+        let last = self.filling.lock().expect("pack filler lock").take();
+        let stored = match last.filter(|p| !p.is_empty()) {
+            Some(p) => self.store(p),
+            None => Ok(()),
+        };
+        // Index what was stored even when the last pack failed.
+        self.sink.finish()?;
+        stored?;
+        Ok(self.stored.into_inner().expect("pack filler lock"))
+    }
+}

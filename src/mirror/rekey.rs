@@ -1,17 +1,28 @@
 //! `mirror rekey` as a plan and its execution: [`rekey_plan`] reads every generation and
 //! decides what is rewritten; [`rekey`] executes that [`RekeyPlan`].
 //!
-//! Execution order, so that an interrupted rekey can always be finished by running it again:
+//! Object ids are keyed by the mirror key, so a rekey renames every content. Execution order,
+//! so that an interrupted rekey can always be finished by running it again:
 //! 1. the next mirror key is stored, sealed to the recipients (`keys/mirror-key.next.age`),
 //!    before any object uses it (a resumed rekey already has it; applies refuse to run
 //!    while it exists);
-//! 2. every distinct file content under the old key is re-encrypted once under the next key
-//!    (contents already re-encrypted by the interrupted run are reused);
+//! 2. every distinct file content under the old key is written once under the next key:
+//!    contents below [`PACK_THRESHOLD`] into new packs (members named by their new ids, with
+//!    new index objects under the next key), larger ones as single objects. Old packs are
+//!    read once each (streamed, or one ranged read per member when only a few are needed),
+//!    never re-downloaded per member. A content whose new id is already stored — a single
+//!    object, or a member of a pack that an index under the next key describes — is reused:
+//!    that is how a resumed rekey skips what the interrupted one finished (a next-key pack
+//!    whose index was never written is not trusted, its contents are written again, and
+//!    the orphan is deleted with the old packs);
 //! 3. every generation under the old key is rewritten under the next key, re-chained and
 //!    signed by this controller; each records the digest it had before (`rekeyed_from`), so
 //!    machines that remember the old chain accept the rewrite;
-//! 4. the key file is replaced by the next key and the next-key file removed;
-//! 5. the objects no generation references any more (the old key's) are deleted.
+//! 4. the old key's objects, packs and index objects (and orphans), as listed when planning,
+//!    are deleted: no generation references them any more. This comes *before* the key
+//!    swap, because once the next key is the only key an old index object could not be
+//!    opened, and every reader loading the index would fail on it;
+//! 5. the key file is replaced by the next key and the next-key file removed.
 //!
 //! The generations are read before step 1; right after it they are listed again, and a
 //! generation published in between stops the rekey (run it again: it resumes and includes
@@ -24,8 +35,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::crypto::MirrorKey;
 use super::index::ObjectIndex;
+use super::packs::{self, PACK_THRESHOLD, PackFiller};
 use super::snapshot::{self, SnapEntry, Snapshot};
 use super::{KEY_FILE, Mirror, NEXT_KEY_FILE, WORKERS};
+
+/// Stored objects by id: the stored size of a single object, `None` for a pack member.
+type Stored = HashMap<String, Option<u64>>;
+
+/// Plaintext BLAKE3 → (object id under the next key, stored size of a single object).
+type NewIds = HashMap<String, (String, Option<u64>)>;
 
 /// What a rekey rewrites.
 #[derive(Debug, Clone)]
@@ -42,13 +60,18 @@ pub struct RekeyPlan {
     /// Key files written: the key file is replaced (and, unless resuming, the next-key file
     /// written first); the next-key file is deleted at the end.
     pub key_files: Vec<&'static str>,
-    /// Object paths present now that no generation references after the rekey (the old
-    /// key's objects), deleted last.
+    /// Single-object paths present now that no generation references after the rekey (the
+    /// old key's objects), deleted last.
     pub delete_objects: Vec<String>,
+    /// Pack paths present now that no index under the next key describes (the old key's
+    /// packs, and orphans), deleted last.
+    pub delete_packs: Vec<String>,
+    /// Index object paths present now that are not under the next key, deleted last.
+    pub delete_indexes: Vec<String>,
     /// Every generation, authenticated and validated, with its chain digest.
     snapshots: Vec<(Snapshot, String)>,
-    /// The objects present when planning, id → stored size.
-    present: HashMap<String, u64>,
+    /// What was stored when planning, by id (only next-key ids matter).
+    present: Stored,
 }
 
 impl RekeyPlan {
@@ -63,8 +86,14 @@ impl RekeyPlan {
 pub struct Rekeyed {
     /// Distinct contents now under the new key (re-encrypted or reused).
     pub objects: usize,
+    /// Of those, contents written into new packs by this run.
+    pub packed: usize,
     pub snapshots: usize,
+    /// Single objects deleted.
     pub deleted_objects: usize,
+    /// Packs and index objects deleted.
+    pub deleted_packs: usize,
+    pub deleted_indexes: usize,
     pub key_id: String,
 }
 
@@ -86,6 +115,9 @@ pub fn rekey_plan(mirror: &Mirror) -> Result<RekeyPlan> {
         })
         .collect::<Result<_>>()?;
     let index = ObjectIndex::load(&mirror.store)?;
+    // Read afresh: the execution streams the old packs through this same loaded index.
+    mirror.reload_pack_index();
+    let packed = mirror.pack_index()?;
     let next_id = next.map(MirrorKey::key_id);
     let mut contents: BTreeMap<String, SnapEntry> = BTreeMap::new();
     let mut rewrite = Vec::new();
@@ -111,6 +143,39 @@ pub fn rekey_plan(mirror: &Mirror) -> Result<RekeyPlan> {
         key_files.push(NEXT_KEY_FILE);
     }
     key_files.push(KEY_FILE);
+    // Packs and index objects under the next key are what an interrupted run finished; every
+    // other pack (the old key's, or an orphan without an index) goes.
+    let next_pack = |m: &packs::PackMeta| next_id.is_some() && m.key_id == next_id;
+    let live_indexes: BTreeSet<&String> = packed
+        .packs
+        .values()
+        .filter(|m| next_pack(m))
+        .filter_map(|m| m.index.as_ref())
+        .collect();
+    let mut delete_packs: Vec<String> = packed
+        .packs
+        .iter()
+        .filter(|(_, m)| !next_pack(m))
+        .map(|(p, _)| packs::pack_path(p))
+        .collect();
+    delete_packs.sort();
+    let mut delete_indexes: Vec<String> = packed
+        .indexes
+        .keys()
+        .filter(|i| !live_indexes.contains(i))
+        .map(|i| packs::index_path(i))
+        .collect();
+    delete_indexes.sort();
+    let mut present: Stored = index
+        .sizes()
+        .into_iter()
+        .map(|(id, n)| (id, Some(n)))
+        .collect();
+    for (id, at) in packed.ids() {
+        if packed.packs.get(&at.pack).is_some_and(next_pack) {
+            present.insert(id.clone(), None);
+        }
+    }
     Ok(RekeyPlan {
         resume: next.is_some(),
         generations,
@@ -122,13 +187,16 @@ pub fn rekey_plan(mirror: &Mirror) -> Result<RekeyPlan> {
             .filter(|o| !keep.contains(&o.id))
             .map(|o| o.path.clone())
             .collect(),
+        delete_packs,
+        delete_indexes,
         snapshots,
-        present: index.sizes(),
+        present,
     })
 }
 
-/// Execute `plan` on `mirror` (the same opened mirror it was planned on). Plaintext passes
-/// through files in `scratch` (a private directory) between download and re-encryption.
+/// Execute `plan` on `mirror` (the same opened mirror it was planned on). Plaintext of
+/// large objects passes through files in `scratch` (a private directory) between download
+/// and re-encryption.
 pub fn rekey(mirror: &Mirror, plan: &RekeyPlan, scratch: &Path) -> Result<Rekeyed> {
     mirror.signer().context("a writer has a signing key")?;
     let fresh;
@@ -152,11 +220,9 @@ pub fn rekey(mirror: &Mirror, plan: &RekeyPlan, scratch: &Path) -> Result<Rekeye
             now
         );
     }
-    let new_ids = reencrypt(mirror, plan, next, scratch)?;
+    let (new_ids, packed) = reencrypt(mirror, plan, next, scratch)?;
     mirror.store.flush()?;
     let keep = rewrite_snapshots(mirror, plan, next, &new_ids)?;
-    mirror.store.put(KEY_FILE, next.seal(&mirror.recipients)?)?;
-    mirror.store.delete(&[NEXT_KEY_FILE.to_string()])?;
     let stale: Vec<String> = plan
         .delete_objects
         .iter()
@@ -164,10 +230,17 @@ pub fn rekey(mirror: &Mirror, plan: &RekeyPlan, scratch: &Path) -> Result<Rekeye
         .cloned()
         .collect();
     mirror.store.delete(&stale)?;
+    mirror.store.delete(&plan.delete_packs)?;
+    mirror.store.delete(&plan.delete_indexes)?;
+    mirror.store.put(KEY_FILE, next.seal(&mirror.recipients)?)?;
+    mirror.store.delete(&[NEXT_KEY_FILE.to_string()])?;
     Ok(Rekeyed {
         objects: new_ids.len(),
+        packed,
         snapshots: plan.generations.len(),
         deleted_objects: stale.len(),
+        deleted_packs: plan.delete_packs.len(),
+        deleted_indexes: plan.delete_indexes.len(),
         key_id: next.key_id(),
     })
 }
@@ -179,7 +252,7 @@ fn rewrite_snapshots(
     mirror: &Mirror,
     plan: &RekeyPlan,
     next: &MirrorKey,
-    new_ids: &HashMap<String, (String, u64)>,
+    new_ids: &NewIds,
 ) -> Result<BTreeSet<String>> {
     let signer = mirror.signer().context("a writer has a signing key")?;
     let mut prev: Option<String> = None;
@@ -192,7 +265,7 @@ fn rewrite_snapshots(
                     .get(e.blake3.as_deref().unwrap_or(""))
                     .context("an object was not re-encrypted")?;
                 e.object = Some(id.clone());
-                e.stored_size = Some(*n);
+                e.stored_size = *n;
             }
             s.key_id = next.key_id();
             s.rekeyed_from = Some(old_digest.clone());
@@ -210,37 +283,69 @@ fn rewrite_snapshots(
     Ok(keep)
 }
 
-/// Re-encrypt every content of `plan` under `next` (reusing objects already stored under
-/// it); returns plaintext BLAKE3 → (new object id, stored size).
+/// Write every content of `plan` under `next` (reusing what is already stored under it):
+/// small ones into packs, large ones as single objects. Returns plaintext BLAKE3 → (new
+/// object id, stored size of a single object), and how many contents were packed.
 fn reencrypt(
     mirror: &Mirror,
     plan: &RekeyPlan,
     next: &MirrorKey,
     scratch: &Path,
-) -> Result<HashMap<String, (String, u64)>> {
-    let mut items: Vec<(&String, &SnapEntry)> = plan.contents.iter().collect();
+) -> Result<(NewIds, usize)> {
+    let mut out = HashMap::new();
+    let mut small: Vec<(&SnapEntry, String)> = Vec::new();
+    let mut large: Vec<(&String, &SnapEntry, [u8; 32])> = Vec::new();
+    for (h, e) in &plan.contents {
+        let hash = content_hash(e)?;
+        let new_id = next.object_id(&hash);
+        if let Some(n) = plan.present.get(&new_id) {
+            out.insert(h.clone(), (new_id, *n));
+        } else if e.size.unwrap_or(0) < PACK_THRESHOLD {
+            small.push((e, new_id));
+        } else {
+            large.push((h, e, hash));
+        }
+    }
+    let packed = small.len();
+    if !small.is_empty() {
+        // The marker names /2 before the mirror holds packs a /1 reader cannot read.
+        mirror.mark_current_format()?;
+        let filler = PackFiller::new(&mirror.store, next);
+        let read = mirror.fetch_each(
+            &small,
+            WORKERS,
+            |(e, _)| e,
+            |(e, _)| Ok(Vec::with_capacity(e.size.unwrap_or(0) as usize)),
+            |(_, id), bytes| filler.add(id, &bytes),
+        );
+        // The packs stored so far are indexed even after an error: a rerun reuses them.
+        let indexed = filler.finish();
+        read?;
+        indexed?;
+        for (e, id) in small {
+            out.insert(e.blake3.clone().unwrap_or_default(), (id, None));
+        }
+    }
     let counter = AtomicU64::new(0);
     let results = crate::parallel::parallel(
-        &mut items,
-        WORKERS,
-        |(h, e)| -> Result<(String, (String, u64))> {
-            let hash = content_hash(e)?;
-            let new_id = next.object_id(&hash);
-            let size = e.size.unwrap_or(0);
-            if let Some(n) = plan.present.get(&new_id) {
-                return Ok(((*h).clone(), (new_id, *n)));
-            }
+        &mut large,
+        WORKERS.min(4),
+        |(h, e, hash)| -> Result<(String, (String, Option<u64>))> {
             let n = counter.fetch_add(1, Ordering::Relaxed);
             let tmp = scratch.join(n.to_string());
             let mut f = fs_err::File::create(&tmp)?;
             mirror.fetch_into(e, &mut f)?;
             drop(f);
-            let (_, stored) = mirror.store_file_with(next, &tmp, size, &hash)?;
+            let (new_id, stored) = mirror.store_file_with(next, &tmp, e.size.unwrap_or(0), hash)?;
             let _ = std::fs::remove_file(&tmp);
-            Ok(((*h).clone(), (new_id, stored)))
+            Ok(((*h).clone(), (new_id, Some(stored))))
         },
     );
-    results.into_iter().collect()
+    for r in results {
+        let (h, v) = r?;
+        out.insert(h, v);
+    }
+    Ok((out, packed))
 }
 
 /// The plaintext BLAKE3 of a file entry.
@@ -255,6 +360,7 @@ fn content_hash(e: &SnapEntry) -> Result<[u8; 32]> {
 mod tests {
     use super::*;
     use crate::mirror::check::check_objects;
+    use crate::mirror::packs::{PackIndex, PackSink};
     use crate::mirror::testutil::{TestMirror, object_ids};
 
     /// Every generation readable, chained and complete under the mirror's current key.
@@ -267,23 +373,60 @@ mod tests {
         .unwrap();
     }
 
+    /// Stored paths under `dir` of the mirror (`packs`, `index`, `objects`).
+    fn listed(t: &TestMirror, dir: &str) -> BTreeSet<String> {
+        let m = t.open(0);
+        m.store
+            .list(dir)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.path)
+            .collect()
+    }
+
+    /// 1 MiB + 1 bytes: above the pack threshold, so a single object.
+    fn big() -> Vec<u8> {
+        (0..PACK_THRESHOLD + 1).map(|i| (i % 251) as u8).collect()
+    }
+
     #[test]
-    fn rekey_rewrites_every_generation_and_object_under_a_new_key() {
+    fn rekey_rewrites_every_generation_pack_and_object_under_a_new_key() {
         let t = TestMirror::new();
         let m = t.open(0);
-        TestMirror::commit(&m, &t.source("1", &[("a", b"A"), ("b", b"B")]));
-        TestMirror::commit(&m, &t.source("2", &[("a", b"A"), ("c", b"C")]));
+        let big = big();
+        TestMirror::commit(
+            &m,
+            &t.source("1", &[("a", b"A"), ("b", b"B"), ("big", &big)]),
+        );
+        TestMirror::commit(
+            &m,
+            &t.source("2", &[("a", b"A"), ("c", b"C"), ("big", &big)]),
+        );
         let old_key = m.key.key_id();
         let old_ids = object_ids(&m);
+        let (old_packs, old_indexes) = (listed(&t, "packs"), listed(&t, "index"));
+        assert_eq!(
+            (old_packs.len(), old_indexes.len()),
+            (2, 2),
+            "one pack per apply"
+        );
         t.open(1).latest().unwrap();
 
         let plan = rekey_plan(&m).unwrap();
         assert!(!plan.resume);
         assert_eq!(plan.rewrite, [1, 2]);
-        assert_eq!(plan.contents.len(), 3, "A, B and C once each");
-        assert_eq!(plan.bytes(), 3);
+        assert_eq!(plan.contents.len(), 4, "A, B, C and the big file once each");
+        assert_eq!(plan.bytes(), 3 + big.len() as u64);
         assert_eq!(plan.key_files, [NEXT_KEY_FILE, KEY_FILE]);
-        assert_eq!(plan.delete_objects.len(), 3, "every old object");
+        assert_eq!(plan.delete_objects.len(), 1, "the big file's old object");
+        assert_eq!(
+            plan.delete_packs.iter().cloned().collect::<BTreeSet<_>>(),
+            old_packs
+        );
+        assert_eq!(
+            plan.delete_indexes.iter().cloned().collect::<BTreeSet<_>>(),
+            old_indexes
+        );
         // Planning changed nothing.
         assert!(!t.root().join(NEXT_KEY_FILE).exists());
         assert_eq!(object_ids(&m), old_ids);
@@ -291,13 +434,22 @@ mod tests {
         let scratch = tempfile::tempdir().unwrap();
         let done = rekey(&m, &plan, scratch.path()).unwrap();
         assert_eq!(
-            (done.objects, done.snapshots, done.deleted_objects),
-            (3, 2, 3)
+            (done.objects, done.packed, done.snapshots),
+            (4, 3, 2),
+            "{done:?}"
+        );
+        assert_eq!(
+            (
+                done.deleted_objects,
+                done.deleted_packs,
+                done.deleted_indexes
+            ),
+            (1, 2, 2)
         );
         assert!(!t.root().join(NEXT_KEY_FILE).exists());
 
         // Reopened (same rollback state, which remembers the old chain): the rewrite is
-        // accepted, under the new key, and no old object is left.
+        // accepted, under the new key, and no old object, pack or index is left.
         let m = t.open(0);
         assert_ne!(m.key.key_id(), old_key);
         assert_eq!(m.key.key_id(), done.key_id);
@@ -305,28 +457,57 @@ mod tests {
         let (latest, _) = m.latest().unwrap().unwrap();
         assert_eq!(latest.generation, 2);
         assert!(latest.rekeyed_from.is_some());
+        for e in latest.entries.iter().filter(|e| e.kind == "file") {
+            // Only the big file is a single object; packed entries name no stored size.
+            assert_eq!(e.stored_size.is_some(), e.path == "big", "{e:?}");
+        }
         assert_whole(&m);
         let new_ids = object_ids(&m);
-        assert_eq!(new_ids.len(), 3);
+        assert_eq!(new_ids.len(), 4);
         assert!(new_ids.is_disjoint(&old_ids));
+        let (new_packs, new_indexes) = (listed(&t, "packs"), listed(&t, "index"));
+        assert_eq!(
+            (new_packs.len(), new_indexes.len()),
+            (1, 1),
+            "A, B and C in one pack"
+        );
+        assert!(new_packs.is_disjoint(&old_packs) && new_indexes.is_disjoint(&old_indexes));
+        let index = PackIndex::load(&m.store, &m.keys()).unwrap();
+        assert_eq!(index.ids().count(), 3);
         // The other writer, whose state also remembers the old chain, follows.
         assert_whole(&t.open(1));
     }
 
-    /// A rekey interrupted after storing the next key and re-encrypting one content resumes:
-    /// the plan says so, reuses that object, and finishes.
+    /// A rekey interrupted after storing the next key, one pack with its index (content A)
+    /// and one pack whose index it never wrote (content B) resumes: the plan reuses the
+    /// indexed pack, writes B again, and deletes the orphan with the old key's packs.
     #[test]
     fn an_interrupted_rekey_is_finished_by_the_next_one() {
         let t = TestMirror::new();
         let m = t.open(0);
         let src = t.source("1", &[("a", b"A"), ("b", b"B")]);
         TestMirror::commit(&m, &src);
+        let old_packs = listed(&t, "packs");
         let next = MirrorKey::generate();
         m.store
             .put(NEXT_KEY_FILE, next.seal(&m.recipients).unwrap())
             .unwrap();
-        let hash = *blake3::hash(b"A").as_bytes();
-        let (reused, _) = m.store_file_with(&next, &src.join("a"), 1, &hash).unwrap();
+        let id = |c: &[u8]| next.object_id(blake3::hash(c).as_bytes());
+        let sink = PackSink::new(&m.store, &next);
+        let mut pack = sink.start().unwrap();
+        pack.add(&id(b"A"), b"A").unwrap();
+        sink.store(pack).unwrap();
+        sink.finish().unwrap();
+        let done_pack = listed(&t, "packs")
+            .difference(&old_packs)
+            .next()
+            .cloned()
+            .unwrap();
+        let mut orphan = sink.start().unwrap();
+        orphan.add(&id(b"B"), b"B").unwrap();
+        let (bytes, _) = orphan.finish().unwrap();
+        let orphan = packs::pack_path(&packs::random_name());
+        m.store.put_object(&orphan, bytes).unwrap();
 
         let m = t.open(0);
         assert!(m.rekey_pending().is_some());
@@ -334,16 +515,29 @@ mod tests {
         assert!(plan.resume);
         assert_eq!(plan.key_files, [KEY_FILE]);
         assert!(
-            plan.delete_objects.iter().all(|p| !p.ends_with(&reused)),
-            "the object already under the next key stays"
+            !plan.delete_packs.contains(&done_pack),
+            "the indexed next-key pack stays"
         );
-        assert_eq!(plan.delete_objects.len(), 2);
+        assert!(
+            plan.delete_packs.contains(&orphan),
+            "the unindexed one goes"
+        );
+        assert_eq!(plan.delete_packs.len(), 2, "the orphan and the old pack");
+        assert_eq!(plan.delete_indexes.len(), 1, "the old index");
         let scratch = tempfile::tempdir().unwrap();
         let done = rekey(&m, &plan, scratch.path()).unwrap();
         assert_eq!(done.key_id, next.key_id());
+        assert_eq!(
+            (done.objects, done.packed),
+            (2, 1),
+            "A reused, B packed again"
+        );
         let m = t.open(0);
         assert_whole(&m);
-        assert!(object_ids(&m).contains(&reused));
+        let left = listed(&t, "packs");
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left.contains(&done_pack) && !left.contains(&orphan));
+        assert!(object_ids(&m).contains(&id(b"A")));
     }
 
     /// A generation published between the plan and the execution stops the rekey with the
@@ -367,7 +561,69 @@ mod tests {
         let plan = rekey_plan(&m).unwrap();
         assert!(plan.resume);
         assert_eq!(plan.rewrite, [1, 2]);
+        assert_eq!(plan.delete_packs.len(), 2, "both applies' packs");
         rekey(&m, &plan, scratch.path()).unwrap();
+        let m = t.open(0);
+        assert_whole(&m);
+        assert_eq!(listed(&t, "packs").len(), 1);
+        assert_eq!(listed(&t, "index").len(), 1);
+    }
+
+    /// The small single objects of a `/1` mirror go into packs under the new key.
+    #[test]
+    fn rekey_packs_the_small_single_objects_of_a_v1_mirror() {
+        let t = TestMirror::new();
+        let m = t.open(0);
+        let src = t.source("1", &[("a", b"A"), ("b", b"B")]);
+        for (p, c) in [("a", b"A"), ("b", b"B")] {
+            m.store_file(&src.join(p), 1, blake3::hash(c).as_bytes())
+                .unwrap();
+        }
+        TestMirror::commit(&m, &src);
+        m.store
+            .put(crate::mirror::MARKER, b"offsync-mirror/1\n".to_vec())
+            .unwrap();
+        assert_eq!(
+            (listed(&t, "objects").len(), listed(&t, "packs").len()),
+            (2, 0)
+        );
+        let m = t.open(0);
+        assert_eq!(m.format(), 1);
+        let plan = rekey_plan(&m).unwrap();
+        assert_eq!(plan.delete_objects.len(), 2);
+        let scratch = tempfile::tempdir().unwrap();
+        let done = rekey(&m, &plan, scratch.path()).unwrap();
+        assert_eq!((done.packed, done.deleted_objects), (2, 2));
+        assert_eq!(
+            (listed(&t, "objects").len(), listed(&t, "packs").len()),
+            (0, 1)
+        );
+        let m = t.open(0);
+        assert_eq!(m.format(), crate::mirror::FORMAT);
+        assert_whole(&m);
+    }
+
+    /// An old pack is read once however many of its members are rewritten: the rekey of a
+    /// pack of many members makes one GET of it, never one ranged read per member.
+    #[test]
+    fn each_old_pack_is_read_once() {
+        let t = TestMirror::new();
+        let m = t.open(0);
+        let files: Vec<(String, Vec<u8>)> = (0..40)
+            .map(|i| (format!("f{i:02}"), format!("content {i}").into_bytes()))
+            .collect();
+        let refs: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_slice()))
+            .collect();
+        TestMirror::commit(&m, &t.source("1", &refs));
+        assert_eq!(listed(&t, "packs").len(), 1);
+        let plan = rekey_plan(&m).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        rekey(&m, &plan, scratch.path()).unwrap();
+        let reads = &m.store.reads;
+        assert_eq!(reads.ranged.load(Ordering::Relaxed), 0, "{reads:?}");
+        assert_eq!(reads.whole.load(Ordering::Relaxed), 1, "{reads:?}");
         assert_whole(&t.open(0));
     }
 }

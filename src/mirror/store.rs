@@ -68,6 +68,17 @@ pub struct Store {
     display: String,
     /// Local filesystem without hard links: create-only writes use `O_EXCL` instead.
     exclusive_fallback: Arc<OnceLock<bool>>,
+    /// Reads made through this store (and its clones), for tests that count requests.
+    #[cfg(test)]
+    pub reads: Arc<Reads>,
+}
+
+/// Read requests counted in tests: whole-object reads ([`Store::reader`]) and ranged ones.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct Reads {
+    pub whole: std::sync::atomic::AtomicUsize,
+    pub ranged: std::sync::atomic::AtomicUsize,
 }
 
 /// Object metadata from a listing.
@@ -139,6 +150,8 @@ impl Store {
             location: location.clone(),
             display,
             exclusive_fallback: Arc::new(OnceLock::new()),
+            #[cfg(test)]
+            reads: Default::default(),
         })
     }
 
@@ -172,6 +185,10 @@ impl Store {
     /// Fewer bytes than asked come back only when the object is shorter.
     pub fn get_range(&self, path: &str, range: std::ops::Range<u64>) -> Result<Option<Vec<u8>>> {
         let p = ObjPath::from(path);
+        #[cfg(test)]
+        self.reads
+            .ranged
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match block_on(self.inner.get_range(&p, range)) {
             Ok(b) => Ok(Some(b.to_vec())),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -208,6 +225,10 @@ impl Store {
     /// [`Store::reader`], `Ok(None)` when the object does not exist.
     pub fn reader_opt(&self, path: &str) -> Result<Option<ObjectReader>> {
         let p = ObjPath::from(path);
+        #[cfg(test)]
+        self.reads
+            .whole
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let r = match block_on(self.inner.get(&p)) {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),

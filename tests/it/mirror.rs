@@ -433,8 +433,72 @@ fn object_file(dir: &Path, id: &str) -> PathBuf {
     dir.join("objects").join(&id[..2]).join(id)
 }
 
+/// `bash -c SCRIPT` with `pipefail` and positional arguments: the documented recovery
+/// commands as a user types them. Returns stdout (asserted to succeed).
+fn sh(script: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -euo pipefail; {script}"))
+        .arg("sh")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}: {}", stderr(&out));
+    out.stdout
+}
+
+/// The regular files under `dir/sub`, sorted.
+fn files_under(dir: &Path, sub: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.join(sub)];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The mirror key, decrypted with the real age CLI into `mirror-key.txt` (README step 1).
+fn mirror_key_by_hand(m: &Mirror, dir: &Path) -> PathBuf {
+    let mk = m.home.tmp.path().join("mirror-key.txt");
+    std::fs::write(&mk, age_d(&m.identity(), &dir.join("keys/mirror-key.age"))).unwrap();
+    mk
+}
+
+/// README step 3: every pack through `age -d | tar -x`, into `out` (files named by id).
+fn unpack_by_hand(dir: &Path, mk: &Path, out: &Path) {
+    std::fs::create_dir_all(out).unwrap();
+    for pack in files_under(dir, "packs") {
+        sh(
+            r#"age -d -i "$1" "$2" | tar -x -C "$3""#,
+            &[mk.as_os_str(), pack.as_os_str(), out.as_os_str()],
+        );
+    }
+}
+
+/// A snapshot entry's exact path (`path_hex` when the name is not UTF-8).
+fn entry_path(e: &serde_json::Value) -> Vec<u8> {
+    match e["path_hex"].as_str() {
+        Some(h) => (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect(),
+        None => e["path"].as_str().unwrap().as_bytes().to_vec(),
+    }
+}
+
 #[test]
-fn nothing_in_the_mirror_is_plaintext_and_age_alone_recovers_a_file() {
+fn nothing_in_the_mirror_is_plaintext_and_age_and_tar_alone_recover_every_file() {
     if !skip_unless_age() {
         return;
     }
@@ -460,67 +524,205 @@ fn nothing_in_the_mirror_is_plaintext_and_age_alone_recovers_a_file() {
             );
         }
     }
-    // Identical content is stored once: 7 files, 6 distinct contents. The big file (over the
-    // 1 MiB pack threshold) is a single object; the 5 small contents are in one pack.
-    let count = |prefix: &str| {
-        files
-            .iter()
-            .filter(|(n, c)| n.starts_with(prefix) && c != b"<dir>")
-            .count()
-    };
-    assert_eq!(
-        (count("objects/"), count("packs/"), count("index/")),
-        (1, 1, 1)
-    );
 
-    // By hand, with the real age and tar: mirror key first, then the snapshot, then every
-    // pack through `tar -x`, whose members are named by object id.
-    let mk = m.home.tmp.path().join("mirror-key.txt");
-    std::fs::write(&mk, age_d(&m.identity(), &dir.join("keys/mirror-key.age"))).unwrap();
+    // By hand, as the README's "Recovery by hand" says: the mirror key, the snapshot, every
+    // pack with `age -d | tar -x`, every single object with `age -d`.
+    let mk = mirror_key_by_hand(&m, &dir);
     let snap = age_d(&mk, &dir.join("snapshots/0000000001.age"));
     let snap = json(snap.split(|b| *b == b'\n').next().unwrap());
-    let out = m.home.tmp.path().join("unpacked");
-    std::fs::create_dir_all(&out).unwrap();
-    for (name, c) in &files {
-        if !name.starts_with("packs/") || c == b"<dir>" {
-            continue;
-        }
-        let tar = std::process::Command::new("sh")
-            .arg("-c")
-            .arg("age -d -i \"$1\" \"$2\" | tar -x -C \"$3\"")
-            .arg("sh")
-            .arg(&mk)
-            .arg(dir.join(name))
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(tar.status.success(), "{}", stderr(&tar));
-    }
-    let object_of = |path: &str| {
-        let e = snap["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["path"] == path)
-            .unwrap();
-        e["object"].as_str().unwrap().to_string()
-    };
-    for path in ["secret-plan name.txt", "index.html", "dir/nested/deep.txt"] {
-        assert_eq!(
-            std::fs::read(out.join(object_of(path))).unwrap(),
-            std::fs::read(m.source.join(path)).unwrap(),
-            "{path}"
+    let objs = m.home.tmp.path().join("objs");
+    unpack_by_hand(&dir, &mk, &objs);
+    for o in files_under(&dir, "objects") {
+        sh(
+            r#"age -d -i "$1" -o "$3/$(basename "$2")" "$2""#,
+            &[mk.as_os_str(), o.as_os_str(), objs.as_os_str()],
         );
     }
+    // Identical content is stored once: 7 files, 6 distinct contents, the 5 small ones in
+    // one pack, big.bin (9.5 MB) a single object.
+    assert_eq!(files_under(&dir, "packs").len(), 1);
+    assert_eq!(files_under(&dir, "objects").len(), 1);
+    assert_eq!(files_under(&objs, "").len(), 6);
+    // The snapshot maps every path to an id; each recovered file is byte-identical.
+    let mut n = 0;
+    for e in snap["entries"].as_array().unwrap() {
+        if e["kind"] != "file" {
+            continue;
+        }
+        let path = entry_path(e);
+        let want = std::fs::read(m.source.join(std::ffi::OsStr::from_bytes(&path))).unwrap();
+        let got = std::fs::read(objs.join(e["object"].as_str().unwrap())).unwrap();
+        assert!(got == want, "{}", String::from_utf8_lossy(&path));
+        n += 1;
+    }
+    assert_eq!(n, 7);
+
+    // One file through the index, with the field names the README gives: line 1 is JSON,
+    // then `mac <hex>`; the member's offset and length are its bytes in the tar stream.
+    let index = files_under(&dir, "index");
+    assert_eq!(index.len(), 1);
+    let index_file = index[0].clone();
+    let text = String::from_utf8(age_d(&mk, &index_file)).unwrap();
+    let (line, mac) = text.split_once('\n').unwrap();
+    assert!(mac.starts_with("mac "), "{mac}");
+    let index = json(line.as_bytes());
+    assert_eq!(index["format"], "offsync-mirror-index/1");
+    assert_eq!(index["key_id"], snap["key_id"]);
+    let id = m.object_id("secret-plan name.txt");
+    let (pack, member) = index["packs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|p| {
+            let mm = p["members"]
+                .as_array()?
+                .iter()
+                .find(|mm| mm[0] == id.as_str())?;
+            Some((p.clone(), mm.clone()))
+        })
+        .expect("the index lists the file's id");
+    let name = pack["pack"].as_str().unwrap();
+    let pack_file = dir.join("packs").join(&name[..2]).join(name);
     assert_eq!(
-        std::fs::read(out.join(object_of("secret-plan name.txt"))).unwrap(),
-        b"top secret contents"
+        pack["stored_size"].as_u64(),
+        Some(std::fs::metadata(&pack_file).unwrap().len())
     );
-    // The big file is one age file (multipart on S3, one file locally: same age format).
+    let one = sh(
+        r#"age -d -i "$1" "$2" | tar -x -O "$3""#,
+        &[mk.as_os_str(), pack_file.as_os_str(), id.as_ref()],
+    );
+    assert_eq!(one, b"top secret contents");
+    if crate::util::which("jq").is_some() {
+        // The README's jq lines: the path → id map, and the pack that holds one id.
+        let snapshot_txt = m.home.tmp.path().join("snapshot.txt");
+        std::fs::write(
+            &snapshot_txt,
+            age_d(&mk, &dir.join("snapshots/0000000001.age")),
+        )
+        .unwrap();
+        let map = sh(
+            r#"head -n 1 "$1" | jq -r '.entries[] | select(.kind=="file") | "\(.object) \(.path)"'"#,
+            &[snapshot_txt.as_os_str()],
+        );
+        let line = format!("{id} secret-plan name.txt\n");
+        assert!(String::from_utf8_lossy(&map).contains(&line), "{map:?}");
+        let found = sh(
+            r#"age -d -i "$1" "$2" | head -n 1 | jq -r --arg id "$3" '.packs[] | select(any(.members[]; .[0]==$id)) | .pack'"#,
+            &[mk.as_os_str(), index_file.as_os_str(), id.as_ref()],
+        );
+        assert_eq!(String::from_utf8(found).unwrap().trim(), name);
+    }
+    let tar = age_d(&mk, &pack_file);
+    let (off, len) = (
+        member[1].as_u64().unwrap() as usize,
+        member[2].as_u64().unwrap() as usize,
+    );
+    assert_eq!(&tar[off..off + len], b"top secret contents");
+}
+
+/// A `/1` mirror — made by hand from a `/2` one with the real `age` and `tar`: every pack
+/// member becomes a single object encrypted to the mirror key, packs and index objects go,
+/// the marker says `/1` — is read as it is, and `mirror upgrade` packs it in place: the plan
+/// changes nothing, `--yes` converts, a rerun has nothing to do.
+#[test]
+fn mirror_upgrade_packs_a_v1_mirror_in_place() {
+    if !skip_unless_age() {
+        return;
+    }
+    let Some(m) = filled(Backend::Local) else {
+        return;
+    };
+    let dir = m.dir.clone().unwrap();
+    let mk = mirror_key_by_hand(&m, &dir);
+    let objs = m.home.tmp.path().join("members");
+    unpack_by_hand(&dir, &mk, &objs);
+    for member in files_under(&objs, "") {
+        let id = member.file_name().unwrap().to_str().unwrap().to_string();
+        let single = dir.join("objects").join(&id[..2]).join(&id);
+        std::fs::create_dir_all(single.parent().unwrap()).unwrap();
+        sh(
+            r#"age -e -i "$1" -o "$2" "$3""#,
+            &[mk.as_os_str(), single.as_os_str(), member.as_os_str()],
+        );
+    }
+    std::fs::remove_dir_all(dir.join("packs")).unwrap();
+    std::fs::remove_dir_all(dir.join("index")).unwrap();
+    std::fs::write(
+        dir.join("offsync-mirror"),
+        "offsync-mirror/1\nAn offsync encrypted mirror.\n",
+    )
+    .unwrap();
+    let format = || stdout(&m.off(&["mirror", "snapshots", "m"]).output().unwrap());
+    assert!(
+        format().starts_with("format: offsync-mirror/1\n"),
+        "{}",
+        format()
+    );
+    m.off(&["verify", "--deep"]).assert().code(0);
+
+    // The plan says what it would do and changes nothing.
+    let before = mirror_files(&dir);
+    let out = m.off(&["mirror", "upgrade", "m"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("mark it offsync-mirror/2")
+            && text.contains("pack 5 single object(s) below 1 MiB")
+            && text.contains("--yes"),
+        "{text}"
+    );
+    let plan = json(
+        &m.off(&["mirror", "upgrade", "m", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
     assert_eq!(
-        age_d(&mk, &object_file(&dir, &object_of("big.bin"))),
-        std::fs::read(m.source.join("big.bin")).unwrap()
+        (
+            &plan["format_before"],
+            &plan["pack_objects"],
+            &plan["upgraded"]
+        ),
+        (&1.into(), &5.into(), &false.into())
     );
+    assert_eq!(mirror_files(&dir), before, "planning changed nothing");
+
+    let out = m
+        .off(&["mirror", "upgrade", "m", "--yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("packed 5 object(s)")
+            && stdout(&out).contains("deleted 5 single object(s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        format().starts_with("format: offsync-mirror/2\n"),
+        "{}",
+        format()
+    );
+    assert_eq!(
+        files_under(&dir, "objects").len(),
+        1,
+        "only big.bin is single"
+    );
+    assert_eq!(files_under(&dir, "packs").len(), 1);
+    assert_eq!(files_under(&dir, "index").len(), 1);
+    m.off(&["verify", "--deep"]).assert().code(0);
+    let r = m.home.tmp.path().join("restored");
+    m.off(&["mirror", "restore", "m", r.to_str().unwrap()])
+        .assert()
+        .success();
+    assert_eq!(full_listing(&r), full_listing(&m.source));
+
+    let out = m
+        .off(&["mirror", "upgrade", "m", "--yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("nothing to do"), "{}", stdout(&out));
 }
 
 #[test]
@@ -1240,10 +1442,22 @@ fn recipients_and_rekey() {
     assert!(stdout(&out).contains("rekey"), "{}", stdout(&out));
     let out = m.pull_cmd(&other, &dest, &other_id).output().unwrap();
     assert!(stderr(&out).contains("no matching key"), "{}", stderr(&out));
-    // …but the stolen key still opens every object, until a rekey.
+    // …but the stolen key still opens every pack, index and object, until a rekey.
     let id = m.object_id("index.html");
-    let open_with_stolen = |id: &str| try_age_d(&stolen, &object_file(&dir, id));
-    assert!(open_with_stolen(&id).status.success());
+    let stored = || {
+        let mut f = files_under(&dir, "packs");
+        f.extend(files_under(&dir, "index"));
+        f.extend(files_under(&dir, "objects"));
+        f
+    };
+    let opens_with_stolen = |f: &PathBuf| try_age_d(&stolen, f).status.success();
+    let old_files = stored();
+    assert_eq!(
+        old_files.len(),
+        3,
+        "a pack, its index, big.bin: {old_files:?}"
+    );
+    assert!(old_files.iter().all(opens_with_stolen));
     // Refuse removing our own recipient.
     let own = std::fs::read_to_string(m.identity()).unwrap();
     let own = own
@@ -1259,11 +1473,13 @@ fn recipients_and_rekey() {
     let new_id = m.object_id("index.html");
     assert_ne!(new_id, id);
     assert!(
-        !dir.join("objects").join(&id[..2]).join(&id).exists(),
-        "old objects deleted"
+        old_files.iter().all(|f| !f.exists()),
+        "old packs, index objects and objects deleted"
     );
+    let new_files = stored();
+    assert_eq!(new_files.len(), 3, "{new_files:?}");
     assert!(
-        !open_with_stolen(&new_id).status.success(),
+        !new_files.iter().any(opens_with_stolen),
         "the old key opens nothing now"
     );
     // Everything still plans, verifies and restores; no rollback alarm after the rewrite.
