@@ -8,9 +8,8 @@
 //! `scripts/test` may not be able to read the checkout), extracted with the real `tar`; its
 //! `source-gen{1,2}/` trees are the expected results.
 //!
-//! Lines starting `// upgrade:` mark where `offsync mirror upgrade` (issue 14, `/1` → `/2`)
-//! and its assertions go. Nothing here asserts the format a new apply writes, so the tests
-//! hold both before and after `/2`.
+//! Both then convert it with `offsync mirror upgrade` (`/1` → `/2`) and check everything
+//! again.
 
 use crate::mirror::{Mirror, json};
 use crate::util::{Home, stderr, stdout};
@@ -197,9 +196,47 @@ fn a_v1_mirror_is_read_restored_and_pulled() {
     if crate::util::skip_unless_age() {
         by_hand_with_age(&m, "small/f07.txt");
     }
-    // upgrade: issue 14's `offsync mirror upgrade m --yes` on the untouched /1 fixture goes
-    // here, followed by the same checks again: generations() == [1, 2], verify --deep,
-    // assert_restores for 2 and 1, and the host's pull. (After an apply: see `b_…`.)
+    // Upgraded in place: the small objects move into a pack, the 1 MiB + 1 byte file stays a
+    // single object, and everything reads exactly as before.
+    upgrade(&m, 1);
+    assert_eq!(generations(&m), [1, 2]);
+    m.off(&["verify", "--target", "m", "--deep"])
+        .assert()
+        .code(0);
+    assert_restores(&m, 2, &m.source);
+    assert_restores(&m, 1, &gen1);
+    Host::new(&fx).pull(&m, &m.source);
+}
+
+/// `mirror upgrade m --yes` on a `/1` mirror: the marker becomes `/2`, the small single
+/// objects go into `packs` packs (only `big.bin` stays under `objects/`), and a rerun has
+/// nothing to do.
+fn upgrade(m: &Mirror, packs: usize) {
+    let dir = m.dir.as_ref().unwrap();
+    let before = crate::util::listing(dir);
+    let out = m.off(&["mirror", "upgrade", "m"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        crate::util::listing(dir),
+        before,
+        "the plan changed the mirror"
+    );
+    let out = m
+        .off(&["mirror", "upgrade", "m", "--yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let marker = std::fs::read(dir.join("offsync-mirror")).unwrap();
+    assert!(marker.starts_with(b"offsync-mirror/2\n"), "{marker:?}");
+    assert_eq!(
+        walk_files(&dir.join("objects")),
+        1,
+        "only big.bin stays single"
+    );
+    assert_eq!(walk_files(&dir.join("packs")), packs);
+    let out = m.off(&["mirror", "upgrade", "m"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("nothing to do"), "{}", stdout(&out));
 }
 
 /// The manual recovery `man offsync-mirror` documents for /1, with the real `age` CLI:
@@ -272,13 +309,9 @@ fn b_a_v1_mirror_takes_an_apply_and_chains_to_it() {
     ];
     assert_all_generations(&m, &host, &expected);
 
-    // upgrade: issue 14 adds `offsync mirror upgrade NAME --yes`. Here:
-    //   let out = m.off(&["mirror", "upgrade", "m", "--yes"]).output().unwrap();
-    //   assert!(out.status.success(), "{}", stderr(&out));
-    //   assert the marker (`offsync-mirror` in m.dir) now starts with `offsync-mirror/2`,
-    //   that the small objects of generation 3 now live in packs, then run
-    //   assert_all_generations(&m, &host, &expected) again (every generation restores
-    //   byte-identical, verify --deep passes, the host's pull stays in sync).
+    // Upgraded after the apply: the /1 small objects join the pack generation 3 wrote.
+    upgrade(&m, 2);
+    assert_all_generations(&m, &host, &expected);
 }
 
 /// Regular files below `dir` (0 when it does not exist).
