@@ -1312,7 +1312,7 @@ fn two_concurrent_applies_to_a_directory_exactly_one_wins_and_prune_cleans_up() 
 
 /// Files below `dir`, counted while another process is writing there: entries that vanish
 /// between `readdir` and `stat` (staging files being renamed) are skipped, never a panic.
-fn walk_count(dir: &Path) -> usize {
+pub(crate) fn walk_count(dir: &Path) -> usize {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return 0;
     };

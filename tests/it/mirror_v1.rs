@@ -229,11 +229,11 @@ fn upgrade(m: &Mirror, packs: usize) {
     let marker = std::fs::read(dir.join("offsync-mirror")).unwrap();
     assert!(marker.starts_with(b"offsync-mirror/2\n"), "{marker:?}");
     assert_eq!(
-        walk_files(&dir.join("objects")),
+        crate::mirror::walk_count(&dir.join("objects")),
         1,
         "only big.bin stays single"
     );
-    assert_eq!(walk_files(&dir.join("packs")), packs);
+    assert_eq!(crate::mirror::walk_count(&dir.join("packs")), packs);
     let out = m.off(&["mirror", "upgrade", "m"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("nothing to do"), "{}", stdout(&out));
@@ -300,7 +300,7 @@ fn b_a_v1_mirror_takes_an_apply_and_chains_to_it() {
     let dir = m.dir.as_ref().unwrap();
     let marker = std::fs::read(dir.join("offsync-mirror")).unwrap();
     assert!(marker.starts_with(b"offsync-mirror/2\n"), "{marker:?}");
-    assert_eq!(walk_files(&dir.join("packs")), 1);
+    assert_eq!(crate::mirror::walk_count(&dir.join("packs")), 1);
 
     let expected = [
         (1, gen1.as_path()),
@@ -312,22 +312,6 @@ fn b_a_v1_mirror_takes_an_apply_and_chains_to_it() {
     // Upgraded after the apply: the /1 small objects join the pack generation 3 wrote.
     upgrade(&m, 2);
     assert_all_generations(&m, &host, &expected);
-}
-
-/// Regular files below `dir` (0 when it does not exist).
-fn walk_files(dir: &Path) -> usize {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| {
-            if e.file_type().unwrap().is_dir() {
-                walk_files(&e.path())
-            } else {
-                1
-            }
-        })
-        .sum()
 }
 
 /// Every generation in `expected` restores byte-identical, verify --deep finds the newest in
