@@ -515,6 +515,41 @@ mod tests {
         );
     }
 
+    /// An index written by a holder of the mirror key (a host) that claims a member is longer
+    /// than the snapshot's file (up to the size of a pack it uploads, however huge) is not
+    /// used: no byte of the pack is read, and the read fails naming the path.
+    #[test]
+    fn a_forged_index_cannot_make_a_reader_read_more_than_the_file() {
+        use crate::mirror::packs::{PackIndex, PackSink};
+        use std::sync::atomic::Ordering::Relaxed;
+        let t = TestMirror::new();
+        let w = t.open(0);
+        TestMirror::commit(&w, &t.source("a", &[("x", b"small")]));
+        let index = PackIndex::load(&w.store, &w.keys()).unwrap();
+        let meta = index.packs.values().next().unwrap();
+        let mut forged = meta.indexed.clone().unwrap();
+        forged.members[0].2 = meta.stored_size - forged.members[0].1;
+        let old: Vec<String> = index.indexes.keys().cloned().collect();
+        PackSink::new(&w.store, &w.key)
+            .write_index(vec![forged], old)
+            .unwrap();
+        w.reload_pack_index();
+        let (snap, _) = w.latest().unwrap().unwrap();
+        let x = snap.entries.iter().find(|e| e.path == "x").unwrap();
+        let ranged = w.store.reads.ranged.load(Relaxed);
+        let err = w.fetch_into(x, &mut Vec::new()).unwrap_err();
+        assert!(format!("{err:#}").contains("\"x\""), "{err:#}");
+        assert_eq!(
+            w.store.reads.ranged.load(Relaxed),
+            ranged,
+            "the pack was read"
+        );
+        let err = w
+            .fetch_each(&[x], 2, |e| *e, |_| Ok(Vec::new()), |_, _| Ok(()))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("\"x\""), "{err:#}");
+    }
+
     fn object_of(m: &Mirror, path: &str) -> String {
         let (snap, _) = m.latest().unwrap().unwrap();
         snap.entries

@@ -923,7 +923,12 @@ impl Mirror {
         // pack that has gone (a prune repacked it), loads it again once.
         for attempt in 0..2 {
             let index = self.pack_index()?;
-            if let Some(at) = index.locate(object) {
+            // A location must hold exactly the snapshot's size: an index written by a holder
+            // of the mirror key cannot make a reader allocate or read more than the file.
+            if let Some(at) = index
+                .locate(object)
+                .filter(|at| Some(at.member.len) == e.size)
+            {
                 let read = self.read_packed(&index, at).with_context(|| {
                     format!(
                         "{}: {} for {:?}",
@@ -1076,7 +1081,9 @@ impl Mirror {
         > = Default::default();
         let mut units: Vec<Unit> = Vec::new();
         for (i, t) in items.iter().enumerate() {
-            match entry(t).object.as_deref().and_then(|o| index.locate(o)) {
+            let e = entry(t);
+            let at = e.object.as_deref().and_then(|o| index.locate(o));
+            match at.filter(|at| Some(at.member.len) == e.size) {
                 Some(at) => by_pack
                     .entry(at.pack.as_str())
                     .or_default()
