@@ -583,7 +583,7 @@ pub struct MirrorSignArgs {
     pub name: String,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct S3Args {
     /// S3 endpoint for S3-compatible stores (e.g. http://127.0.0.1:9000) [env: AWS_ENDPOINT_URL]
     #[arg(long, value_name = "URL")]
@@ -709,12 +709,48 @@ pub struct MirrorPruneArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct PullArgs {
-    /// The mirror: `s3://BUCKET/PREFIX`, `file:///DIR` or a directory
-    pub url: String,
-    /// Directory to bring up to date (created if missing)
-    pub dest: PathBuf,
+    /// The mirror: `s3://BUCKET/PREFIX`, `file:///DIR` or a directory [default: `mirror:` of
+    /// --config]
+    #[arg(required_unless_present_any = ["config", "print_systemd_unit"])]
+    pub url: Option<String>,
+    /// Directory to bring up to date (created if missing) [default: `dest:` of --config]
+    #[arg(required_unless_present_any = ["config", "print_systemd_unit"])]
+    pub dest: Option<PathBuf>,
+    /// Read this host's pull settings from FILE (YAML: mirror, dest, identity, trust, layout,
+    /// interval, exec, status_file, …; see PULL CONFIGURATION in offsync-pull(1)). Flags given
+    /// on the command line override the file. Read only when given
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Keep running: check the mirror every --interval seconds (one LIST of its snapshots) and
+    /// pull each new generation as one `pull` would. SIGTERM/SIGINT stop it between or during
+    /// cycles (a stopped pull is logged as interrupted and changes nothing further)
+    #[arg(long, conflicts_with_all = ["rollback", "dry_run", "json", "detailed_exitcode"])]
+    pub watch: bool,
+    /// With --watch: seconds between checks, 1 to 86400, each randomised by ±15% (after
+    /// failures the wait doubles, up to 10 × SECS) [default: 60]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub interval: Option<u64>,
+    /// Run CMD (with `/bin/sh -c`) after a pull that changed DEST or switched DEST/current,
+    /// with OFFSYNC_GENERATION, OFFSYNC_SOURCE_DIGEST, OFFSYNC_DEST, OFFSYNC_MIRROR and (layout
+    /// releases) OFFSYNC_RELEASE in a scrubbed environment (see HOOK in offsync-pull(1))
+    #[arg(long = "exec", value_name = "CMD", conflicts_with_all = ["rollback", "dry_run"])]
+    pub exec: Option<String>,
+    /// When the --exec hook fails, switch DEST/current back to the release before (layout
+    /// releases) and run the hook once more for it; the failed generation is not pulled again
+    /// until a newer one is published
+    #[arg(long, requires = "exec")]
+    pub rollback_on_hook_failure: bool,
+    /// Write this host's pull status to FILE after every check (JSON, atomically: last_check,
+    /// last_generation, last_result, last_error, consecutive_failures, …)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["rollback", "dry_run"])]
+    pub status_file: Option<PathBuf>,
+    /// Print a hardened systemd unit for this host's pull settings and exit: `watch` (a
+    /// service running `pull --watch`), `oneshot` (a service running one pull) or `timer` (the
+    /// timer that starts `oneshot`)
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub print_systemd_unit: Option<crate::agent::UnitKind>,
     /// age identity file that opens the mirror [default: $OFFSYNC_HOME/age-identity.txt]
     #[arg(long, env = "OFFSYNC_IDENTITY_FILE", value_name = "FILE")]
     pub identity: Option<PathBuf>,
@@ -769,6 +805,13 @@ pub struct PullArgs {
     pub to: Option<u64>,
     #[command(flatten)]
     pub s3: S3Args,
+}
+
+impl PullArgs {
+    /// The mirror URL (set once `pull::resolve` accepted the arguments).
+    pub fn url(&self) -> &str {
+        self.url.as_deref().unwrap_or_default()
+    }
 }
 
 /// `--keep N`: a release count of at least 1.
