@@ -460,3 +460,66 @@ fn systemd_units_pass_systemd_analyze_verify() {
         "{err}"
     );
 }
+
+/// One-shot `pull --exec --status-file` (the timer variant), in place: the hook runs after a
+/// pull that changed DEST and not after one that did not; a failing hook is exit 1, logged,
+/// and in the status file.
+#[test]
+fn a_one_shot_pull_runs_the_hook_only_after_a_change_and_reports_its_failure() {
+    let Some(m) = Mirror::new(Backend::Local) else {
+        return;
+    };
+    publish(&m, 5, "gen1");
+    let h = Home::new();
+    let dest = h.tmp.path().join("dest");
+    let status = h.tmp.path().join("status.json");
+    let runs = h.tmp.path().join("runs");
+    let pull = |hook: &str| {
+        m.pull_cmd(&h, &dest, &m.identity())
+            .arg("--exec")
+            .arg(format!(
+                "echo \"$OFFSYNC_GENERATION $OFFSYNC_DEST\" >> '{}'; {hook}",
+                runs.display()
+            ))
+            .arg("--status-file")
+            .arg(&status)
+            .output()
+            .unwrap()
+    };
+    let out = pull("true");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = pull("true");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&runs).unwrap(),
+        format!("1 {}\n", dest.display()),
+        "the hook runs once, after the pull that changed DEST"
+    );
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&status).unwrap()).unwrap();
+    assert_eq!(s["mode"], "once");
+    assert_eq!(s["last_result"], "unchanged");
+    assert_eq!(s["last_generation"], 1);
+
+    publish(&m, 5, "gen2");
+    let out = pull("echo 'oops \u{1b}[2J' >&2; exit 5");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("hook: oops \\u{1b}[2J"),
+        "sanitised hook output: {err}"
+    );
+    assert!(err.contains("exited with status 5"), "{err}");
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&status).unwrap()).unwrap();
+    assert_eq!(s["last_result"], "hook-failed");
+    assert_eq!(s["failed_generation"], 2);
+    assert_eq!(s["hook"]["exit_status"], 5);
+    assert_eq!(std::fs::read(dest.join("d0/f0")).unwrap(), b"gen2 0\n");
+    let log = oplog(&h);
+    assert!(
+        log.iter().any(
+            |r| r["operation"].as_str().unwrap().starts_with("pull-hook ")
+                && r["status"] == "failed"
+        ),
+        "{log:?}"
+    );
+}
