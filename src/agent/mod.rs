@@ -167,6 +167,8 @@ pub fn watch(ctx: &Context, args: &PullArgs, dest: &Path, releases: bool) -> Res
                             0
                         },
                     )
+                    // Checks start about every interval, whatever a cycle took (a long pull
+                    // still leaves at least half an interval before the next check).
                     .saturating_sub(started.elapsed().min(interval / 2));
                 agent.status.next_check = Some(oplog::timestamp(
                     chrono::Utc::now() + chrono::TimeDelta::from_std(wait).unwrap_or_default(),
@@ -362,12 +364,14 @@ impl<'a> Agent<'a> {
             }
             Ok(p) => {
                 self.status.consecutive_failures = 0;
-                let outcome = if p.changed {
-                    Outcome::Ok
-                } else {
-                    Outcome::Unchanged
-                };
+                // A failed hook makes the cycle's record `failed` (the pull itself has its
+                // own `pull` record, the hook its `pull-hook` one).
                 let error = self.status.last_error.clone();
+                let outcome = match (p.changed, &error) {
+                    (_, Some(_)) => Outcome::Failed,
+                    (true, None) => Outcome::Ok,
+                    (false, None) => Outcome::Unchanged,
+                };
                 self.record("pull-check", outcome, &p.source_digest, error, start);
                 self.save_status();
                 if crate::interrupt::interrupted() {
