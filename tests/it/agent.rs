@@ -5,7 +5,7 @@
 //! recovers on its next start; the config file and the systemd units.
 //!
 //! The default suite runs 5 agents on a local-directory mirror; `scripts/test --full` runs
-//! 20 on moto (a real S3 server on loopback) too.
+//! 20 on moto (a real S3 server on loopback) and 20 on a directory too.
 
 use crate::mirror::{Backend, Mirror};
 use crate::util::{AWS_ENV, Home, KillOnDrop, full_run, listing, oplog, send_signal, stderr};
@@ -323,6 +323,16 @@ fn twenty_agents_on_s3_converge() {
         return;
     }
     fleet(Backend::S3, 20, 6);
+}
+
+/// `scripts/test --full`: 20 agents on a local-directory mirror, polling every 3 s.
+#[test]
+fn twenty_agents_on_a_directory_converge() {
+    if !full_run() {
+        eprintln!("SKIP: 20 agents on a directory run with scripts/test --full");
+        return;
+    }
+    fleet(Backend::Local, 20, 3);
 }
 
 /// An agent SIGKILLed while it builds a release leaves `current` where it was; started
