@@ -511,6 +511,8 @@ pub enum MirrorCommand {
     Add(MirrorAddArgs),
     /// List a mirror's snapshot generations
     Snapshots(MirrorShowArgs),
+    /// The hosts that pull this mirror, from their signed heartbeats (`pull --heartbeat`)
+    Fleet(MirrorShowArgs),
     /// List the files of a snapshot (nothing is written)
     Ls(MirrorLsArgs),
     /// Manage who can open the mirror (rewraps only the mirror key)
@@ -803,6 +805,14 @@ pub struct PullArgs {
     /// timer that starts `oneshot`)
     #[arg(long, value_enum, value_name = "KIND")]
     pub print_systemd_unit: Option<crate::agent::UnitKind>,
+    /// After a pull, and at least every 5 minutes with --watch, write a signed, encrypted
+    /// heartbeat (generation, last result) to the mirror's hosts/ID.age, for `offsync mirror
+    /// fleet` on the controller (needs write access to that one object)
+    #[arg(long, conflicts_with_all = ["rollback", "dry_run"])]
+    pub heartbeat: bool,
+    /// The name of this host's heartbeat [default: the host name]
+    #[arg(long, value_name = "ID", requires = "heartbeat")]
+    pub host_id: Option<String>,
     #[command(flatten)]
     pub s3: S3Args,
 }
@@ -865,9 +875,9 @@ Hook (--exec CMD):
 
 Config (--config FILE, YAML; read only when given):
   version, mirror, endpoint, region, identity, trust (list), dest, layout, keep, delete,
-  max_delete, interval, exec, rollback_on_hook_failure, status_file. Flags win over keys;
-  paths must be absolute; an unknown key is exit 64 naming it. No credentials: S3 ones come
-  from the environment or the AWS profile files, as always.
+  max_delete, interval, exec, rollback_on_hook_failure, status_file, heartbeat, host_id.
+  Flags win over keys; paths must be absolute; an unknown key is exit 64 naming it. No
+  credentials: S3 ones come from the environment or the AWS profile files, as always.
 
 Exit status: 0 done or nothing to do, 2 with --detailed-exitcode when DEST changed, 1 on
 error (including \"no older release to roll back to\" and a failed --exec hook), 64 for bad

@@ -18,6 +18,8 @@
 //! exec: /usr/local/bin/app-reload        # the hook, run with /bin/sh -c
 //! rollback_on_hook_failure: true
 //! status_file: /var/lib/offsync/pull-status.json
+//! heartbeat: true                        # hosts/<host_id>.age in the mirror
+//! host_id: web-017                       # default: the host name
 //! ```
 //!
 //! Every key is optional; a flag given on the command line wins over its key (`delete` and
@@ -82,6 +84,11 @@ pub struct PullConfig {
     pub rollback_on_hook_failure: bool,
     /// The status file (`--status-file`, absolute).
     pub status_file: Option<PathBuf>,
+    /// Write heartbeats to the mirror (`--heartbeat`).
+    #[serde(default)]
+    pub heartbeat: bool,
+    /// The heartbeat's name (`--host-id`).
+    pub host_id: Option<String>,
 }
 
 impl PullConfig {
@@ -183,6 +190,8 @@ impl PullConfig {
                 args.rollback_on_hook_failure |= self.rollback_on_hook_failure;
             }
             args.status_file = args.status_file.take().or(self.status_file);
+            args.heartbeat |= self.heartbeat;
+            args.host_id = args.host_id.take().or(self.host_id);
         }
         Ok(())
     }

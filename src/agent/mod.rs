@@ -31,6 +31,7 @@
 //!   atomically (see [`Status`]).
 
 pub mod config;
+pub mod heartbeat;
 pub mod hook;
 pub mod systemd;
 
@@ -128,6 +129,9 @@ struct Agent<'a> {
     handled: Option<u64>,
     status: Status,
     status_file: Option<PathBuf>,
+    /// `--heartbeat`: this host's id and key, and when it last wrote one.
+    heartbeat: Option<(String, ssh_key::PrivateKey)>,
+    last_heartbeat: Option<Instant>,
 }
 
 /// How a cycle ended, for the loop.
@@ -154,6 +158,9 @@ pub fn watch(ctx: &Context, args: &PullArgs, dest: &Path, releases: bool) -> Res
     loop {
         let started = Instant::now();
         let next = agent.cycle(true);
+        let pulled =
+            agent.status.last_result != "unchanged" && agent.status.last_result != "waiting";
+        agent.beat(pulled);
         let code = match next {
             Next::Stop(code) => Some(code),
             Next::Continue { .. } if crate::interrupt::interrupted() => Some(stopped()),
@@ -203,7 +210,7 @@ fn stopped() -> u8 {
 /// One-shot `pull` (no `--watch`): one pull, then the hook and the status file when asked.
 /// Exactly the behaviour of `pull` without them otherwise.
 pub fn once(ctx: &Context, args: &PullArgs, dest: &Path, releases: bool) -> Result<ExitCode> {
-    if args.exec.is_none() && args.status_file.is_none() {
+    if args.exec.is_none() && args.status_file.is_none() && !args.heartbeat {
         return Ok(ExitCode::from(
             pull::pull_once(ctx, args, dest, releases)?.code,
         ));
@@ -216,6 +223,7 @@ pub fn once(ctx: &Context, args: &PullArgs, dest: &Path, releases: bool) -> Resu
         agent.status.consecutive_failures = 1;
     }
     agent.status.state = "stopped".into();
+    agent.beat(true);
     agent.save_status();
     let pulled = pulled?;
     match agent.status.last_result.as_str() {
@@ -287,6 +295,13 @@ impl<'a> Agent<'a> {
         releases: bool,
         mode: &str,
     ) -> Result<Agent<'a>> {
+        // A bad --host-id is bad input before anything else happens.
+        let heartbeat = if args.heartbeat {
+            let id = heartbeat::host_id(args.host_id.as_deref())?;
+            Some((id, heartbeat::host_key(&ctx.home)?))
+        } else {
+            None
+        };
         let status_file = args
             .status_file
             .as_deref()
@@ -311,12 +326,44 @@ impl<'a> Agent<'a> {
                 ..Default::default()
             },
             status_file,
+            heartbeat,
+            last_heartbeat: None,
         };
         // A status file that cannot be written is found now, not after the first pull.
         if let Some(p) = &agent.status_file {
             write_status(p, &agent.status)?;
         }
         Ok(agent)
+    }
+
+    /// `--heartbeat`: write one after a cycle that pulled (`force`), else when the last is
+    /// [`heartbeat::HEARTBEAT_EVERY_SECS`] old. A failure is a warning.
+    fn beat(&mut self, force: bool) {
+        let Some((id, key)) = &self.heartbeat else {
+            return;
+        };
+        let due = self
+            .last_heartbeat
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(heartbeat::HEARTBEAT_EVERY_SECS));
+        if !(force || due) {
+            return;
+        }
+        let hb = heartbeat::Heartbeat {
+            format: heartbeat::FORMAT.into(),
+            host_id: id.clone(),
+            host: crate::keys::hostname(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            at: oplog::now(),
+            generation: self.status.last_generation,
+            newest_generation: self.status.newest_generation,
+            last_result: self.status.last_result.clone(),
+            consecutive_failures: self.status.consecutive_failures,
+            failed_generation: self.status.failed_generation,
+        };
+        match pull::open_mirror(self.ctx, self.args).and_then(|m| heartbeat::write(&m, key, &hb)) {
+            Ok(()) => self.last_heartbeat = Some(Instant::now()),
+            Err(e) => eprintln!("warning: cannot write the heartbeat: {e:#}"),
+        }
     }
 
     /// Write the status file, if any; a failure is a warning (the pull itself is done).

@@ -56,7 +56,7 @@ use crate::targets::releases::{ReleaseDir, ReleaseTarget, release_name};
 use crate::{fsutil, input_err, lock};
 
 /// Open the mirror at `args.url` with this host's identities and trusted writers.
-fn open_mirror(ctx: &Context, args: &PullArgs) -> Result<Mirror> {
+pub fn open_mirror(ctx: &Context, args: &PullArgs) -> Result<Mirror> {
     let location = Location::parse(args.url())?;
     let ids = super::mirror::identities(ctx, args.identity.as_deref())?;
     let store = open_store(args)?;

@@ -53,6 +53,9 @@ impl Agent {
         if let Some(e) = &m.endpoint {
             yaml.push_str(&format!("endpoint: {e:?}\n"));
         }
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        yaml.push_str(&format!("heartbeat: true\nhost_id: host-{n:03}\n"));
         std::fs::write(&config, yaml).unwrap();
         Agent {
             home,
@@ -290,6 +293,19 @@ fn fleet(backend: Backend, n: usize, interval: u64) {
         "generation 4 everywhere",
         |a| a.current() == Some(4) && a.status()["last_generation"] == 4,
     );
+    // The controller sees every host at generation 4 through their signed heartbeats.
+    let out = m.off(&["mirror", "fleet", "m", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = crate::mirror::json(&out.stdout);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), n, "{rows:?}");
+    for r in rows {
+        assert_eq!(r["heartbeat"]["generation"], 4, "{r}");
+        assert!(r["key"].as_str().unwrap().starts_with("SHA256:"), "{r}");
+    }
+    let out = m.off(&["mirror", "fleet", "m"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(text.lines().count(), n + 1, "{text}");
     let want = listing(&m.source);
     for (i, a) in agents.iter_mut().enumerate() {
         assert_eq!(listing(&a.dest.join("current")), want, "agent {i}");
