@@ -536,6 +536,8 @@ pub enum MirrorCommand {
     Add(MirrorAddArgs),
     /// List a mirror's snapshot generations
     Snapshots(MirrorShowArgs),
+    /// The hosts that pull this mirror, from their signed heartbeats (`pull --heartbeat`)
+    Fleet(MirrorShowArgs),
     /// List the files of a snapshot (nothing is written)
     Ls(MirrorLsArgs),
     /// Manage who can open the mirror (rewraps only the mirror key)
@@ -642,7 +644,7 @@ pub struct MirrorSignArgs {
     pub name: String,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct S3Args {
     /// S3 endpoint for S3-compatible stores (e.g. http://127.0.0.1:9000) [env: AWS_ENDPOINT_URL]
     #[arg(long, value_name = "URL")]
@@ -786,12 +788,15 @@ pub struct MirrorPruneArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct PullArgs {
-    /// The mirror: `s3://BUCKET/PREFIX`, `file:///DIR` or a directory
-    pub url: String,
-    /// Directory to bring up to date (created if missing)
-    pub dest: PathBuf,
+    /// The mirror: `s3://BUCKET/PREFIX`, `file:///DIR` or a directory [default: `mirror:` of
+    /// --config]
+    #[arg(required_unless_present_any = ["config", "print_systemd_unit"])]
+    pub url: Option<String>,
+    /// Directory to bring up to date (created if missing) [default: `dest:` of --config]
+    #[arg(required_unless_present_any = ["config", "print_systemd_unit"])]
+    pub dest: Option<PathBuf>,
     /// age identity file that opens the mirror [default: $OFFSYNC_HOME/age-identity.txt]
     #[arg(long, env = "OFFSYNC_IDENTITY_FILE", value_name = "FILE")]
     pub identity: Option<PathBuf>,
@@ -844,8 +849,56 @@ pub struct PullArgs {
     /// With --rollback: switch to release GEN (older or newer) instead of the one before
     #[arg(long, value_name = "GEN", requires = "rollback")]
     pub to: Option<u64>,
+    /// Read this host's pull settings from FILE (YAML: mirror, dest, identity, trust, layout,
+    /// interval, exec, status_file, …; see Config below). Flags given
+    /// on the command line override the file. Read only when given
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Keep running: check the mirror every --interval seconds (one LIST of its snapshots) and
+    /// pull each new generation as one `pull` would. SIGTERM/SIGINT stop it between or during
+    /// cycles (a stopped pull is logged as interrupted and changes nothing further)
+    #[arg(long, conflicts_with_all = ["rollback", "dry_run", "json", "detailed_exitcode"])]
+    pub watch: bool,
+    /// With --watch: seconds between checks, 1 to 86400, each randomised by ±15% (after
+    /// failures the wait doubles, up to 10 × SECS) [default: 60]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub interval: Option<u64>,
+    /// Run CMD (with `/bin/sh -c`) after a pull that changed DEST or switched DEST/current,
+    /// with OFFSYNC_GENERATION, OFFSYNC_SOURCE_DIGEST, OFFSYNC_DEST, OFFSYNC_MIRROR and (layout
+    /// releases) OFFSYNC_RELEASE in a scrubbed environment (see Hook below)
+    #[arg(long = "exec", value_name = "CMD", conflicts_with_all = ["rollback", "dry_run"])]
+    pub exec: Option<String>,
+    /// When the --exec hook fails, switch DEST/current back to the release before (layout
+    /// releases) and run the hook once more for it; the failed generation is not pulled again
+    /// until a newer one is published
+    #[arg(long, requires = "exec")]
+    pub rollback_on_hook_failure: bool,
+    /// Write this host's pull status to FILE after every check (JSON, atomically: last_check,
+    /// last_generation, last_result, last_error, consecutive_failures, …)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["rollback", "dry_run"])]
+    pub status_file: Option<PathBuf>,
+    /// Print a hardened systemd unit for this host's pull settings and exit: `watch` (a
+    /// service running `pull --watch`), `oneshot` (a service running one pull) or `timer` (the
+    /// timer that starts `oneshot`)
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub print_systemd_unit: Option<crate::agent::UnitKind>,
+    /// After a pull, and at least every 5 minutes with --watch, write a signed, encrypted
+    /// heartbeat (generation, last result) to the mirror's hosts/ID.age, for `offsync mirror
+    /// fleet` on the controller (needs write access to that one object)
+    #[arg(long, conflicts_with_all = ["rollback", "dry_run"])]
+    pub heartbeat: bool,
+    /// The name of this host's heartbeat [default: the host name]
+    #[arg(long, value_name = "ID", requires = "heartbeat")]
+    pub host_id: Option<String>,
     #[command(flatten)]
     pub s3: S3Args,
+}
+
+impl PullArgs {
+    /// The mirror URL (set once `pull::resolve` accepted the arguments).
+    pub fn url(&self) -> &str {
+        self.url.as_deref().unwrap_or_default()
+    }
 }
 
 /// `--keep N`: a release count of at least 1.
@@ -881,8 +934,31 @@ Rollback:
   DEST/current to it. Later pulls stay on it until a generation newer than the one rolled back
   from is published (`--rollback --to GEN` moves forward again).
 
+Agent (--watch):
+  Every --interval seconds (±15%), one LIST of the mirror's snapshots/; only when the newest
+  generation differs from the one last handled does it run the same pull as above. Failed
+  cycles back off (2×, 4×, … up to 10× the interval). Every cycle appends a `pull-check URL`
+  record to operations.log and rewrites --status-file. SIGTERM/SIGINT between cycles: exit 0;
+  during a pull: the pull stops, is logged as interrupted, exit 128 + signal.
+
+Hook (--exec CMD):
+  Run with /bin/sh -c after a pull that changed DEST (or switched DEST/current), with only
+  PATH, HOME, USER, LOGNAME, LANG, LC_*, TZ passed on, plus OFFSYNC_GENERATION,
+  OFFSYNC_SOURCE_DIGEST, OFFSYNC_DEST, OFFSYNC_MIRROR and OFFSYNC_RELEASE (layout releases);
+  cwd is the release (or DEST). Its output goes to stderr as `hook: …`. A failure is logged
+  (`pull-hook URL`) and reported; --rollback-on-hook-failure switches DEST/current back,
+  runs the hook again with OFFSYNC_ROLLED_BACK_FROM set, and that generation is not pulled
+  again until a newer one is published. One-shot: exit 1 when the hook failed.
+
+Config (--config FILE, YAML; read only when given):
+  version, mirror, endpoint, region, identity, trust (list), dest, layout, keep, delete,
+  max_delete, interval, exec, rollback_on_hook_failure, status_file, heartbeat, host_id.
+  Flags win over keys; paths must be absolute; an unknown key is exit 64 naming it. No
+  credentials: S3 ones come from the environment or the AWS profile files, as always.
+
 Exit status: 0 done or nothing to do, 2 with --detailed-exitcode when DEST changed, 1 on
-error (including \"no older release to roll back to\"), 64 for bad input.";
+error (including \"no older release to roll back to\" and a failed --exec hook), 64 for bad
+input, 128 + signal when a signal stopped a pull.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Role {

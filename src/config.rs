@@ -379,16 +379,7 @@ impl Config {
         let cfg: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_saphyr::from_str(text).map_err(|e| {
-                let at = e
-                    .location()
-                    .map(|l| format!(":{}:{}", l.line(), l.column()))
-                    .unwrap_or_default();
-                let msg = e.to_string();
-                let first = msg.lines().next().unwrap_or("invalid YAML");
-                let first = strip_location_prefix(first);
-                crate::input_err!("{}{at}: {first}; fix or remove it", path.display())
-            })?
+            parse_yaml(text, path)?
         };
         cfg.validate(path)?;
         let mut cfg = cfg;
@@ -645,6 +636,23 @@ impl TargetSpec<'_> {
             TargetSpec::Mirror(m) => m.name.clone(),
         }
     }
+}
+
+/// Parse YAML `text` read from `path` into `T`. A syntax error, a wrong type or an unknown
+/// key (every offsync file type denies them) is bad input (exit 64): one line naming
+/// `file:line:col` and the key, e.g. `pull.yaml:3:1: unknown field `colour`, expected one of
+/// …; fix or remove it`.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    serde_saphyr::from_str(text).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!(":{}:{}", l.line(), l.column()))
+            .unwrap_or_default();
+        let msg = e.to_string();
+        let first = msg.lines().next().unwrap_or("invalid YAML");
+        let first = strip_location_prefix(first);
+        crate::input_err!("{}{at}: {first}; fix or remove it", path.display())
+    })
 }
 
 /// serde-saphyr starts its messages with `error: line N column M: `; we print the location

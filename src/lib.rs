@@ -7,6 +7,7 @@
 //! parsers) → `process` (the only module that starts programs) and `fsutil` (the only module
 //! that writes state files; `oplog` appends to `operations.log` itself).
 
+pub mod agent;
 pub mod authorized_keys;
 pub mod cli;
 pub mod commands;

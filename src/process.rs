@@ -196,6 +196,8 @@ pub struct Cmd {
     envs: Vec<(OsString, OsString)>,
     stdin: Option<Vec<u8>>,
     cwd: Option<PathBuf>,
+    /// Start the child with only `envs` (see [`Cmd::env_clear`]).
+    clear_env: bool,
 }
 
 /// Append to `buf` up to and including the first byte of `ends` (or to the end of input);
@@ -239,6 +241,7 @@ impl Cmd {
             envs: Vec::new(),
             stdin: None,
             cwd: None,
+            clear_env: false,
         }
     }
 
@@ -261,6 +264,13 @@ impl Cmd {
     pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
         self.envs
             .push((k.as_ref().to_os_string(), v.as_ref().to_os_string()));
+        self
+    }
+
+    /// Start the child with no inherited environment, only what [`Cmd::env`] sets (a hook
+    /// must not see the credentials offsync itself reads from its environment).
+    pub fn env_clear(mut self) -> Self {
+        self.clear_env = true;
         self
     }
 
@@ -295,6 +305,9 @@ impl Cmd {
     fn command(&self) -> Command {
         let mut c = Command::new(&self.program);
         c.args(&self.args);
+        if self.clear_env {
+            c.env_clear();
+        }
         for (k, v) in &self.envs {
             c.env(k, v);
         }

@@ -42,6 +42,7 @@ pub fn dispatch(ctx: &Context, cmd: MirrorCommand) -> Result<ExitCode> {
     match cmd {
         MirrorCommand::Add(a) => add(ctx, a),
         MirrorCommand::Snapshots(a) => snapshots(ctx, a),
+        MirrorCommand::Fleet(a) => fleet(ctx, a),
         MirrorCommand::Ls(a) => ls(ctx, a),
         MirrorCommand::Recipients(RecipientsCommand::List(a)) => recipients_list(ctx, a),
         MirrorCommand::Recipients(RecipientsCommand::Add(a)) => recipients_change(ctx, a, true),
@@ -215,6 +216,53 @@ struct SnapshotRow {
     source_digest: String,
     files: u64,
     bytes: u64,
+}
+
+/// `mirror fleet NAME`: the hosts' heartbeats (see `agent::heartbeat`), newest generation
+/// first; everything shown comes from the mirror and is sanitised.
+fn fleet(ctx: &Context, args: MirrorShowArgs) -> Result<ExitCode> {
+    use crate::agent::heartbeat;
+    let m = open_named(ctx, &args.name, None)?;
+    let listed = heartbeat::read_all(&m)?;
+    if args.json {
+        let rows: Vec<serde_json::Value> = listed
+            .iter()
+            .map(|(path, r)| match r {
+                Ok((hb, key)) => serde_json::json!({"object": path, "heartbeat": hb, "key": key}),
+                Err(e) => serde_json::json!({"object": path, "error": e}),
+            })
+            .collect();
+        crate::outln!("{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if listed.is_empty() {
+        eprintln!(
+            "no heartbeats in {}; hosts write them with `offsync pull --heartbeat`",
+            m.store.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    crate::outln!(
+        "{:<24}  {:>10}  {:<24}  {:<12}  KEY",
+        "HOST",
+        "GENERATION",
+        "LAST SEEN",
+        "RESULT"
+    )?;
+    for (path, r) in &listed {
+        match r {
+            Ok((hb, key)) => crate::outln!(
+                "{:<24}  {:>10}  {:<24}  {:<12}  {}",
+                sanitize::for_terminal(&hb.host_id),
+                hb.generation.map_or("-".into(), |g| g.to_string()),
+                sanitize::for_terminal(&hb.at),
+                sanitize::for_terminal(&hb.last_result),
+                key
+            )?,
+            Err(e) => crate::outln!("{}: unreadable: {e}", sanitize::for_terminal(path))?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn snapshots(ctx: &Context, args: MirrorShowArgs) -> Result<ExitCode> {

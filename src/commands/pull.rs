@@ -56,20 +56,25 @@ use crate::targets::releases::{ReleaseDir, ReleaseTarget, release_name};
 use crate::{fsutil, input_err, lock};
 
 /// Open the mirror at `args.url` with this host's identities and trusted writers.
-fn open_mirror(ctx: &Context, args: &PullArgs) -> Result<Mirror> {
-    let location = Location::parse(&args.url)?;
+pub fn open_mirror(ctx: &Context, args: &PullArgs) -> Result<Mirror> {
+    let location = Location::parse(args.url())?;
     let ids = super::mirror::identities(ctx, args.identity.as_deref())?;
-    let store = Store::open(
-        &location,
+    let store = open_store(args)?;
+    let trust = host_trust(ctx, args, &location)?;
+    fsutil::ensure_private_dir_keep(&ctx.home)?;
+    Ok(Mirror::open(store, &ids, &ctx.home.join("mirror-state"))?.with_trust(trust))
+}
+
+/// The store at `args.url`, opened for reading (no request is made yet).
+pub fn open_store(args: &PullArgs) -> Result<Store> {
+    Store::open(
+        &Location::parse(args.url())?,
         &S3Settings {
             endpoint: args.s3.endpoint.clone(),
             region: args.s3.region.clone(),
         },
         false,
-    )?;
-    let trust = host_trust(ctx, args, &location)?;
-    fsutil::ensure_private_dir_keep(&ctx.home)?;
-    Ok(Mirror::open(store, &ids, &ctx.home.join("mirror-state"))?.with_trust(trust))
+    )
 }
 
 /// The mirror and its newest verified snapshot; an empty mirror is an error (nothing to pull).
@@ -90,8 +95,53 @@ fn open_latest(
 /// Releases kept by default (`--keep`).
 const DEFAULT_KEEP: u64 = 5;
 
-pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
-    let dest = crate::context::absolute(&args.dest)?;
+/// What one pull did: for the exit status, the agent loop and the hook (see `agent`).
+#[derive(Debug, Clone, Default)]
+pub struct Pulled {
+    /// The exit status a one-shot `pull` returns.
+    pub code: u8,
+    /// The generation pulled (the mirror's newest).
+    pub generation: u64,
+    /// Its manifest digest (what plans and logs call `source_digest`).
+    pub source_digest: String,
+    /// DEST changed (in-place) or DEST/current was switched (releases).
+    pub changed: bool,
+    /// Layout releases: the release DEST/current points at afterwards.
+    pub release: Option<std::path::PathBuf>,
+    /// A signal stopped the pull (`code` is 128 + the signal).
+    pub interrupted: bool,
+    /// Layout releases: nothing was pulled because this host was rolled back from this
+    /// generation (or a newer one).
+    pub held: bool,
+}
+
+pub fn run(ctx: &Context, mut args: PullArgs) -> Result<ExitCode> {
+    if let Some(file) = args.config.clone() {
+        crate::agent::config::PullConfig::load(&file)?.apply_to(&mut args)?;
+    }
+    if let Some(kind) = args.print_systemd_unit {
+        return crate::agent::systemd::print(&args, kind);
+    }
+    let (dest, releases) = resolve(&args)?;
+    if args.rollback {
+        return rollback(ctx, &args, &dest);
+    }
+    if args.watch {
+        return crate::agent::watch(ctx, &args, &dest, releases);
+    }
+    crate::agent::once(ctx, &args, &dest, releases)
+}
+
+/// DEST (absolute) and whether it uses the releases layout, after checking the flags that
+/// depend on each other. Bad input: exit 64 before anything is read or written.
+pub fn resolve(args: &PullArgs) -> Result<(std::path::PathBuf, bool)> {
+    let (Some(url), Some(dest)) = (args.url.as_deref(), args.dest.as_deref()) else {
+        return Err(input_err!(
+            "pull needs the mirror URL and DEST: pass them as arguments, or set `mirror:` and `dest:` in the --config file"
+        ));
+    };
+    Location::parse(url)?;
+    let dest = crate::context::absolute(dest)?;
     if dest.exists() && !dest.is_dir() {
         return Err(input_err!("{} is not a directory", dest.display()));
     }
@@ -110,38 +160,57 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
             "--keep applies only to --layout releases; add --layout releases or drop --keep"
         ));
     }
-    if args.rollback {
-        return rollback(ctx, &args, &dest);
+    if !releases && args.rollback_on_hook_failure {
+        return Err(input_err!(
+            "--rollback-on-hook-failure needs --layout releases (an in-place DEST has no previous release to switch back to); add --layout releases or drop it"
+        ));
     }
+    if args.interval.is_some() && !args.watch {
+        return Err(input_err!(
+            "--interval applies only to --watch; add --watch or drop --interval"
+        ));
+    }
+    Ok((dest, releases))
+}
+
+/// One pull of the mirror's newest generation into `dest` (validated by [`resolve`]): what a
+/// one-shot `pull` does, and what every cycle of `pull --watch` that found a new generation
+/// does. Prints the plan and the result lines; the hook and the status file are the caller's.
+pub fn pull_once(ctx: &Context, args: &PullArgs, dest: &Path, releases: bool) -> Result<Pulled> {
     if releases {
-        return pull_release(ctx, &args, &dest);
+        return pull_release(ctx, args, dest);
     }
-    if let Some(g) = ReleaseDir::in_use(&dest) {
+    if let Some(g) = ReleaseDir::in_use(dest) {
         return Err(input_err!(
             "{} uses the releases layout (current -> {}); pass --layout releases (an in-place pull would take releases/ and current for DEST-only paths)",
             dest.display(),
             ReleaseDir::relative(g)
         ));
     }
-    let (mirror, snap) = open_latest(ctx, &args)?;
+    let (mirror, snap) = open_latest(ctx, args)?;
     let _lock = if args.dry_run {
         None
     } else {
-        crate::fsutil::create_dir_all_mode(&dest, crate::mirror::restore::NEW_DIR_MODE)?;
+        crate::fsutil::create_dir_all_mode(dest, crate::mirror::restore::NEW_DIR_MODE)?;
         Some(lock::acquire(&ctx.home)?)
     };
     crate::interrupt::install();
     let source = Source::snapshot(&mirror, &snap, false)?;
-    let cache = manifest::cache_path(&ctx.home, &dest);
+    let cache = manifest::cache_path(&ctx.home, dest);
     let manifest = source.manifest();
+    let mut pulled = Pulled {
+        generation: snap.generation,
+        source_digest: manifest.digest_hex(),
+        ..Default::default()
+    };
     let single = Single::plan(
-        Box::new(LocalTarget::new(&dest, cache, &source)?),
+        Box::new(LocalTarget::new(dest, cache, &source)?),
         manifest,
         args.max_delete,
     )?;
     if crate::interrupt::interrupted() {
         eprintln!("offsync: interrupted; nothing was changed");
-        return Ok(ExitCode::from(crate::interrupt::exit_code()));
+        return Ok(interrupted(pulled));
     }
     if args.json {
         crate::out!("{}", single.plan.to_json())?;
@@ -153,14 +222,14 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
         anyhow::bail!("{}: {}", dest.display(), e);
     }
     if args.dry_run || !tp.has_changes() {
-        let code = if tp.has_changes() && args.detailed_exitcode {
+        pulled.code = if tp.has_changes() && args.detailed_exitcode {
             exit::CHANGES
         } else {
             exit::OK
         };
-        return Ok(ExitCode::from(code));
+        return Ok(pulled);
     }
-    let policy = pull_policy(&args, manifest);
+    let policy = pull_policy(args, manifest);
     let r = single.apply(
         manifest,
         policy,
@@ -170,7 +239,7 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
     )?;
     if r.status == Status::Interrupted {
         eprintln!("offsync: interrupted; the pull was logged as interrupted");
-        return Ok(ExitCode::from(crate::interrupt::exit_code()));
+        return Ok(interrupted(pulled));
     }
     if let Some(e) = r.status.to_error(&dest.display().to_string()) {
         return Err(e);
@@ -185,11 +254,27 @@ pub fn run(ctx: &Context, args: PullArgs) -> Result<ExitCode> {
             snap.generation
         )?;
     }
-    Ok(ExitCode::from(if args.detailed_exitcode {
+    pulled.changed = true;
+    pulled.code = changed_code(args);
+    Ok(pulled)
+}
+
+/// `pulled`, stopped by a signal.
+fn interrupted(pulled: Pulled) -> Pulled {
+    Pulled {
+        code: crate::interrupt::exit_code(),
+        interrupted: true,
+        ..pulled
+    }
+}
+
+/// The exit status of a pull that changed DEST.
+fn changed_code(args: &PullArgs) -> u8 {
+    if args.detailed_exitcode {
         exit::CHANGES
     } else {
         exit::OK
-    }))
+    }
 }
 
 /// `pull --layout releases` (see the module docs and `targets::releases`).
@@ -207,7 +292,7 @@ fn pull_policy(args: &PullArgs, manifest: &manifest::Manifest) -> ApplyPolicy {
     }
 }
 
-fn pull_release(ctx: &Context, args: &PullArgs, dest: &Path) -> Result<ExitCode> {
+fn pull_release(ctx: &Context, args: &PullArgs, dest: &Path) -> Result<Pulled> {
     let layout = ReleaseDir::new(dest);
     let keep = args.keep.unwrap_or(DEFAULT_KEEP);
     // A `current` that is not ours is named before anything is read or created.
@@ -236,6 +321,11 @@ fn pull_release(ctx: &Context, args: &PullArgs, dest: &Path) -> Result<ExitCode>
         c => c,
     };
     let generation = snap.generation;
+    let mut pulled = Pulled {
+        generation,
+        release: current.map(|c| layout.release_path(c)),
+        ..Default::default()
+    };
     let state = layout.load_state()?;
     if let (Some(h), Some(c)) = (state.rolled_back_from, current)
         && generation <= h
@@ -245,16 +335,18 @@ fn pull_release(ctx: &Context, args: &PullArgs, dest: &Path) -> Result<ExitCode>
             dest.display(),
             ReleaseDir::relative(c)
         )?;
-        return Ok(ExitCode::from(exit::OK));
+        pulled.held = true;
+        return Ok(pulled);
     }
     crate::interrupt::install();
     let source = Source::snapshot(&mirror, &snap, false)?;
     let manifest = source.manifest();
     let target = ReleaseTarget::new(&layout, current, &ctx.home, &source)?;
     let single = Single::plan(Box::new(target), manifest, args.max_delete)?;
+    pulled.source_digest = manifest.digest_hex();
     if crate::interrupt::interrupted() {
         eprintln!("offsync: interrupted; nothing was changed");
-        return Ok(ExitCode::from(crate::interrupt::exit_code()));
+        return Ok(interrupted(pulled));
     }
     let mut head = vec![match current {
         Some(c) if c == generation => format!("release {} is current", ReleaseDir::relative(c)),
@@ -303,14 +395,11 @@ fn pull_release(ctx: &Context, args: &PullArgs, dest: &Path) -> Result<ExitCode>
                 ReleaseDir::relative(generation)
             )?;
         }
-        return Ok(ExitCode::from(exit::OK));
+        return Ok(pulled);
     }
     if args.dry_run {
-        return Ok(ExitCode::from(if args.detailed_exitcode {
-            exit::CHANGES
-        } else {
-            exit::OK
-        }));
+        pulled.code = changed_code(args);
+        return Ok(pulled);
     }
     let policy = pull_policy(args, manifest);
     let r = single.apply(
@@ -330,7 +419,7 @@ fn pull_release(ctx: &Context, args: &PullArgs, dest: &Path) -> Result<ExitCode>
     };
     if r.status == Status::Interrupted {
         eprintln!("offsync: interrupted; the pull was logged as interrupted; {unchanged}");
-        return Ok(ExitCode::from(crate::interrupt::exit_code()));
+        return Ok(interrupted(pulled));
     }
     if let Some(e) = r
         .status
@@ -365,11 +454,10 @@ fn pull_release(ctx: &Context, args: &PullArgs, dest: &Path) -> Result<ExitCode>
             crate::outln!("{line}")?;
         }
     }
-    Ok(ExitCode::from(if args.detailed_exitcode {
-        exit::CHANGES
-    } else {
-        exit::OK
-    }))
+    pulled.changed = true;
+    pulled.release = Some(layout.release_path(generation));
+    pulled.code = changed_code(args);
+    Ok(pulled)
 }
 
 /// Remove the releases beyond `keep` (see [`ReleaseDir::prune_plan`]), their hash caches and
@@ -485,7 +573,7 @@ fn check_release(
 }
 
 /// `pull --rollback [--to GEN]` (see the module docs).
-fn rollback(ctx: &Context, args: &PullArgs, dest: &Path) -> Result<ExitCode> {
+pub fn rollback(ctx: &Context, args: &PullArgs, dest: &Path) -> Result<ExitCode> {
     let layout = ReleaseDir::new(dest);
     let Some(cur) = (if dest.is_dir() {
         layout.current()?
@@ -540,7 +628,7 @@ fn rollback(ctx: &Context, args: &PullArgs, dest: &Path) -> Result<ExitCode> {
         delete_allowed: true,
         exclude: Vec::new(),
     };
-    let operation = format!("pull-rollback {}", Location::parse(&args.url)?.url());
+    let operation = format!("pull-rollback {}", Location::parse(args.url())?.url());
     let log = ctx.home.join("operations.log");
     let start = std::time::Instant::now();
     let checked = check_release(ctx, args, &layout, to, &info)?;

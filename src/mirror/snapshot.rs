@@ -66,6 +66,17 @@ pub fn parse_snapshot_path(path: &str) -> Option<u64> {
         .flatten()
 }
 
+/// The newest generation in `store`, from one LIST of `snapshots/` (no object is read and no
+/// signature checked: a cheap "anything new?" for `pull --watch`, never a reason to trust a
+/// snapshot; `Mirror::latest` does that). `Mirror::generations` lists the same names.
+pub fn newest_generation(store: &super::store::Store) -> anyhow::Result<Option<u64>> {
+    Ok(store
+        .list("snapshots")?
+        .iter()
+        .filter_map(|m| parse_snapshot_path(&m.path))
+        .max())
+}
+
 /// The object name for an object id.
 pub fn object_path(id: &str) -> String {
     format!("objects/{}/{id}", &id[..2])

@@ -3,6 +3,8 @@
 //! they run in parallel; none needs root. End-to-end tests print `SKIP` when a tool is
 //! missing, unless `OFFSYNC_REQUIRE_E2E=1` (CI, `scripts/test`) turns that into a failure.
 //!
+//! - `agent`: `pull --watch` fleets (5 agents; 20 on S3 with `--full`) converging, a failing
+//!   hook rolled back, SIGTERM/SIGKILL, `--config`, `--print-systemd-unit`
 //! - `cli`: help, version, usage errors (exit 64), completions, `install-deps --dry-run`
 //! - `setup`: `init`, `link`/`unlink` (the port from `sshd -T` or `Include`d files), `target
 //!   add|list|remove|check|repin`, host aliases from an ssh config, the trust prompt on a pty
@@ -40,6 +42,7 @@
 //! through the real `init` → `link` → `target add` flow (`World::new`); every other test
 //! starts from `World::fast`, which writes the same state directly (`util::prelink`).
 
+mod agent;
 mod apply;
 mod bad_input;
 mod cli;
