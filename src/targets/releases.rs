@@ -115,9 +115,14 @@ fn open_dir(path: &Path) -> Result<OwnedFd> {
         .with_context(|| format!("cannot open {}", path.display()))
 }
 
-/// The pid in a leftover's name `PREFIX-GEN-PID-N` (`None`: not one of ours).
+/// The pid in a leftover's name `PREFIX-GEN-PID-N`, or in the temp file of an atomic write of
+/// `state.json` (`.state.json.offsync-tmp-PID-N`) that a kill interrupted (`None`: not one of
+/// ours).
 fn leftover_pid(name: &str) -> Option<i32> {
-    if !(name.starts_with(".build-") || name.starts_with(".trash-")) {
+    if !(name.starts_with(".build-")
+        || name.starts_with(".trash-")
+        || name.starts_with(".state.json.offsync-tmp-"))
+    {
         return None;
     }
     name.rsplit('-').nth(1)?.parse().ok()
@@ -250,15 +255,19 @@ impl ReleaseDir {
         Ok(())
     }
 
-    /// Remove `.build-`/`.trash-` directories and `.current.PID.tmp` links of processes that
-    /// no longer exist (a live pull's are never touched).
+    /// Remove `.build-`/`.trash-` directories, `state.json` temp files and `.current.PID.tmp`
+    /// links of processes that no longer exist (a live pull's are never touched).
     fn remove_leftovers(&self) {
         if let Ok(rd) = std::fs::read_dir(&self.releases) {
             for e in rd.flatten() {
                 if let Some(pid) = e.file_name().to_str().and_then(leftover_pid)
                     && process_is_gone(pid)
                 {
-                    let _ = remove_tree(&e.path());
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        let _ = remove_tree(&e.path());
+                    } else {
+                        let _ = std::fs::remove_file(e.path());
+                    }
                 }
             }
         }
@@ -636,6 +645,7 @@ mod tests {
         assert_eq!(leftover_pid(".build-0000000003-4242-0"), Some(4242));
         assert_eq!(leftover_pid(".trash-0000000003-17-0"), Some(17));
         assert_eq!(leftover_pid("0000000003"), None);
+        assert_eq!(leftover_pid(".state.json.offsync-tmp-4848-0"), Some(4848));
     }
 
     fn layout_with(gens: &[u64]) -> (tempfile::TempDir, ReleaseDir) {
@@ -717,8 +727,12 @@ mod tests {
         std::fs::create_dir(&dead).unwrap();
         std::fs::create_dir(&live).unwrap();
         std::os::unix::fs::symlink("x", l.dest.join(".current.99999999.tmp")).unwrap();
+        // A kill during the atomic write of state.json leaves its temp file.
+        let torn = l.releases.join(".state.json.offsync-tmp-99999999-0");
+        std::fs::write(&torn, b"{").unwrap();
         l.prepare().unwrap();
         assert!(!dead.exists() && live.exists());
         assert!(!l.dest.join(".current.99999999.tmp").is_symlink());
+        assert!(!torn.exists());
     }
 }
