@@ -770,17 +770,6 @@ pub fn log_record(
 ) -> crate::oplog::Entry {
     use crate::oplog;
     let record = oplog::Record {
-        timestamp: oplog::now(),
-        target: info.name.clone(),
-        host: info.host.clone(),
-        operation: operation.to_string(),
-        status: r.status.name(),
-        files_changed: Vec::new(),
-        files_changed_count: 0,
-        files_deleted: Vec::new(),
-        files_deleted_count: 0,
-        files_changed_hex: Vec::new(),
-        files_deleted_hex: Vec::new(),
         bytes: r.outcome.bytes,
         duration_ms: r.duration_ms,
         source_digest: plan.source.digest.clone(),
@@ -799,6 +788,12 @@ pub fn log_record(
             .as_ref()
             .map(|s| s.pruned.clone())
             .unwrap_or_default(),
+        ..oplog::Record::new(
+            info.name.clone(),
+            info.host.clone(),
+            operation.to_string(),
+            r.status.name(),
+        )
     };
     oplog::Entry::new(record, &r.outcome.changed, &r.outcome.deleted)
 }

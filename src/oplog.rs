@@ -134,6 +134,37 @@ pub struct Record {
 }
 
 impl Record {
+    /// A record stamped now, with no paths, bytes, digests or error: callers fill in what
+    /// their operation has (`Record { bytes, ..Record::new(…) }`).
+    pub fn new(target: String, host: String, operation: String, status: Outcome) -> Record {
+        Record {
+            timestamp: now(),
+            target,
+            host,
+            operation,
+            status,
+            files_changed: Vec::new(),
+            files_changed_count: 0,
+            files_deleted: Vec::new(),
+            files_deleted_count: 0,
+            files_changed_hex: Vec::new(),
+            files_deleted_hex: Vec::new(),
+            bytes: 0,
+            duration_ms: 0,
+            source_digest: String::new(),
+            plan_digest: String::new(),
+            error: None,
+            error_kind: None,
+            partial: false,
+            paths_file: None,
+            release: None,
+            switched_at: None,
+            pruned: Vec::new(),
+        }
+    }
+}
+
+impl Record {
     /// Set the bounded lists, their `*_hex` lists and the counts from the complete (sorted)
     /// `changed` and `deleted` lists. Returns the complete lists when either was cut, for
     /// [`append`] to write next to the log.
@@ -685,28 +716,16 @@ mod tests {
 
     fn record(target: &str) -> Record {
         Record {
-            timestamp: now(),
-            target: target.to_string(),
-            host: "host".to_string(),
-            operation: "apply".to_string(),
-            status: Outcome::Ok,
-            files_changed: Vec::new(),
-            files_changed_count: 0,
-            files_deleted: Vec::new(),
-            files_deleted_count: 0,
-            files_changed_hex: Vec::new(),
-            files_deleted_hex: Vec::new(),
             bytes: 1,
             duration_ms: 2,
             source_digest: "s".repeat(64),
             plan_digest: "ab12cd34".repeat(8),
-            error: None,
-            error_kind: None,
-            partial: false,
-            paths_file: None,
-            release: None,
-            switched_at: None,
-            pruned: Vec::new(),
+            ..Record::new(
+                target.to_string(),
+                "host".to_string(),
+                "apply".to_string(),
+                Outcome::Ok,
+            )
         }
     }
 

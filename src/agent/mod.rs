@@ -661,28 +661,14 @@ impl<'a> Agent<'a> {
             .map(|l| l.url())
             .unwrap_or_else(|_| self.args.url().to_string());
         oplog::Record {
-            timestamp: oplog::now(),
-            target: self.dest.display().to_string(),
-            host: crate::keys::hostname(),
-            operation: format!("{op} {url}"),
-            status: outcome,
-            files_changed: Vec::new(),
-            files_changed_count: 0,
-            files_deleted: Vec::new(),
-            files_deleted_count: 0,
-            files_changed_hex: Vec::new(),
-            files_deleted_hex: Vec::new(),
-            bytes: 0,
             duration_ms: start.elapsed().as_millis() as u64,
             source_digest: digest.to_string(),
-            plan_digest: String::new(),
-            error: None,
-            error_kind: None,
-            partial: false,
-            paths_file: None,
-            release: None,
-            switched_at: None,
-            pruned: Vec::new(),
+            ..oplog::Record::new(
+                self.dest.display().to_string(),
+                crate::keys::hostname(),
+                format!("{op} {url}"),
+                outcome,
+            )
         }
     }
 

@@ -242,33 +242,23 @@ pub fn rollback(ctx: &Context, args: RollbackArgs) -> Result<ExitCode> {
                 Err(e) => Status::failed(e),
             };
             let record = crate::oplog::Record {
-                timestamp: crate::oplog::now(),
-                target: info.name.clone(),
-                host: info.host.clone(),
-                operation: "rollback".into(),
-                status: status.name(),
-                files_changed: Vec::new(),
-                files_changed_count: 0,
-                files_deleted: Vec::new(),
-                files_deleted_count: 0,
-                files_changed_hex: Vec::new(),
-                files_deleted_hex: Vec::new(),
-                bytes: 0,
                 duration_ms: took.as_millis() as u64,
                 source_digest: r
                     .as_ref()
                     .map(|rb| rb.source_digest.clone())
                     .unwrap_or_default(),
-                plan_digest: String::new(),
                 error: status.error(),
                 error_kind: status.kind(),
-                partial: false,
-                paths_file: None,
                 release: r.as_ref().ok().map(|rb| rb.to.clone()),
                 switched_at: r.as_ref().ok().map(|rb| {
                     crate::oplog::timestamp(chrono::DateTime::<chrono::Utc>::from(rb.at))
                 }),
-                pruned: Vec::new(),
+                ..crate::oplog::Record::new(
+                    info.name.clone(),
+                    info.host.clone(),
+                    "rollback".into(),
+                    status.name(),
+                )
             };
             crate::oplog::Entry::new(record, &[], &[])
         })
