@@ -503,7 +503,11 @@ fn a_killed_pull_never_leaves_current_at_a_partial_release() {
     const N: usize = 1500;
     publish(&m, N, "gen1");
     let h = Host::new();
+    // Kills land anywhere in a pull: the window is as long as a whole pull takes here (with
+    // packs, a pull of 1,500 small files can finish in well under the 400 ms this once used).
+    let t = std::time::Instant::now();
     h.release(&m, &[]);
+    let window = (t.elapsed().as_millis() as u64).clamp(20, 2000);
     let mut published = BTreeMap::from([(1u64, tree(&m.source))]);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -545,7 +549,7 @@ fn a_killed_pull_never_leaves_current_at_a_partial_release() {
         let delay = (seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(trial * 7919))
-            % 400;
+            % window;
         std::thread::sleep(std::time::Duration::from_millis(delay));
         child.0.kill().unwrap();
         child.0.wait().unwrap();
@@ -565,8 +569,12 @@ fn a_killed_pull_never_leaves_current_at_a_partial_release() {
                 "every release name holds a complete release",
             );
         }
+        // The next pull finishes the job, or finds that the killed one had finished it.
         let out = h.release(&m, &[]);
-        assert!(out.contains("verified"), "{out}");
+        assert!(
+            out.contains("verified") || out.contains(&format!("release {} is current", rel(g))),
+            "{out}"
+        );
         assert_eq!(h.current(), rel(g));
         assert_eq!(tree(&h.dest.join("current")), published[&g]);
         let leftovers: Vec<String> = std::fs::read_dir(h.dest.join("releases"))
